@@ -1,0 +1,299 @@
+"""GGUF block-quantized weight formats (q8_0 and q4_1) and the layer that multiplies by them.
+
+Both formats quantize each run of 32 consecutive weights along the input dimension of a `[out, in]`
+weight (one GGUF block):
+
+- ``q8_0``: an fp16 scale ``d`` and 32 int8 values ``q``; ``w = d * q`` (8.5 bits per weight).
+- ``q4_1``: an fp16 scale ``d``, an fp16 minimum ``m`` and 32 unsigned 4-bit values ``q``;
+  ``w = d * q + m`` (5 bits per weight).
+
+Device layout (the parameter arrays of a `QuantizedLinear`, in this order):
+
+| format | ``qweight`` | ``scales`` | ``mins`` |
+|---|---|---|---|
+| q8_0 | int8 ``[out, in]`` | float16 ``[out, in/32]`` | |
+| q4_1 | uint32 ``[out, in/8]``: weight ``k`` in bits ``4*(k%8)..`` of word ``k//8`` | float16 ``[out, in/32]`` | float16 ``[out, in/32]`` |
+
+Scales and minimums keep GGUF's fp16 bits and the 4-bit codes are only repacked, so a GGUF tensor
+loads exactly (no second quantization). The matmul kernel reads these arrays directly and dequantizes
+in registers, so a decode step streams the quantized bytes, not float32 weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+
+BLOCK_SIZE = 32
+FORMATS = ("q8_0", "q4_1")
+
+# GGUF block sizes in bytes: q8_0 = fp16 d + 32 int8; q4_1 = fp16 d + fp16 m + 16 bytes of nibbles.
+_BLOCK_BYTES = {"q8_0": 34, "q4_1": 20}
+
+
+class QuantizationError(ValueError):
+    """Bad input to a quantization function; `field` names the offending argument or array."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise QuantizationError("fmt", f"unsupported quantized format {fmt!r}; expected one of {FORMATS}")
+    return fmt
+
+
+def _check_shape(shape, field: str = "shape") -> tuple[int, int]:
+    try:
+        out_features, in_features = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise QuantizationError(field, f"expected a 2-D shape [out, in], got {shape!r}") from None
+    if out_features <= 0 or in_features <= 0:
+        raise QuantizationError(field, f"dimensions must be positive, got {shape!r}")
+    if in_features % BLOCK_SIZE:
+        raise QuantizationError(
+            field, f"input dimension {in_features} is not a multiple of the block size {BLOCK_SIZE}"
+        )
+    return out_features, in_features
+
+
+def array_specs(fmt: str, out_features: int, in_features: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of the device arrays holding one `[out, in]` weight in `fmt`."""
+    _check_format(fmt)
+    out_features, in_features = _check_shape((out_features, in_features))
+    groups = in_features // BLOCK_SIZE
+    if fmt == "q8_0":
+        return {
+            "qweight": ((out_features, in_features), "int8"),
+            "scales": ((out_features, groups), "float16"),
+        }
+    return {
+        "qweight": ((out_features, in_features // 8), "uint32"),
+        "scales": ((out_features, groups), "float16"),
+        "mins": ((out_features, groups), "float16"),
+    }
+
+
+def bits_per_weight(fmt: str) -> float:
+    """Bytes read per weight in the device layout, in bits (scales and minimums included)."""
+    return {"q8_0": 8.5, "q4_1": 5.0, "float16": 16.0, "float32": 32.0}[fmt]
+
+
+def _gguf_qtype(fmt: str):
+    from gguf import GGMLQuantizationType  # pylint: disable=import-outside-toplevel
+
+    return {"q8_0": GGMLQuantizationType.Q8_0, "q4_1": GGMLQuantizationType.Q4_1}[fmt]
+
+
+def quantize(fmt: str, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Quantize a float `[out, in]` weight exactly as llama.cpp (gguf.quants) does, in the device layout."""
+    _check_format(fmt)
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise QuantizationError("w", f"expected a 2-D [out, in] weight, got shape {w.shape}")
+    _check_shape(w.shape, "w")
+    if not np.all(np.isfinite(w)):
+        raise QuantizationError("w", "weight holds NaN or infinite values")
+    from gguf import quants  # pylint: disable=import-outside-toplevel
+
+    raw = quants.quantize(np.ascontiguousarray(w, dtype=np.float32), _gguf_qtype(fmt))
+    return from_gguf_blocks(fmt, raw, w.shape)
+
+
+def from_gguf_blocks(fmt: str, raw: np.ndarray, shape) -> dict[str, np.ndarray]:
+    """Convert GGUF blocks (uint8, as `gguf.GGUFReader` returns a tensor's data) to the device layout.
+
+    `shape` is the numpy shape `[out, in]` of the weight (GGUF lists dimensions the other way round).
+    The conversion is exact: scales and minimums keep their fp16 bits, 4-bit codes are only repacked.
+    """
+    _check_format(fmt)
+    out_features, in_features = _check_shape(shape)
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint8:
+        raise QuantizationError("raw", f"expected uint8 GGUF block bytes, got dtype {raw.dtype}")
+    groups = in_features // BLOCK_SIZE
+    expected = out_features * groups * _BLOCK_BYTES[fmt]
+    if raw.size != expected:
+        raise QuantizationError(
+            "raw",
+            f"{raw.size} bytes do not hold a {fmt} weight of shape [{out_features}, {in_features}] "
+            f"({expected} bytes expected)",
+        )
+    blocks = np.ascontiguousarray(raw).reshape(out_features, groups, _BLOCK_BYTES[fmt])
+    scales = np.ascontiguousarray(blocks[:, :, 0:2]).view(np.float16).reshape(out_features, groups)
+    if fmt == "q8_0":
+        qweight = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).reshape(out_features, in_features)
+        return {"qweight": qweight, "scales": scales.copy()}
+    mins = np.ascontiguousarray(blocks[:, :, 2:4]).view(np.float16).reshape(out_features, groups)
+    nibbles = blocks[:, :, 4:]  # byte j: weight j in the low nibble, weight j + 16 in the high nibble
+    codes = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1).reshape(out_features, in_features)
+    return {"qweight": pack_nibbles(codes), "scales": scales.copy(), "mins": mins.copy()}
+
+
+def pack_nibbles(codes: np.ndarray) -> np.ndarray:
+    """Pack 4-bit codes `[out, in]` (values 0..15) into uint32 words `[out, in/8]`, code k at bits 4*(k%8)."""
+    out_features, in_features = codes.shape
+    words = codes.astype(np.uint32).reshape(out_features, in_features // 8, 8)
+    shifts = (np.arange(8, dtype=np.uint32) * 4).reshape(1, 1, 8)
+    return np.bitwise_or.reduce(words << shifts, axis=-1).astype(np.uint32)
+
+
+def unpack_nibbles(qweight: np.ndarray) -> np.ndarray:
+    """Inverse of `pack_nibbles`: uint32 `[out, in/8]` -> uint8 codes `[out, in]`."""
+    shifts = (np.arange(8, dtype=np.uint32) * 4).reshape(1, 1, 8)
+    codes = (qweight[:, :, None] >> shifts) & np.uint32(0x0F)
+    return codes.reshape(qweight.shape[0], -1).astype(np.uint8)
+
+
+def _check_arrays(fmt: str, arrays: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    if "qweight" not in arrays or "scales" not in arrays:
+        raise QuantizationError("arrays", f"a {fmt} weight needs 'qweight' and 'scales' arrays")
+    out_features, cols = arrays["qweight"].shape
+    in_features = cols * 8 if fmt == "q4_1" else cols
+    for name, (shape, dtype) in array_specs(fmt, out_features, in_features).items():
+        if name not in arrays:
+            raise QuantizationError(f"arrays[{name!r}]", f"missing for format {fmt}")
+        got = arrays[name]
+        if tuple(got.shape) != shape or str(got.dtype) != dtype:
+            raise QuantizationError(
+                f"arrays[{name!r}]", f"expected {dtype}{list(shape)}, got {got.dtype}{list(got.shape)}"
+            )
+    return out_features, in_features
+
+
+def dequantize(fmt: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Reference dequantization of device arrays to a float32 `[out, in]` weight."""
+    _check_format(fmt)
+    out_features, in_features = _check_arrays(fmt, arrays)
+    scales = np.repeat(arrays["scales"].astype(np.float32), BLOCK_SIZE, axis=1)
+    if fmt == "q8_0":
+        return arrays["qweight"].astype(np.float32) * scales
+    mins = np.repeat(arrays["mins"].astype(np.float32), BLOCK_SIZE, axis=1)
+    return unpack_nibbles(arrays["qweight"]).astype(np.float32) * scales + mins
+
+
+def to_gguf_blocks(fmt: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Inverse of `from_gguf_blocks`: device arrays -> GGUF block bytes `[out, in/32 * block_bytes]`."""
+    _check_format(fmt)
+    out_features, in_features = _check_arrays(fmt, arrays)
+    groups = in_features // BLOCK_SIZE
+    d = arrays["scales"].reshape(out_features, groups, 1).view(np.uint8)
+    if fmt == "q8_0":
+        qs = arrays["qweight"].reshape(out_features, groups, BLOCK_SIZE).view(np.uint8)
+        blocks = np.concatenate([d, qs], axis=-1)
+    else:
+        m = arrays["mins"].reshape(out_features, groups, 1).view(np.uint8)
+        codes = unpack_nibbles(arrays["qweight"]).reshape(out_features, groups, BLOCK_SIZE)
+        qs = codes[:, :, :16] | (codes[:, :, 16:] << 4)
+        blocks = np.concatenate([d, m, qs], axis=-1)
+    return blocks.reshape(out_features, groups * _BLOCK_BYTES[fmt])
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compiled side: TE expressions and the nn layer.
+
+
+def dequantize_te(fmt: str, qweight, scales, mins=None):
+    """A function (n, k) -> float32 weight element, reading the device arrays (TE tensors) in place."""
+    _check_format(fmt)
+    if fmt == "q8_0":
+
+        def weight(n, k):
+            return qweight[n, k].astype("float32") * scales[n, k // BLOCK_SIZE].astype("float32")
+
+        return weight
+
+    def weight(n, k):
+        shift = ((k % 8) * 4).astype("uint32")
+        code = (qweight[n, k // 8] >> shift) & tirx.const(15, "uint32")
+        group = k // BLOCK_SIZE
+        return code.astype("float32") * scales[n, group].astype("float32") + mins[n, group].astype("float32")
+
+    return weight
+
+
+def quantized_matmul_te(fmt: str, in_features: int, out_features: int, out_dtype: str = "float32"):
+    """A TE function (x[..., in], *device arrays) -> x @ dequantize(W).T of shape [..., out].
+
+    The weight is dequantized inside the reduction, so the kernel reads only the quantized bytes;
+    products accumulate in float32.
+    """
+    def compute(x, qweight, scales, mins=None):
+        weight = dequantize_te(fmt, qweight, scales, mins)
+        k = te.reduce_axis((0, in_features), name="k")
+        lead = list(x.shape[:-1])
+
+        def body(*idx):
+            return te.sum(x[(*idx[:-1], k)].astype("float32") * weight(idx[-1], k), axis=k)
+
+        acc = te.compute((*lead, out_features), body, name="qmatmul")
+        if out_dtype == "float32":
+            return acc
+        return te.compute(acc.shape, lambda *idx: acc[idx].astype(out_dtype), name="qmatmul_cast")
+
+    return compute
+
+
+class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attributes
+    """`y = x @ dequantize(W).T (+ bias)` with W held in a GGUF block format (q8_0 or q4_1).
+
+    Parameters are the device arrays of `array_specs` (`qweight`, `scales`, and `mins` for q4_1)
+    plus an optional `bias` of `out_dtype`. Fill them with `quantize` or `from_gguf_blocks`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, fmt: str, bias: bool = False,
+                 out_dtype: str = "float32"):
+        super().__init__()
+        _check_format(fmt)
+        if out_dtype not in ("float32", "float16"):
+            raise QuantizationError("out_dtype", f"expected float32 or float16, got {out_dtype!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.fmt = fmt
+        self.out_dtype = out_dtype
+        specs = array_specs(fmt, self.out_features, self.in_features)
+        self.qweight = nn.Parameter(*specs["qweight"])
+        self.scales = nn.Parameter(*specs["scales"])
+        self.mins = nn.Parameter(*specs["mins"]) if fmt == "q4_1" else None
+        self.bias = nn.Parameter((self.out_features,), out_dtype) if bias else None
+
+    def _arrays(self) -> list:
+        arrays = [self.qweight, self.scales]
+        if self.mins is not None:
+            arrays.append(self.mins)
+        return arrays
+
+    def forward(self, x: nn.Tensor) -> nn.Tensor:  # pylint: disable=arguments-differ
+        if x.shape[-1] != self.in_features:
+            raise QuantizationError(
+                "x", f"last dimension {x.shape[-1]} does not match in_features {self.in_features}"
+            )
+        y = nn.op.tensor_expr_op(
+            quantized_matmul_te(self.fmt, self.in_features, self.out_features, self.out_dtype),
+            f"{self.fmt}_matmul",
+            [x, *self._arrays()],
+        )
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def lookup(self, ids: nn.Tensor, dtype: str = "float32") -> nn.Tensor:
+        """Dequantized rows `W[ids]` of shape `[len(ids), in]`: an embedding lookup on a tied weight."""
+
+        fmt, in_features = self.fmt, self.in_features
+
+        def compute(idx, qweight, scales, mins=None):
+            weight = dequantize_te(fmt, qweight, scales, mins)
+            return te.compute(
+                (idx.shape[0], in_features),
+                lambda i, k: weight(idx[i], k).astype(dtype),
+                name="qembed",
+            )
+
+        return nn.op.tensor_expr_op(compute, f"{fmt}_embed", [ids, *self._arrays()])

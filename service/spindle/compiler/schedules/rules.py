@@ -1,0 +1,8 @@
+"""The list of CPU schedule rules, in the order they are tried."""
+
+from __future__ import annotations
+
+
+def default_rules() -> list:
+    """Rules tried in order on each fused kernel; kernels no rule accepts stay unscheduled."""
+    return []

@@ -1,0 +1,138 @@
+"""GGUF block formats: numpy conversions against gguf.quants, and the compiled QuantizedLinear."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from gguf import GGMLQuantizationType, quants
+from hypothesis import given, settings, strategies as st
+from tvm import relax
+from tvm.relax.frontend import nn
+
+from spindle.compiler import quantization as Q
+from spindle.compiler.schedules import cpu_pipeline
+
+QTYPE = {"q8_0": GGMLQuantizationType.Q8_0, "q4_1": GGMLQuantizationType.Q4_1}
+
+
+def _random_blocks(fmt: str, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """Arbitrary GGUF block bytes with finite fp16 scales and minimums (every code value occurs)."""
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    raw = quants.quantize(w, QTYPE[fmt]).copy()
+    block = {"q8_0": 34, "q4_1": 20}[fmt]
+    view = raw.reshape(rows, cols // 32, block)
+    header = 2 if fmt == "q8_0" else 4
+    view[:, :, header:] = rng.integers(0, 256, size=view[:, :, header:].shape, dtype=np.uint8)
+    return raw
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 9), groups=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+def test_quantize_matches_gguf(fmt, rows, groups, seed):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((rows, groups * 32)) * rng.uniform(0.01, 10)).astype(np.float32)
+    arrays = Q.quantize(fmt, w)
+    raw = quants.quantize(w, QTYPE[fmt])
+    np.testing.assert_array_equal(Q.dequantize(fmt, arrays), quants.dequantize(raw, QTYPE[fmt]))
+    np.testing.assert_array_equal(Q.to_gguf_blocks(fmt, arrays), raw)
+    for name, (shape, dtype) in Q.array_specs(fmt, rows, groups * 32).items():
+        assert arrays[name].shape == shape and str(arrays[name].dtype) == dtype
+    # Quantization error is bounded by half a step (q8_0: d/2 with d = amax/127; q4_1: d/2 + fp16 rounding).
+    blocks = w.reshape(rows, groups, 32)
+    step = np.abs(blocks).max(-1) / 127 if fmt == "q8_0" else (blocks.max(-1) - blocks.min(-1)) / 15
+    err = np.abs(Q.dequantize(fmt, arrays) - w).reshape(rows, groups, 32).max(-1)
+    assert np.all(err <= step * 0.51 + np.abs(blocks).max(-1) * 2e-3 + 1e-6)
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+def test_from_gguf_blocks_is_exact(fmt):
+    rng = np.random.default_rng(0)
+    raw = _random_blocks(fmt, 7, 96, rng)
+    arrays = Q.from_gguf_blocks(fmt, raw, (7, 96))
+    np.testing.assert_array_equal(Q.dequantize(fmt, arrays), quants.dequantize(raw, QTYPE[fmt]))
+    np.testing.assert_array_equal(Q.to_gguf_blocks(fmt, arrays), raw)
+    # The reader may hand over the bytes flat or as [rows, bytes per row].
+    flat = Q.from_gguf_blocks(fmt, raw.reshape(-1), (7, 96))
+    for name in arrays:
+        np.testing.assert_array_equal(flat[name], arrays[name])
+
+
+def test_q4_1_nibble_order():
+    # One block: codes 0..15 in the low nibbles (weights 0..15), 15..0 in the high ones (weights 16..31).
+    d, m = np.float16(0.5), np.float16(-1.0)
+    qs = (np.arange(16, dtype=np.uint8) | ((15 - np.arange(16, dtype=np.uint8)) << 4)).astype(np.uint8)
+    raw = np.concatenate([np.array([d]).view(np.uint8), np.array([m]).view(np.uint8), qs])
+    w = Q.dequantize("q4_1", Q.from_gguf_blocks("q4_1", raw, (1, 32)))[0]
+    expected = np.concatenate([np.arange(16), 15 - np.arange(16)]) * 0.5 - 1.0
+    np.testing.assert_array_equal(w, expected.astype(np.float32))
+
+
+def test_pack_unpack_nibbles():
+    codes = np.random.default_rng(1).integers(0, 16, size=(3, 64), dtype=np.uint8)
+    packed = Q.pack_nibbles(codes)
+    assert packed.dtype == np.uint32 and packed.shape == (3, 8)
+    assert packed[0, 0] & 0xF == codes[0, 0] and (packed[0, 0] >> 28) == codes[0, 7]
+    np.testing.assert_array_equal(Q.unpack_nibbles(packed), codes)
+
+
+@pytest.mark.parametrize(
+    "call, field",
+    [
+        (lambda: Q.quantize("q4_0", np.zeros((2, 32), np.float32)), "fmt"),
+        (lambda: Q.quantize("q8_0", np.zeros((2, 33), np.float32)), "w"),
+        (lambda: Q.quantize("q8_0", np.zeros((64,), np.float32)), "w"),
+        (lambda: Q.quantize("q8_0", np.full((1, 32), np.nan, np.float32)), "w"),
+        (lambda: Q.from_gguf_blocks("q4_1", np.zeros(39, np.uint8), (1, 64)), "raw"),
+        (lambda: Q.from_gguf_blocks("q4_1", np.zeros(20, np.int8), (1, 32)), "raw"),
+        (lambda: Q.from_gguf_blocks("q8_0", np.zeros(34, np.uint8), (1, 30)), "shape"),
+        (lambda: Q.from_gguf_blocks("q8_0", np.zeros(34, np.uint8), (1,)), "shape"),
+        (lambda: Q.dequantize("q4_1", {"qweight": np.zeros((1, 4), np.uint32),
+                                       "scales": np.zeros((1, 1), np.float16)}), "arrays['mins']"),
+        (lambda: Q.dequantize("q8_0", {"qweight": np.zeros((1, 32), np.int8),
+                                       "scales": np.zeros((1, 1), np.float32)}), "arrays['scales']"),
+        (lambda: Q.QuantizedLinear(32, 4, "q8_0", out_dtype="int8"), "out_dtype"),
+    ],
+)
+def test_bad_input_names_the_field(call, field):
+    with pytest.raises(Q.QuantizationError) as info:
+        call()
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def _build(module: nn.Module, spec: dict):
+    packed = {"$": {"param_mode": "packed", "effect_mode": "none"}}
+    mod, named = module.export_tvm(spec={k: {**v, **packed} for k, v in spec.items()})
+    target = tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target)), tvm.cpu())
+    return vm, [name for name, _ in named]
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+@pytest.mark.parametrize("bias, out_dtype", [(False, "float32"), (True, "float16")])
+def test_compiled_quantized_linear_matches_numpy(fmt, bias, out_dtype):
+    rng = np.random.default_rng(2)
+    in_features, out_features = 96, 40
+    w = rng.standard_normal((out_features, in_features)).astype(np.float32)
+    arrays = Q.quantize(fmt, w)
+    b = rng.standard_normal(out_features).astype(out_dtype)
+    layer = Q.QuantizedLinear(in_features, out_features, fmt, bias=bias, out_dtype=out_dtype)
+    vm, names = _build(layer, {
+        "forward": {"x": nn.spec.Tensor([1, "seq_len", in_features], "float32")},
+        "lookup": {"ids": nn.spec.Tensor(["n"], "int32")},
+    })
+    values = {**arrays, "bias": b}
+    params = [tvm.runtime.tensor(values[name]) for name in names]
+    ref_w = Q.dequantize(fmt, arrays)
+    for seq_len in (1, 5, 33):
+        x = rng.standard_normal((1, seq_len, in_features)).astype(np.float32)
+        y = vm["forward"](tvm.runtime.tensor(x), params).numpy()
+        expected = x.astype(np.float64) @ ref_w.T.astype(np.float64) + (b.astype(np.float64) if bias else 0)
+        assert y.dtype == np.dtype(out_dtype) and y.shape == (1, seq_len, out_features)
+        tol = 1e-4 if out_dtype == "float32" else 2e-2
+        np.testing.assert_allclose(y.astype(np.float64), expected, rtol=tol, atol=tol)
+    ids = np.array([0, 39, 7, 7], np.int32)
+    rows = vm["lookup"](tvm.runtime.tensor(ids), params).numpy()
+    np.testing.assert_array_equal(rows, ref_w[ids])
