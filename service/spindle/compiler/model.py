@@ -1,0 +1,245 @@
+"""A Llama-family decoder in ``tvm.relax.frontend.nn`` exporting the functions of the model artifact.
+
+Covers Llama, Mistral and Qwen2 (``attention_bias``): RMSNorm, RoPE (with the model's theta and
+scaling, applied by the paged KV cache), grouped-query attention over ``TIRPagedKVCache``, SwiGLU MLP
+and a tied or untied ``lm_head``. Query/key/value and gate/up projections are fused into one matmul
+each; the weight loaders fuse the checkpoint's tensors to match (see ``loaders.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+from tvm import relax as rx
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+from tvm.target import Target
+
+MODEL_TYPES = ("llama", "qwen2", "mistral")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Dimensions and runtime facts of a Llama-family model (the keys of ``spindle-config.json``)."""
+
+    model_type: str = "llama"
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads
+    intermediate_size: int = 128
+    vocab_size: int = 384
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    context_window_size: int = 512
+    prefill_chunk_size: int = 512
+    max_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.head_dim == 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that is out of range."""
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type: unsupported architecture {self.model_type!r} (supported: {', '.join(MODEL_TYPES)})")
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "head_dim", "intermediate_size", "vocab_size", "context_window_size",
+                     "prefill_chunk_size", "max_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_key_value_heads: {self.num_key_value_heads} does not divide "
+                f"num_attention_heads {self.num_attention_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim: RoPE needs an even head dimension, got {self.head_dim}")
+        if self.rms_norm_eps <= 0:
+            raise ValueError(f"rms_norm_eps: expected > 0, got {self.rms_norm_eps}")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta: expected > 0, got {self.rope_theta}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# A factory for linear layers: (in_features, out_features, bias, name) -> nn.Module with
+# forward(x) -> Tensor. The float formats use ``nn.Linear``; quantized formats plug in their layer.
+LinearFactory = Callable[[int, int, bool], nn.Module]
+
+
+def float_linear(dtype: str) -> LinearFactory:
+    def make(in_features: int, out_features: int, bias: bool) -> nn.Module:
+        return nn.Linear(in_features, out_features, bias=bias, dtype=dtype)
+    return make
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, linear: LinearFactory):
+        self.num_q = cfg.num_attention_heads
+        self.num_kv = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        qkv_out = (self.num_q + 2 * self.num_kv) * self.head_dim
+        self.qkv_proj = linear(cfg.hidden_size, qkv_out, cfg.attention_bias)
+        self.o_proj = linear(self.num_q * self.head_dim, cfg.hidden_size, False)
+
+    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+        b, s, _ = x.shape
+        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
+        out = kv.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim ** -0.5)
+        return self.o_proj(op.reshape(out, (b, s, self.num_q * self.head_dim)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, linear: LinearFactory):
+        self.inter = cfg.intermediate_size
+        self.gate_up_proj = linear(cfg.hidden_size, 2 * cfg.intermediate_size, False)
+        self.down_proj = linear(cfg.intermediate_size, cfg.hidden_size, False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate_up = self.gate_up_proj(x)
+        gate, up = op.split(gate_up, 2, axis=-1)
+        return self.down_proj(op.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, linear: LinearFactory, dtype: str):
+        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+        self.self_attn = Attention(cfg, linear)
+        self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+        self.mlp = MLP(cfg, linear)
+
+    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), kv, layer_id)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
+    """The decoder with the four exported functions of the artifact (docs/design.md, section 1)."""
+
+    def __init__(self, cfg: ModelConfig, target: Target, dtype: str = "float32",
+                 linear: LinearFactory | None = None, embedding: nn.Module | None = None,
+                 lm_head: nn.Module | None = None):
+        self.cfg = cfg
+        self.target = target
+        self.dtype = dtype
+        linear = linear or float_linear(dtype)
+        self.embed_tokens = embedding if embedding is not None else nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.layers = nn.ModuleList([DecoderLayer(cfg, linear, dtype) for _ in range(cfg.num_hidden_layers)])
+        self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+        if cfg.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = lm_head if lm_head is not None else linear(cfg.hidden_size, cfg.vocab_size, False)
+
+    # -- building blocks -------------------------------------------------------------------------
+    def _logits(self, h: Tensor) -> Tensor:
+        if self.lm_head is None:
+            if hasattr(self.embed_tokens, "lm_head_forward"):
+                logits = self.embed_tokens.lm_head_forward(h)
+            else:
+                logits = op.matmul(h, op.permute_dims(self.embed_tokens.weight))
+        else:
+            logits = self.lm_head(h)
+        if logits.dtype != "float32":
+            logits = logits.astype("float32")
+        return logits
+
+    def _decoder(self, h: Tensor, kv: PagedKVCache) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            h = layer(h, kv, i)
+        return self.norm(h)
+
+    # -- exported functions ----------------------------------------------------------------------
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.embed_tokens(input_ids)
+
+    def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, kv: PagedKVCache):
+        h = self._decoder(input_embeds, kv)
+        h = op.take(h, logit_positions, axis=1)
+        return self._logits(h), kv
+
+    def batch_decode(self, input_embeds: Tensor, kv: PagedKVCache):
+        h = self._decoder(input_embeds, kv)
+        return self._logits(h), kv
+
+    def create_paged_kv_cache(self, max_batch_size: tirx.Var, max_total_seq_len: tirx.Var,
+                              prefill_chunk_size: tirx.Var, page_size: tirx.Var,
+                              support_sliding_window: tirx.Var) -> PagedKVCache:
+        cfg = self.cfg
+        return TIRPagedKVCache(
+            attn_kind="mha",
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            support_sliding_window=support_sliding_window,
+            layer_partition=rx.ShapeExpr([0, cfg.num_hidden_layers]),
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            num_key_value_heads=cfg.num_key_value_heads,
+            qk_head_dim=cfg.head_dim,
+            v_head_dim=cfg.head_dim,
+            mla_original_qk_head_dim=0,
+            mla_original_v_head_dim=0,
+            rope_mode=RopeMode.NORMAL,
+            rope_scale=1,
+            rope_theta=cfg.rope_theta,
+            rope_scaling=dict(cfg.rope_scaling or {}),
+            rope_ext_factors=rx.prim_value(0),
+            rotary_dim=cfg.head_dim,
+            enable_disaggregation=False,
+            dtype=self.dtype,
+            target=self.target,
+        )
+
+    def get_default_spec(self) -> nn.spec.ModuleSpec:
+        hidden, dt = self.cfg.hidden_size, self.dtype
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        spec = {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+            "batch_prefill": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", hidden], dt),
+                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
+                "kv": nn.spec.Object(object_type=PagedKVCache),
+                "$": packed,
+            },
+            "batch_decode": {
+                "input_embeds": nn.spec.Tensor(["batch_size", 1, hidden], dt),
+                "kv": nn.spec.Object(object_type=PagedKVCache),
+                "$": packed,
+            },
+            "create_paged_kv_cache": {
+                "max_batch_size": int,
+                "max_total_seq_len": int,
+                "prefill_chunk_size": int,
+                "page_size": int,
+                "support_sliding_window": int,
+                "$": {"param_mode": "none", "effect_mode": "none"},
+            },
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> "list[float]":
+    """Inverse RoPE frequencies (used by the numpy reference in tests)."""
+    d = cfg.head_dim
+    return [1.0 / (cfg.rope_theta ** (2 * i / d)) for i in range(d // 2)]
+
+
+_ = math  # math is kept for callers computing scales

@@ -1,0 +1,69 @@
+"""An independent numpy implementation of the Llama forward pass (float64), from the HF-style weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def _rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
+    """Rotate-half RoPE. x: [seq, heads, dim]."""
+    d = x.shape[-1]
+    inv = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    ang = positions[:, None].astype(np.float64) * inv[None, :]
+    cos = np.concatenate([np.cos(ang), np.cos(ang)], -1)[:, None, :]
+    sin = np.concatenate([np.sin(ang), np.sin(ang)], -1)[:, None, :]
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return x * cos + np.concatenate([-x2, x1], -1) * sin
+
+
+class ReferenceLlama:
+    """Keeps a per-sequence K/V history; ``forward(seq_id, tokens)`` returns the last position's logits."""
+
+    def __init__(self, cfg: dict, params: dict[str, np.ndarray]):
+        self.cfg = cfg
+        self.p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+        self.kv: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def forward(self, seq_id: int, tokens: list[int]) -> np.ndarray:
+        c, p = self.cfg, self.p
+        nq, nkv, d, h = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["hidden_size"]
+        cache = self.kv.setdefault(seq_id, [(np.zeros((0, nkv, d)), np.zeros((0, nkv, d)))
+                                            for _ in range(c["num_hidden_layers"])])
+        start = cache[0][0].shape[0]
+        n = len(tokens)
+        pos = np.arange(start, start + n)
+        x = p["embed_tokens.weight"][np.asarray(tokens)]
+        for i in range(c["num_hidden_layers"]):
+            pre = f"layers.{i}."
+            hn = _rms_norm(x, p[pre + "input_layernorm.weight"], c["rms_norm_eps"])
+            qkv = hn @ p[pre + "self_attn.qkv_proj.weight"].T
+            if pre + "self_attn.qkv_proj.bias" in p:
+                qkv = qkv + p[pre + "self_attn.qkv_proj.bias"]
+            q = qkv[:, : nq * d].reshape(n, nq, d)
+            k = qkv[:, nq * d: (nq + nkv) * d].reshape(n, nkv, d)
+            v = qkv[:, (nq + nkv) * d:].reshape(n, nkv, d)
+            q, k = _rope(q, pos, c["rope_theta"]), _rope(k, pos, c["rope_theta"])
+            k_all = np.concatenate([cache[i][0], k]); v_all = np.concatenate([cache[i][1], v])
+            cache[i] = (k_all, v_all)
+            group = nq // nkv
+            out = np.zeros((n, nq, d))
+            total = k_all.shape[0]
+            mask = (np.arange(total)[None, :] <= pos[:, None])  # causal over absolute positions
+            for head in range(nq):
+                kh, vh = k_all[:, head // group], v_all[:, head // group]
+                s = q[:, head] @ kh.T / np.sqrt(d)
+                s = np.where(mask, s, -np.inf)
+                s = np.exp(s - s.max(-1, keepdims=True))
+                out[:, head] = (s / s.sum(-1, keepdims=True)) @ vh
+            x = x + out.reshape(n, nq * d) @ p[pre + "self_attn.o_proj.weight"].T
+            hn = _rms_norm(x, p[pre + "post_attention_layernorm.weight"], c["rms_norm_eps"])
+            gu = hn @ p[pre + "mlp.gate_up_proj.weight"].T
+            gate, up = gu[:, : c["intermediate_size"]], gu[:, c["intermediate_size"]:]
+            x = x + (gate / (1 + np.exp(-gate)) * up) @ p[pre + "mlp.down_proj.weight"].T
+        x = _rms_norm(x[-1:], p["norm.weight"], c["rms_norm_eps"])
+        head_w = p.get("lm_head.weight", p["embed_tokens.weight"])
+        return (x @ head_w.T)[0]
