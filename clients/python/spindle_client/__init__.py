@@ -1,0 +1,1 @@
+"""Python client of the Spindle gRPC service (spindle.v1.EngineService)."""
