@@ -119,7 +119,7 @@ def check_params(params: Mapping[str, np.ndarray], names: list[str], layout: dic
 
 def write_artifact(out_dir: Path, *, model: LlamaForCausalLM, params: Mapping[str, np.ndarray],
                    tokenizer_json: str, meta: dict[str, Any], dtype: str, target: str,
-                   content_hash: str, source: str) -> Path:
+                   content_hash: str, source: str, extra: dict[str, Any] | None = None) -> Path:
     """Compile ``model`` and write the artifact directory atomically (a temp dir renamed into place)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,8 @@ def write_artifact(out_dir: Path, *, model: LlamaForCausalLM, params: Mapping[st
                   "source": source,
                   "versions": {"spindle": spindle.__version__, "tvm": tvm.__version__,
                                "tvm_ffi": tvm_ffi.__version__, "compiler": compiler_fingerprint(),
-                               "target": str(model.target), "page_size": PAGE_SIZE}}
+                               "target": str(model.target), "page_size": PAGE_SIZE},
+                  **(extra or {})}
         (tmp / "spindle-config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -1,26 +1,99 @@
-"""Weight-format conversion: float32 checkpoint tensors (model naming) to the packed parameters of a format."""
+"""Weight formats: build the nn model for a format and convert checkpoint parts to its packed parameters.
+
+- ``float32`` / ``float16``: every tensor dequantized to float and cast (activations in that dtype).
+- ``q8_0`` / ``q4_1``: every linear layer a ``quantization.QuantizedLinear`` in that format, activations
+  float32. A GGUF tensor already in the format keeps its blocks bit for bit; anything else is quantized
+  the way llama.cpp does. The embedding table (and a tied or untied output head) stays in the quantized
+  format its file holds it in, or q8_0 when it comes as float, as llama.cpp keeps its output layer at a
+  higher precision than the 4-bit body.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import tvm
+from tvm.relax.frontend import nn
 
-from .build import CompileError, activation_dtype
+from .build import DTYPES, CompileError, activation_dtype
+from .loaders import Part
 from .model import LlamaForCausalLM, ModelConfig
 
+QUANTIZED = ("q8_0", "q4_1")
 
-def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str) -> LlamaForCausalLM:
-    """The nn module for a weight format (float formats use ``nn.Linear`` in the activation dtype)."""
-    if dtype in ("float32", "float16"):
-        return LlamaForCausalLM(cfg, target, dtype=activation_dtype(dtype))
-    raise CompileError(f"dtype: {dtype!r} needs spindle.compiler.quantization, which is not available")
+
+def embedding_format(dtype: str, parts: list[Part] | None) -> str:
+    """The format of the embedding table / output head for weight format ``dtype``."""
+    if dtype not in QUANTIZED:
+        return dtype
+    if parts and len(parts) == 1 and parts[0].fmt in QUANTIZED:
+        return parts[0].fmt
+    return "q8_0"
+
+
+def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fmt: str | None = None,
+               head_fmt: str | None = None) -> LlamaForCausalLM:
+    """The nn module for weight format ``dtype`` (see the module docstring)."""
+    if dtype not in DTYPES:
+        raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
+    act = activation_dtype(dtype)
+    if dtype not in QUANTIZED:
+        return LlamaForCausalLM(cfg, target, dtype=act)
+    from .quantization import QuantizedLinear  # pylint: disable=import-outside-toplevel
+
+    for name, dim in (("hidden_size", cfg.hidden_size), ("intermediate_size", cfg.intermediate_size),
+                      ("num_attention_heads * head_dim", cfg.num_attention_heads * cfg.head_dim)):
+        if dim % 32:
+            raise CompileError(f"{name}: {dim} is not a multiple of 32, the block size of {dtype}")
+
+    def linear(in_f: int, out_f: int, bias: bool) -> nn.Module:
+        return QuantizedLinear(in_f, out_f, dtype, bias=bias, out_dtype=act)
+
+    embed = QuantizedLinear(cfg.hidden_size, cfg.vocab_size, embed_fmt or "q8_0", out_dtype=act)
+    head = None if cfg.tie_word_embeddings else QuantizedLinear(cfg.hidden_size, cfg.vocab_size, head_fmt or "q8_0", out_dtype=act)
+    return LlamaForCausalLM(cfg, target, dtype=act, linear=linear, embedding=embed, lm_head=head)
+
+
+def _concat_float(parts: list[Part]) -> np.ndarray:
+    return np.concatenate([p.to_float() for p in parts], axis=0) if len(parts) > 1 else parts[0].to_float()
+
+
+def _quantized_arrays(parts: list[Part], fmt: str) -> dict[str, np.ndarray]:
+    from . import quantization  # pylint: disable=import-outside-toplevel
+
+    pieces = []
+    for p in parts:
+        if p.fmt == fmt:
+            pieces.append(quantization.from_gguf_blocks(fmt, np.ascontiguousarray(p.raw).reshape(-1), p.shape))
+        else:
+            pieces.append(quantization.quantize(fmt, p.to_float()))
+    if len(pieces) == 1:
+        return pieces[0]
+    return {k: np.concatenate([piece[k] for piece in pieces], axis=0) for k in pieces[0]}
+
+
+def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: str | None = None,
+                    head_fmt: str | None = None, progress: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(packed parameter name, array)`` for the model :func:`make_model` builds."""
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    act = activation_dtype(dtype)
+    items = tqdm(weights.items(), total=len(weights), desc=f"converting weights to {dtype}", unit="tensor",
+                 disable=not progress, leave=False)
+    for name, parts in items:
+        stem, _, leaf = name.rpartition(".")
+        if dtype in QUANTIZED and leaf == "weight" and (parts[0].array is None or len(parts[0].shape) == 2) \
+                and "norm" not in stem:
+            fmt = embed_fmt if stem == "embed_tokens" else head_fmt if stem == "lm_head" else dtype
+            for key, arr in _quantized_arrays(parts, fmt or "q8_0").items():
+                yield f"{stem}.{key}", arr
+        else:
+            yield name, np.ascontiguousarray(_concat_float(parts), dtype=act)
 
 
 def convert_params(params: Mapping[str, np.ndarray], cfg: ModelConfig, dtype: str) -> dict[str, np.ndarray]:
-    """Float tensors in model naming -> the arrays the library's packed parameters expect."""
+    """Float tensors in model naming (e.g. random test weights) -> the packed parameters of ``dtype``."""
     del cfg
-    if dtype in ("float32", "float16"):
-        return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
-    raise CompileError(f"dtype: {dtype!r} needs spindle.compiler.quantization, which is not available")
+    weights = {k: [Part(tuple(v.shape), array=v, name=k)] for k, v in params.items()}
+    return dict(convert_weights(weights, dtype))

@@ -9,7 +9,6 @@ each; the weight loaders fuse the checkpoint's tensors to match (see ``loaders.p
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 from tvm import relax as rx
@@ -78,8 +77,8 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-# A factory for linear layers: (in_features, out_features, bias, name) -> nn.Module with
-# forward(x) -> Tensor. The float formats use ``nn.Linear``; quantized formats plug in their layer.
+# A factory for linear layers: (in_features, out_features, bias) -> nn.Module with forward(x) -> Tensor.
+# The float formats use ``nn.Linear``; quantized formats plug in their layer.
 LinearFactory = Callable[[int, int, bool], nn.Module]
 
 
@@ -150,10 +149,10 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
     # -- building blocks -------------------------------------------------------------------------
     def _logits(self, h: Tensor) -> Tensor:
         if self.lm_head is None:
-            if hasattr(self.embed_tokens, "lm_head_forward"):
-                logits = self.embed_tokens.lm_head_forward(h)
-            else:
+            if isinstance(self.embed_tokens, nn.Embedding):
                 logits = op.matmul(h, op.permute_dims(self.embed_tokens.weight))
+            else:  # a quantized table: its forward is the matmul by the table
+                logits = self.embed_tokens(h)
         else:
             logits = self.lm_head(h)
         if logits.dtype != "float32":
@@ -167,7 +166,9 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
 
     # -- exported functions ----------------------------------------------------------------------
     def embed(self, input_ids: Tensor) -> Tensor:
-        return self.embed_tokens(input_ids)
+        if isinstance(self.embed_tokens, nn.Embedding):
+            return self.embed_tokens(input_ids)
+        return self.embed_tokens.lookup(input_ids, self.dtype)
 
     def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, kv: PagedKVCache):
         h = self._decoder(input_embeds, kv)
@@ -241,5 +242,3 @@ def rope_inv_freq(cfg: ModelConfig) -> "list[float]":
     d = cfg.head_dim
     return [1.0 / (cfg.rope_theta ** (2 * i / d)) for i in range(d // 2)]
 
-
-_ = math  # math is kept for callers computing scales

@@ -1,0 +1,107 @@
+"""``compile_model``: checkpoint -> cached artifact directory (the Python API behind ``spindle compile``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from .build import DTYPES, TARGETS, CompileError, compiler_fingerprint, make_target, set_runtime_threads, write_artifact
+from .convert import convert_weights, embedding_format, make_model
+from .loaders import default_model_path
+
+DEFAULT_DTYPE = "q4_1"
+
+
+def cache_dir() -> Path:
+    """``$SPINDLE_CACHE_DIR`` or ``~/.cache/spindle``."""
+    return Path(os.environ.get("SPINDLE_CACHE_DIR") or Path.home() / ".cache" / "spindle")
+
+
+def _hash_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _source_files(source: Path) -> list[Path]:
+    if source.is_dir():
+        files = [p for p in source.iterdir() if p.is_file() and
+                 (p.suffix in (".json", ".safetensors", ".jinja"))]
+        if not files:
+            raise CompileError(f"{source}: no config.json or *.safetensors files")
+        return files
+    return [source]
+
+
+def content_hash(source: Path, dtype: str, target: str) -> str:
+    """Hash of the checkpoint bytes, the format, the target and the compiler (sources + TVM version)."""
+    key = json.dumps({"files": _hash_files(_source_files(source)), "dtype": dtype, "target": target,
+                      "compiler": compiler_fingerprint()}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _is_current(out: Path, chash: str) -> bool:
+    cfg_path = out / "spindle-config.json"
+    if not cfg_path.exists() or not (out / "model.so").exists():
+        return False
+    try:
+        return json.loads(cfg_path.read_text()).get("content_hash") == chash
+    except ValueError:
+        return False
+
+
+def compile_model(source: str | os.PathLike | None = None, dtype: str = DEFAULT_DTYPE, target: str = "llvm",
+                  output: str | os.PathLike | None = None, *, progress: bool = True, force: bool = False) -> Path:
+    """Compile ``source`` (GGUF file or Hugging Face folder; None = the embedded SmolLM2) to an artifact.
+
+    Returns the artifact directory: ``output`` if given, else ``<cache_dir()>/models/<name>-<dtype>-<hash>``.
+    When that directory already holds an artifact of the same content hash it is returned at once.
+    """
+    if dtype not in DTYPES:
+        raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
+    if target not in TARGETS:
+        raise CompileError(f"target: unsupported {target!r} (supported: {', '.join(TARGETS)})")
+    src = default_model_path() if source is None else Path(source).expanduser().resolve()
+    if not src.exists():
+        raise CompileError(f"{src}: no such file or directory")
+    chash = content_hash(src, dtype, target)
+    name = src.stem if src.is_file() else src.name
+    out = Path(output) if output is not None else cache_dir() / "models" / f"{name}-{dtype}-{target}-{chash}"
+    if not force and _is_current(out, chash):
+        return out
+    return _compile(src, dtype, target, out, chash, progress)
+
+
+def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress: bool) -> Path:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    from .loaders import load_checkpoint  # pylint: disable=import-outside-toplevel
+
+    set_runtime_threads()
+    steps = tqdm(total=3, desc=f"spindle compile {src.name} ({dtype}, {target})", unit="step", disable=not progress)
+    t0 = time.time()
+    steps.set_postfix_str("reading checkpoint")
+    ckpt = load_checkpoint(src)
+    steps.update(1)
+    embed_fmt = embedding_format(dtype, ckpt.weights.get("embed_tokens.weight"))
+    head_fmt = embedding_format(dtype, ckpt.weights.get("lm_head.weight"))
+    model = make_model(ckpt.config, make_target(target), dtype, embed_fmt=embed_fmt, head_fmt=head_fmt)
+    steps.set_postfix_str("converting weights")
+    params = dict(convert_weights(ckpt.weights, dtype, embed_fmt, head_fmt, progress=progress))
+    steps.update(1)
+    steps.set_postfix_str("compiling library")
+    write_artifact(out, model=model, params=params, tokenizer_json=ckpt.tokenizer_json, meta=ckpt.meta,
+                   dtype=dtype, target=target, content_hash=chash, source=ckpt.source,
+                   extra={"weight_formats": {"linear": dtype, "embedding": embed_fmt,
+                                             "lm_head": head_fmt if ckpt.weights.get("lm_head.weight") else None}})
+    steps.update(1)
+    steps.set_postfix_str(f"done in {time.time() - t0:.1f}s")
+    steps.close()
+    return out
