@@ -226,11 +226,14 @@ def quantized_matmul_te(fmt: str, in_features: int, out_features: int, out_dtype
     """
     def compute(x, qweight, scales, mins=None):
         weight = dequantize_te(fmt, qweight, scales, mins)
+        # A separate dequantize stage keeps the matmul an einsum for the schedule rules, which inline it
+        # back into the reduction; unscheduled builds materialise the float32 weight instead.
+        w = te.compute((out_features, in_features), weight, name="dequantize")
         k = te.reduce_axis((0, in_features), name="k")
         lead = list(x.shape[:-1])
 
         def body(*idx):
-            return te.sum(x[(*idx[:-1], k)].astype("float32") * weight(idx[-1], k), axis=k)
+            return te.sum(x[(*idx[:-1], k)].astype("float32") * w[idx[-1], k], axis=k)
 
         acc = te.compute((*lead, out_features), body, name="qmatmul")
         if out_dtype == "float32":

@@ -30,7 +30,9 @@ def cpu_pipeline(target: tvm.target.Target, schedule: bool = True) -> tvm.transf
 
     @tvm.transform.module_pass(opt_level=0, name="SpindleCPUPipeline")
     def _pipeline(mod: tvm.ir.IRModule, _ctx: tvm.transform.PassContext) -> tvm.ir.IRModule:
-        passes = list(cpu_generic.library_dispatch_passes(target))
+        # x @ W.T stays one matmul reading W[n, k] instead of transposing the weight on every call.
+        passes = [relax.transform.FuseTransposeMatmul()]
+        passes += list(cpu_generic.library_dispatch_passes(target))
         passes += list(cpu_generic.legalize_passes(target))
         if schedule:
             passes.append(relax.transform.DeadCodeElimination())

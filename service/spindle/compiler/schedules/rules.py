@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .matmul import Matmul
+
 
 def default_rules() -> list:
     """Rules tried in order on each fused kernel; kernels no rule accepts stay unscheduled."""
-    return []
+    return [Matmul()]

@@ -1,0 +1,165 @@
+"""Schedule rule for matmuls `C[..., n] = sum_k X[..., k] * W[n, k]` on the CPU (GEMV and GEMM).
+
+One kernel serves decode (a few rows) and prefill (many rows): the rows are padded to a multiple of the
+row tile, the reduction is split into SIMD-width lanes with `rfactor`, and each thread owns a slab of
+output columns whose weight rows it streams once per row tile, keeping `rows x cols x lanes`
+accumulators in registers. Weights in a quantized format arrive through a dequantize stage that is
+inlined into the reduction, so the kernel reads only the quantized bytes.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+LANES = 8  # float32 lanes of a 256-bit vector
+
+
+def _const(expr) -> int | None:
+    return int(expr) if isinstance(expr, (int, tirx.IntImm)) else None
+
+
+def _is_var(expr, var) -> bool:
+    return isinstance(expr, tirx.Var) and expr.same_as(var)
+
+
+class Matmul(ScheduleRule):
+    """Register-tiled, lane-split matmul rule for weights stored `[out, in]`."""
+
+    def __init__(self, row_tile: int = int(__import__("os").environ.get("RT", 4)), col_tile: int = int(__import__("os").environ.get("CT", 2)), max_const_rows: int = 4):
+        self.row_tile = row_tile
+        self.col_tile = col_tile
+        self.max_const_rows = max_const_rows
+
+    # -- analysis -------------------------------------------------------------------------------------
+    @staticmethod
+    def _match(sch: s_tir.Schedule, block) -> dict | None:
+        """Checks the einsum shape C[s..., n] += f(X[s..., k]) * g(W[n, k]); returns its parts."""
+        stmt = sch.get(block)
+        iters = list(stmt.iter_vars)
+        kinds = [iv.iter_type for iv in iters]
+        if kinds.count(tirx.IterVar.CommReduce) != 1 or kinds[-1] != tirx.IterVar.CommReduce:
+            return None
+        if any(kind not in (tirx.IterVar.DataPar, tirx.IterVar.CommReduce) for kind in kinds):
+            return None
+        if len(iters) < 3 or len(stmt.writes) != 1 or len(stmt.reads) < 2:
+            return None
+        k = iters[-1].var
+        n = iters[-2].var
+        spatial = [iv.var for iv in iters[:-1]]
+        out = stmt.writes[0]
+        if len(out.region) != len(spatial) or not all(
+            _const(r.extent) == 1 and _is_var(r.min, v) for r, v in zip(out.region, spatial)
+        ):
+            return None
+        lhs = rhs = None
+        for region in stmt.reads:
+            if region.source.same_as(out.source):
+                continue
+            idx = [r.min for r in region.region]
+            if any(_const(r.extent) != 1 for r in region.region):
+                return None
+            if len(idx) == 2 and _is_var(idx[0], n) and _is_var(idx[1], k):
+                rhs = region.source
+            elif len(idx) == len(spatial) and _is_var(idx[-1], k) and all(
+                _is_var(i, v) or _const(i) == 0 for i, v in zip(idx[:-1], spatial[:-1])
+            ):
+                lhs = region.source
+            else:
+                return None
+        if lhs is None or rhs is None:
+            return None
+        dom = [iv.dom.extent for iv in iters]
+        return {"lhs": lhs, "rhs": rhs, "dom": dom}
+
+    # -- scheduling -----------------------------------------------------------------------------------
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):  # pylint: disable=too-many-locals
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        root = sch.get_sblock("root")
+        blocks = sch.get_child_blocks(root)
+        reductions = [b for b in blocks if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
+        if len(reductions) != 1:
+            return None
+        block = reductions[0]
+        info = self._match(sch, block)
+        if info is None:
+            return None
+        dom = info["dom"]
+        n_ext, k_ext = _const(dom[-2]), _const(dom[-1])
+        if n_ext is None or k_ext is None or k_ext % LANES:
+            return None
+        col_tile = next(t for t in (self.col_tile, 2, 1) if n_ext % t == 0)
+        lead = dom[:-2]
+        symbolic = [i for i, e in enumerate(lead) if _const(e) is None]
+        if len(symbolic) > 1:
+            return None
+        rows_const = 1
+        for e in lead:
+            rows_const *= _const(e) or 1
+        if symbolic:
+            row_tile = self.row_tile
+            padding = [1] * len(dom)
+            padding[symbolic[0]] = row_tile
+            sch.pad_einsum(block, padding)
+        elif rows_const <= self.max_const_rows:
+            row_tile = rows_const
+        else:
+            row_tile = next(t for t in (self.row_tile, 2, 1) if rows_const % t == 0)
+
+        # Inline weight-side producers (dequantize, casts) into the reduction.
+        for producer in sch.get_producers(block):
+            name = sch.get(producer).name_hint
+            if sch.get(producer).reads and not name.endswith("_pad"):
+                try:
+                    sch.compute_inline(producer)
+                except Exception:  # pylint: disable=broad-except
+                    pass
+
+        side = [sch.get(b).name_hint for b in sch.get_child_blocks(root) if not sch.get(b).same_as(sch.get(block))]
+        loops = sch.get_loops(block)
+        m = sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0]
+        n, k = loops[-2], loops[-1]
+        ko, kl = sch.split(k, [None, LANES])
+        rf = sch.rfactor(kl, factor_axis=len(dom) - 1)
+        m, n, ko, kl = sch.get_loops(rf)
+        mo, mi = sch.split(m, [None, row_tile])
+        no, ni = sch.split(n, [None, col_tile])
+        sch.reorder(no, mo, ko, mi, ni, kl)
+        sch.reverse_compute_at(block, mo)
+        sch.parallel(no)
+        sch.vectorize(kl)
+        sch.unroll(mi)
+        sch.unroll(ni)
+        sch.decompose_reduction(rf, ko)
+        self._schedule_side_blocks(sch, block, side)
+        return sch
+
+    @staticmethod
+    def _schedule_side_blocks(sch: s_tir.Schedule, block, side: list[str]) -> None:
+        """Elementwise pad/unpad/epilogue blocks: inline what can be, parallelise and vectorise the rest."""
+        for consumer in sch.get_consumers(block):
+            try:
+                sch.reverse_compute_inline(consumer)
+            except Exception:  # pylint: disable=broad-except
+                pass
+        for name in side:
+            try:
+                other = sch.get_sblock(name)
+            except Exception:  # pylint: disable=broad-except
+                continue  # inlined
+            schedule_elementwise(sch, other)
+
+
+def schedule_elementwise(sch: s_tir.Schedule, block) -> None:
+    """Fuse a spatial block's loops, run chunks of them in parallel, vectorise the innermost lanes."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    outer, inner = sch.split(fused, [None, LANES * 8])
+    sch.parallel(outer)
+    _, lane = sch.split(inner, [None, LANES])
+    sch.vectorize(lane)
