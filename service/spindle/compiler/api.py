@@ -40,10 +40,10 @@ def _source_files(source: Path) -> list[Path]:
     return [source]
 
 
-def content_hash(source: Path, dtype: str, target: str) -> str:
+def content_hash(source: Path, dtype: str, target: str, schedule: bool = True) -> str:
     """Hash of the checkpoint bytes, the format, the target and the compiler (sources + TVM version)."""
     key = json.dumps({"files": _hash_files(_source_files(source)), "dtype": dtype, "target": target,
-                      "compiler": compiler_fingerprint()}, sort_keys=True)
+                      "compiler": compiler_fingerprint(), "schedule": schedule}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -58,11 +58,13 @@ def _is_current(out: Path, chash: str) -> bool:
 
 
 def compile_model(source: str | os.PathLike | None = None, dtype: str = DEFAULT_DTYPE, target: str = "llvm",
-                  output: str | os.PathLike | None = None, *, progress: bool = True, force: bool = False) -> Path:
+                  output: str | os.PathLike | None = None, *, progress: bool = True, force: bool = False,
+                  schedule: bool = True) -> Path:
     """Compile ``source`` (GGUF file or Hugging Face folder; None = the embedded SmolLM2) to an artifact.
 
     Returns the artifact directory: ``output`` if given, else ``<cache_dir()>/models/<name>-<dtype>-<hash>``.
     When that directory already holds an artifact of the same content hash it is returned at once.
+    ``schedule=False`` skips the CPU schedule rules (a slow reference build).
     """
     if dtype not in DTYPES:
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
@@ -71,15 +73,15 @@ def compile_model(source: str | os.PathLike | None = None, dtype: str = DEFAULT_
     src = default_model_path() if source is None else Path(source).expanduser().resolve()
     if not src.exists():
         raise CompileError(f"{src}: no such file or directory")
-    chash = content_hash(src, dtype, target)
+    chash = content_hash(src, dtype, target, schedule)
     name = src.stem if src.is_file() else src.name
     out = Path(output) if output is not None else cache_dir() / "models" / f"{name}-{dtype}-{target}-{chash}"
     if not force and _is_current(out, chash):
         return out
-    return _compile(src, dtype, target, out, chash, progress)
+    return _compile(src, dtype, target, out, chash, progress, schedule)
 
 
-def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress: bool) -> Path:
+def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress: bool, schedule: bool) -> Path:
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     from .loaders import load_checkpoint  # pylint: disable=import-outside-toplevel
@@ -100,7 +102,8 @@ def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress
     write_artifact(out, model=model, params=params, tokenizer_json=ckpt.tokenizer_json, meta=ckpt.meta,
                    dtype=dtype, target=target, content_hash=chash, source=ckpt.source,
                    extra={"weight_formats": {"linear": dtype, "embedding": embed_fmt,
-                                             "lm_head": head_fmt if ckpt.weights.get("lm_head.weight") else None}})
+                                             "lm_head": head_fmt if ckpt.weights.get("lm_head.weight") else None}},
+                   schedule=schedule)
     steps.update(1)
     steps.set_postfix_str(f"done in {time.time() - t0:.1f}s")
     steps.close()

@@ -63,14 +63,15 @@ def set_runtime_threads(num_threads: int | None = None) -> int:
     return n
 
 
-def _relax_pipeline(target: tvm.target.Target):
-    """The schedule engineer's CPU pipeline for llvm when available, TVM's default otherwise."""
+def _relax_pipeline(target: tvm.target.Target, schedule: bool = True):
+    """Spindle's CPU pipeline (``schedules.cpu_pipeline``) for llvm, TVM's default pipeline otherwise.
+
+    ``schedule=False`` leaves the CPU kernels unscheduled (slow; a reference for schedule bugs).
+    """
     if target.kind.name == "llvm":
-        try:
-            from .schedules import cpu_pipeline  # pylint: disable=import-outside-toplevel
-        except ImportError:
-            return "default"
-        return cpu_pipeline(target)
+        from .schedules import cpu_pipeline  # pylint: disable=import-outside-toplevel
+
+        return cpu_pipeline(target, schedule=schedule)
     return "default"
 
 
@@ -93,8 +94,8 @@ def export_model(model: LlamaForCausalLM) -> tuple[tvm.IRModule, list[str], dict
     return mod, names, layout
 
 
-def compile_library(mod: tvm.IRModule, target: tvm.target.Target, out_path: Path) -> None:
-    ex = tvm.compile(mod, target=target, relax_pipeline=_relax_pipeline(target))
+def compile_library(mod: tvm.IRModule, target: tvm.target.Target, out_path: Path, schedule: bool = True) -> None:
+    ex = tvm.compile(mod, target=target, relax_pipeline=_relax_pipeline(target, schedule))
     ex.export_library(str(out_path))
 
 
@@ -119,7 +120,8 @@ def check_params(params: Mapping[str, np.ndarray], names: list[str], layout: dic
 
 def write_artifact(out_dir: Path, *, model: LlamaForCausalLM, params: Mapping[str, np.ndarray],
                    tokenizer_json: str, meta: dict[str, Any], dtype: str, target: str,
-                   content_hash: str, source: str, extra: dict[str, Any] | None = None) -> Path:
+                   content_hash: str, source: str, extra: dict[str, Any] | None = None,
+                   schedule: bool = True) -> Path:
     """Compile ``model`` and write the artifact directory atomically (a temp dir renamed into place)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,7 @@ def write_artifact(out_dir: Path, *, model: LlamaForCausalLM, params: Mapping[st
     check_params(params, names, layout, source)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
     try:
-        compile_library(mod, model.target, tmp / "model.so")
+        compile_library(mod, model.target, tmp / "model.so", schedule)
         write_params(((n, params[n]) for n in names), tmp / "params")
         (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
         config = {"format_version": FORMAT_VERSION, **model.cfg.to_dict(), "dtype": dtype, "target": target,
@@ -138,7 +140,8 @@ def write_artifact(out_dir: Path, *, model: LlamaForCausalLM, params: Mapping[st
                   "source": source,
                   "versions": {"spindle": spindle.__version__, "tvm": tvm.__version__,
                                "tvm_ffi": tvm_ffi.__version__, "compiler": compiler_fingerprint(),
-                               "target": str(model.target), "page_size": PAGE_SIZE},
+                               "target": str(model.target), "page_size": PAGE_SIZE,
+                               "schedule": schedule},
                   **(extra or {})}
         (tmp / "spindle-config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         if out_dir.exists():

@@ -88,41 +88,42 @@ def tiny_config(**dims: Any) -> ModelConfig:
     return ModelConfig(**{**TINY_DIMS, **dims})
 
 
-def tiny_content_hash(*, dtype: str, seed: int, target: str, **dims: Any) -> str:
+def tiny_content_hash(*, dtype: str, seed: int, target: str, schedule: bool = True, **dims: Any) -> str:
     cfg = tiny_config(**dims)
-    key = json.dumps({"cfg": cfg.to_dict(), "dtype": dtype, "seed": seed, "target": target,
+    key = json.dumps({"cfg": cfg.to_dict(), "dtype": dtype, "seed": seed, "target": target, "schedule": schedule,
                       "compiler": compiler_fingerprint()}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def build_tiny_artifact(out_dir: str | Path, *, dtype: str = "float32", seed: int = 0, target: str = "llvm",
-                        **dims: Any) -> Path:
+                        schedule: bool = True, **dims: Any) -> Path:
     """Build a tiny random-weight Llama artifact (docs/design.md section 1) in ``out_dir``.
 
     ``dims`` override :data:`TINY_DIMS` (any :class:`ModelConfig` field). The float32 weights are drawn
     from ``seed``; other formats are converted from them the way a checkpoint would be.
     """
-    from .convert import convert_params, make_model  # pylint: disable=import-outside-toplevel
+    from .convert import convert_params, embedding_format, make_model  # pylint: disable=import-outside-toplevel
 
     if dtype not in DTYPES:
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
     cfg = tiny_config(**dims)
     tvm_target = make_target(target)
-    model = make_model(cfg, tvm_target, dtype)
+    embed_fmt = embedding_format(dtype, None)
+    model = make_model(cfg, tvm_target, dtype, embed_fmt=embed_fmt, head_fmt=embed_fmt)
     params = convert_params(random_params(cfg, seed), cfg, dtype)
     meta = {"bos_token_id": None, "eos_token_ids": [0, 2], "pad_token_id": 0,
             "chat_template": CHAT_TEMPLATE, "add_bos_token": False}
-    content_hash = tiny_content_hash(dtype=dtype, seed=seed, target=target, **dims)
+    content_hash = tiny_content_hash(dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)
     return write_artifact(Path(out_dir), model=model, params=params, tokenizer_json=tiny_tokenizer_json(cfg.vocab_size),
                           meta=meta, dtype=dtype, target=target, content_hash=content_hash,
-                          source=f"tiny-random-llama(seed={seed})")
+                          source=f"tiny-random-llama(seed={seed})", schedule=schedule)
 
 
 def cached_tiny_artifact(cache_root: str | Path, *, dtype: str = "float32", seed: int = 0, target: str = "llvm",
-                         **dims: Any) -> Path:
+                         schedule: bool = True, **dims: Any) -> Path:
     """:func:`build_tiny_artifact` under ``cache_root/<content hash>``, reused when already built."""
-    key = tiny_content_hash(dtype=dtype, seed=seed, target=target, **dims)
+    key = tiny_content_hash(dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)
     out = Path(cache_root) / f"tiny-{dtype}-{key}"
     if not (out / "spindle-config.json").exists():
-        build_tiny_artifact(out, dtype=dtype, seed=seed, target=target, **dims)
+        build_tiny_artifact(out, dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)
     return out
