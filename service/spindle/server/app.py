@@ -1,0 +1,160 @@
+"""Server lifecycle: listen, load the model, report health, serve, drain on SIGTERM, stop.
+
+``SpindleServer`` binds first (health NOT_SERVING), loads the engine on a worker thread, then reports
+SERVING. ``drain`` refuses new requests (UNAVAILABLE, health NOT_SERVING), lets live requests finish for
+a grace period, aborts what is left, then stops the gRPC server and the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from spindle_client.v1 import engine_pb2 as pb
+from spindle_client.v1 import engine_pb2_grpc as pb_grpc
+
+from .engine_host import MODES, THREADED, EngineHost
+from .model import ServedModel
+from .requests import RequestTable
+from .servicer import EngineServicer
+
+log = logging.getLogger("spindle.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EngineService"].full_name
+
+
+@dataclass
+class ServerOptions:
+    """What a server is started with (the CLI's flags)."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    mode: str = THREADED
+    max_queued_requests: int = 256       # live requests before RESOURCE_EXHAUSTED
+    output_queue_size: int = 64          # items per stream before deltas are merged
+    max_message_bytes: int = 4 * 1024 * 1024
+    grace_period_s: float = 30.0         # drain time on SIGTERM before aborting
+    device: str = "cpu"
+
+
+class SpindleServer:
+    """One gRPC server serving one compiled model."""
+
+    def __init__(self, model_dir: str | Path, options: ServerOptions | None = None):
+        self.options = options or ServerOptions()
+        if self.options.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.options.mode!r}")
+        self.model_dir = Path(model_dir)
+        self.model = ServedModel.load(self.model_dir)
+        self.port: int | None = None
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._table: RequestTable | None = None
+        self.servicer: EngineServicer | None = None
+        self._stopped = asyncio.Event()
+        self._draining_task: asyncio.Task | None = None
+
+    async def start(self, load: bool = True) -> int:
+        """Listen (health NOT_SERVING) and, with ``load``, load the engine and report SERVING."""
+        opts = self.options
+        limit = opts.max_message_bytes
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+        self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort)
+        self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
+        pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        if not self.port:
+            raise OSError(f"cannot listen on {opts.host}:{opts.port}")
+        await self._server.start()
+        log.info("listening on %s:%d (health NOT_SERVING until the model is loaded)", opts.host, self.port)
+        if load:
+            await self.load()
+        return self.port
+
+    async def load(self) -> None:
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        table = self._table
+
+        def make() -> EngineHost:
+            return EngineHost(str(self.model_dir), opts.mode, loop, table.dispatch, device=opts.device)
+
+        self.servicer.host = await loop.run_in_executor(None, make)
+        c = self.model.config
+        log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
+                 c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
+                 opts.host, self.port)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    def _abort(self, request_id: str) -> None:
+        if self.servicer is not None and self.servicer.host is not None:
+            self.servicer.host.abort_request(request_id)
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def drain(self, grace_period_s: float | None = None) -> None:
+        """Refuse new requests, wait up to the grace period for live ones, abort the rest, then stop."""
+        grace = self.options.grace_period_s if grace_period_s is None else grace_period_s
+        table = self._table
+        table.draining = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.info("draining: %d live requests, grace period %.1f s", len(table.live), grace)
+        try:
+            await asyncio.wait_for(table.idle.wait(), grace)
+        except asyncio.TimeoutError:
+            log.warning("grace period over: aborting %d live requests", len(table.live))
+            for request_id in list(table.live):
+                self._abort(request_id)
+            try:
+                await asyncio.wait_for(table.idle.wait(), 5.0)
+            except asyncio.TimeoutError:
+                table.finish_all_locally()
+        await self.stop(grace=1.0)
+
+    async def stop(self, grace: float | None = 0.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+        host = self.servicer.host if self.servicer else None
+        if host is not None:
+            self.servicer.host = None
+            await asyncio.get_running_loop().run_in_executor(None, host.shutdown)
+        self._stopped.set()
+        log.info("stopped")
+
+    def request_drain(self) -> None:
+        if self._draining_task is None:
+            self._draining_task = asyncio.get_running_loop().create_task(self.drain())
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT (then drain), or until ``stop``."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_drain)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self._stopped.wait()
+        if self._draining_task is not None:
+            await self._draining_task
+
+
+async def serve(model_dir: str | Path, options: ServerOptions) -> None:
+    server = SpindleServer(model_dir, options)
+    await server.start()
+    await server.serve_forever()

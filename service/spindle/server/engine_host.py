@@ -1,0 +1,102 @@
+"""Owns the engine for the server and keeps its blocking work off the event loop.
+
+Threaded mode: the engine's own loop steps; its stream-back thread hands each output batch to the event
+loop with ``call_soon_threadsafe``. Stepped mode: the single-threaded engine runs on one dedicated worker
+thread, so calls are serialized and the event loop never waits on a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any, Callable
+
+from .convert import engine_field_to_proto
+from .errors import ServiceError, already_exists, internal, invalid_argument
+
+log = logging.getLogger("spindle.server")
+
+THREADED = "threaded"
+STEPPED = "stepped"
+MODES = (THREADED, STEPPED)
+
+
+class EngineHost:
+    """The engine of one server, in threaded or stepped mode, with async methods for the servicer."""
+
+    def __init__(self, model_dir: str, mode: str, loop: asyncio.AbstractEventLoop,
+                 on_outputs: Callable[[list[Any]], Any], device: str = "cpu", **engine_options: Any):
+        from spindle import engine as engine_mod  # the only module that touches the FFI library
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self._mod = engine_mod
+        self._loop = loop
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spindle-engine")
+        config = engine_mod.EngineConfig(model=str(model_dir), device=device, **engine_options)
+        if mode == THREADED:
+            def callback(outputs: list[Any]) -> None:
+                try:
+                    loop.call_soon_threadsafe(on_outputs, outputs)
+                except RuntimeError:  # the event loop is closed: the server is gone
+                    pass
+            self.engine = engine_mod.ThreadedEngine(config, callback)
+        else:
+            self.engine = engine_mod.Engine(config)
+
+    def _translate(self, exc: Exception) -> ServiceError:
+        mod = self._mod
+        if isinstance(exc, getattr(mod, "DuplicateRequestError", ())):
+            return already_exists(str(getattr(exc, "request_id", "") or exc))
+        if isinstance(exc, getattr(mod, "InvalidRequestError", ())):
+            field = engine_field_to_proto(str(getattr(exc, "field", "") or "config"))
+            message = str(getattr(exc, "message", "") or exc)
+            return invalid_argument([(field, message)])
+        return internal(f"engine error: {exc}")
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._loop.run_in_executor(self._worker, fn, *args)
+
+    async def add_request(self, request_id: str, token_ids: list[int], generation_config: Any) -> None:
+        try:
+            if self.mode == THREADED:
+                self.engine.add_request(request_id, token_ids, generation_config)
+            else:
+                await self._run(self.engine.add_request, request_id, token_ids, generation_config)
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every engine failure becomes a typed status
+            err = self._translate(exc)
+            if err.code.name == "INTERNAL":
+                log.exception("engine rejected request %s", request_id)
+            raise err from exc
+
+    def abort_request(self, request_id: str) -> None:
+        """Never blocks: threaded engines queue the abort; stepped ones run it on the engine thread."""
+        if self.mode == THREADED:
+            self.engine.abort_request(request_id)
+        else:
+            self._worker.submit(self.engine.abort_request, request_id)
+
+    async def step(self) -> list[Any]:
+        return list(await self._run(self.engine.step))
+
+    async def empty(self) -> bool:
+        return bool(await self._run(self.engine.empty))
+
+    async def reset(self) -> None:
+        await self._run(self.engine.reset)
+
+    async def metrics(self) -> Any:
+        return await self._run(self.engine.metrics)
+
+    def shutdown(self) -> None:
+        try:
+            if self.mode == THREADED:
+                self.engine.shutdown()
+            elif hasattr(self.engine, "shutdown"):
+                self._worker.submit(self.engine.shutdown).result()
+        finally:
+            self._worker.shutdown(wait=True)

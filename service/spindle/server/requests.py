@@ -1,0 +1,268 @@
+"""Live requests on the server: per-branch detokenization and stop strings, bounded output queues.
+
+Engine outputs reach ``RequestTable.dispatch`` on the event loop (threaded mode: the stream-back thread
+hands each batch over with ``loop.call_soon_threadsafe``; stepped mode: the Step RPC). Each output is
+turned into protobuf deltas once, here, and put on the request's bounded queue when someone follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable, Iterable
+
+from spindle_client.v1 import engine_pb2 as pb
+
+from spindle.detokenizer import IncrementalDetokenizer, StopMatcher
+
+from .convert import ResolvedConfig, finish_reason_proto, usage_proto
+from .errors import already_exists, queue_full, shutting_down
+from .model import ServedModel
+
+
+def merge_deltas(into: list[pb.OutputDelta], new: Iterable[pb.OutputDelta]) -> list[pb.OutputDelta]:
+    """``into`` followed by ``new``, deltas of the same branch concatenated (inputs are not modified)."""
+    merged: dict[int, pb.OutputDelta] = {}
+    for d in list(into) + list(new):
+        old = merged.get(d.index)
+        if old is None:
+            merged[d.index] = d
+            continue
+        combined = pb.OutputDelta()
+        combined.CopyFrom(old)
+        combined.text += d.text
+        combined.token_ids.extend(d.token_ids)
+        combined.logprobs.extend(d.logprobs)
+        merged[d.index] = combined
+    return list(merged.values())
+
+
+class OutputQueue:
+    """A bounded queue of (deltas, final) items for one reader; never blocks the writer.
+
+    When the reader falls ``maxsize`` items behind, new deltas are merged into the newest queued item
+    instead of growing the queue: a slow reader receives fewer, larger messages and loses nothing.
+    """
+
+    def __init__(self, maxsize: int = 64):
+        self.maxsize = max(1, maxsize)
+        self._items: deque[tuple[list[pb.OutputDelta], pb.FinalOutput | None]] = deque()
+        self._ready = asyncio.Event()
+        self.merged = 0
+
+    def put(self, deltas: list[pb.OutputDelta], final: pb.FinalOutput | None) -> None:
+        if not deltas and final is None:
+            return
+        if len(self._items) >= self.maxsize:
+            last_deltas, last_final = self._items[-1]
+            self._items[-1] = (merge_deltas(last_deltas, deltas), final or last_final)
+            self.merged += 1
+        else:
+            self._items.append((list(deltas), final))
+        self._ready.set()
+
+    async def get(self) -> tuple[list[pb.OutputDelta], pb.FinalOutput | None]:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Branch:
+    def __init__(self, index: int, model: ServedModel, prompt_ids: list[int], stop_strings: list[str]):
+        self.index = index
+        self.detok = IncrementalDetokenizer(model.decode, prompt_ids)
+        self.stops = StopMatcher(stop_strings)
+        self.done = False
+        self.finish = pb.FINISH_REASON_UNSPECIFIED
+        self.stop_string: str | None = None
+        self.stop_token: int | None = None
+        self.tokens = 0
+
+    def result(self) -> pb.BranchResult:
+        r = pb.BranchResult(index=self.index, finish_reason=self.finish, completion_tokens=self.tokens)
+        if self.stop_string is not None:
+            r.stop_string = self.stop_string
+        elif self.stop_token is not None:
+            r.stop_token_id = self.stop_token
+        return r
+
+
+class LiveRequest:
+    """Server-side state of one engine request."""
+
+    def __init__(self, request_id: str, prompt_ids: list[int], resolved: ResolvedConfig, model: ServedModel,
+                 queue_size: int | None):
+        self.request_id = request_id
+        self.prompt_ids = prompt_ids
+        self.resolved = resolved
+        self.model = model
+        n = resolved.engine_kwargs["n"]
+        self.branches = [_Branch(i, model, prompt_ids, resolved.stop_strings) for i in range(n)]
+        self.queues: list[OutputQueue] = [OutputQueue(queue_size)] if queue_size else []
+        self.done = asyncio.Event()
+        self.final: pb.FinalOutput | None = None
+        self.abort_sent = False
+        self.t_arrival = time.perf_counter()
+        self.t_first: float | None = None
+
+    def follow(self, queue_size: int) -> OutputQueue:
+        """A new reader of this request's outputs from now on; drop it with ``unfollow``."""
+        queue = OutputQueue(queue_size)
+        self.queues.append(queue)
+        return queue
+
+    def unfollow(self, queue: OutputQueue) -> None:
+        if queue in self.queues:
+            self.queues.remove(queue)
+
+    def publish(self, deltas: list[pb.OutputDelta], final: pb.FinalOutput | None) -> None:
+        for queue in self.queues:
+            queue.put(deltas, final)
+
+    def process(self, out: Any) -> tuple[list[pb.OutputDelta], pb.FinalOutput | None, bool]:
+        """Turn one engine RequestOutput into (deltas, final or None, whether the engine should abort)."""
+        deltas = []
+        for bd in out.branches or ():
+            d = self._branch_delta(bd)
+            if d is not None:
+                deltas.append(d)
+        want_abort = not out.finished and not self.abort_sent and all(b.done for b in self.branches)
+        final = None
+        if out.finished:
+            final = self._final(out)
+        return deltas, final, want_abort
+
+    def _branch_delta(self, bd: Any) -> pb.OutputDelta | None:
+        b = self.branches[bd.index]
+        if b.done:
+            return None
+        toks = [int(t) for t in bd.token_ids or ()]
+        if toks and self.t_first is None:
+            self.t_first = time.perf_counter()
+        b.tokens += len(toks)
+        reason = finish_reason_proto(bd.finish_reason)
+        text_toks = toks
+        if reason == pb.FINISH_REASON_STOP and toks and toks[-1] in self.resolved.stop_token_ids:
+            b.stop_token = toks[-1]
+            text_toks = toks[:-1]
+        text = b.detok.push(text_toks)
+        if reason != pb.FINISH_REASON_UNSPECIFIED:
+            text += b.detok.flush()
+        released = b.stops.push(text)
+        if b.stops.matched is not None:
+            b.done, b.finish, b.stop_string, b.stop_token = True, pb.FINISH_REASON_STOP, b.stops.matched, None
+        elif reason != pb.FINISH_REASON_UNSPECIFIED:
+            released += b.stops.flush()
+            b.done, b.finish = True, reason
+        delta = pb.OutputDelta(index=b.index, text=released, token_ids=toks)
+        if bd.logprobs:
+            delta.logprobs.extend(self._logprobs(bd.logprobs))
+        return delta
+
+    def _logprobs(self, entries: Iterable[Any]) -> list[pb.TokenLogprob]:
+        text = self.model.token_text
+        out = []
+        for e in entries:
+            lp = pb.TokenLogprob(token_id=int(e.token_id), token=text(e.token_id), logprob=float(e.logprob))
+            for tok, val in e.top or ():
+                lp.top_logprobs.add(token_id=int(tok), token=text(tok), logprob=float(val))
+            out.append(lp)
+        return out
+
+    def _final(self, out: Any) -> pb.FinalOutput:
+        error = getattr(out, "error", None)
+        for b in self.branches:
+            if not b.done:
+                b.done = True
+                b.finish = pb.FINISH_REASON_ERROR if error else pb.FINISH_REASON_ABORT
+        now = time.perf_counter()
+        ttft = (self.t_first - self.t_arrival) if self.t_first is not None else None
+        return self.final_from(out.usage, now - self.t_arrival, ttft, error or "")
+
+    def final_from(self, engine_usage: Any, total_s: float, ttft_s: float | None, error: str) -> pb.FinalOutput:
+        usage = usage_proto(engine_usage, len(self.prompt_ids), sum(b.tokens for b in self.branches), ttft_s, total_s)
+        return pb.FinalOutput(branches=[b.result() for b in self.branches], usage=usage,
+                              effective_config=self.resolved.effective, prompt_token_ids=self.prompt_ids,
+                              error_message=error)
+
+    def abort_locally(self) -> pb.FinalOutput:
+        """Finish the request on the server side only (after Reset, or when the engine is gone)."""
+        for b in self.branches:
+            if not b.done:
+                b.done, b.finish = True, pb.FINISH_REASON_ABORT
+        ttft = (self.t_first - self.t_arrival) if self.t_first is not None else None
+        return self.final_from(None, time.perf_counter() - self.t_arrival, ttft, "")
+
+
+class RequestTable:
+    """The live requests of a server, keyed by id, with the admission rules (capacity, draining)."""
+
+    def __init__(self, max_live: int, queue_size: int, abort: Callable[[str], None]):
+        self.max_live = max_live
+        self.queue_size = queue_size
+        self.live: dict[str, LiveRequest] = {}
+        self.draining = False
+        self._abort = abort
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def new_id(self) -> str:
+        return "req-" + uuid.uuid4().hex[:16]
+
+    def admit(self, request_id: str) -> str:
+        """Check a new request may enter; returns its id (assigned when empty)."""
+        if self.draining:
+            raise shutting_down()
+        request_id = request_id or self.new_id()
+        if request_id in self.live:
+            raise already_exists(request_id)
+        if len(self.live) >= self.max_live:
+            raise queue_full(len(self.live), self.max_live)
+        return request_id
+
+    def register(self, req: LiveRequest) -> None:
+        self.live[req.request_id] = req
+        self.idle.clear()
+
+    def unregister(self, request_id: str) -> None:
+        self.live.pop(request_id, None)
+        if not self.live:
+            self.idle.set()
+
+    def dispatch(self, outputs: Iterable[Any]) -> list[pb.RequestOutput]:
+        """Apply a batch of engine outputs; returns them as protobuf (what a Step answers)."""
+        result = []
+        for out in outputs:
+            req = self.live.get(out.request_id)
+            if req is None:
+                continue  # finished on the server side already (stop string, reset)
+            deltas, final, want_abort = req.process(out)
+            if want_abort:
+                req.abort_sent = True
+                self._abort(req.request_id)
+            req.publish(deltas, final)
+            if final is not None:
+                req.final = final
+                req.done.set()
+                self.unregister(req.request_id)
+            if deltas or final is not None:
+                result.append(pb.RequestOutput(request_id=req.request_id, deltas=deltas, final=final))
+        return result
+
+    def finish_all_locally(self) -> int:
+        """End every live request with ABORT on the server side (after an engine reset)."""
+        n = 0
+        for req in list(self.live.values()):
+            final = req.abort_locally()
+            req.publish([], final)
+            req.final = final
+            req.done.set()
+            self.unregister(req.request_id)
+            n += 1
+        return n
