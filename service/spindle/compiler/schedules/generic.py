@@ -1,0 +1,102 @@
+"""Schedule rules for the kernels around the matmuls: elementwise/injective chains and row reductions
+(RMSNorm, softmax, sums over the last axis) — parallel over rows, vectorised along the row."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from .matmul import LANES, schedule_elementwise
+
+
+def _is_spatial(sch: s_tir.Schedule, block) -> bool:
+    return all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block).iter_vars)
+
+
+def _inline_spatial(sch: s_tir.Schedule, keep_last: bool = True) -> list:
+    """Inline every spatial block that can be inlined (except the last block); return what is left."""
+    changed = True
+    while changed:
+        changed = False
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        for block in blocks[:-1] if keep_last else blocks:
+            if not _is_spatial(sch, block):
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except Exception:  # pylint: disable=broad-except
+                pass
+        if not changed:
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+            for block in blocks[1:]:
+                if not _is_spatial(sch, block):
+                    continue
+                try:
+                    sch.reverse_compute_inline(block)
+                    changed = True
+                    break
+                except Exception:  # pylint: disable=broad-except
+                    pass
+    return sch.get_child_blocks(sch.get_sblock("root"))
+
+
+class Elementwise(ScheduleRule):
+    """Injective kernels: fuse the chain into one loop nest, parallel chunks, vector lanes inside."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if not blocks or not all(_is_spatial(sch, b) for b in blocks):
+            return None
+        for block in _inline_spatial(sch):
+            schedule_elementwise(sch, block)
+        return sch
+
+
+class RowReduction(ScheduleRule):
+    """Reductions over the innermost axis followed by elementwise work on the same rows (RMSNorm,
+    softmax): all blocks run under one parallel loop over rows; elementwise parts are vectorised."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):  # pylint: disable=too-many-locals
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = _inline_spatial(sch)
+        if not blocks or _is_spatial(sch, blocks[-1]):
+            pass
+        else:
+            return None
+        reductions = [b for b in blocks if not _is_spatial(sch, b)]
+        if not reductions:
+            return None
+        out = blocks[-1]
+        out_iters = sch.get(out).iter_vars
+        for red in reductions:
+            iters = sch.get(red).iter_vars
+            kinds = [iv.iter_type for iv in iters]
+            if kinds[-1] != tirx.IterVar.CommReduce or kinds.count(tirx.IterVar.CommReduce) != 1:
+                return None
+            if len(iters) != len(out_iters):
+                return None
+        loops = sch.get_loops(out)
+        if len(loops) < 2:
+            return None
+        row = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+        inner = loops[-1]
+        sch.parallel(row)
+        for other in reversed(blocks[:-1]):
+            sch.compute_at(other, row, preserve_unit_loops=True)
+        _, lane = sch.split(inner, [None, LANES])
+        sch.vectorize(lane)
+        for other in blocks[:-1]:
+            if _is_spatial(sch, other):
+                inner_loops = sch.get_loops(other)
+                if len(inner_loops) > 1:
+                    _, lane = sch.split(inner_loops[-1], [None, LANES])
+                    sch.vectorize(lane)
+        return sch
