@@ -67,3 +67,40 @@ class ReferenceLlama:
         x = _rms_norm(x[-1:], p["norm.weight"], c["rms_norm_eps"])
         head_w = p.get("lm_head.weight", p["embed_tokens.weight"])
         return (x @ head_w.T)[0]
+
+
+PROMPTS = [[5, 17, 200, 33, 91, 4, 250, 12, 77, 3, 140], [8, 99],
+           [300, 1, 2, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62]]
+
+
+def compare_with_reference(artifact, params: dict[str, np.ndarray], decode_steps: int = 6,
+                           prompts=PROMPTS, min_gap: float = 0.0) -> list[float]:
+    """Batched prefill of ``prompts`` then ``decode_steps`` batched decode steps, on the compiled artifact
+    (TVM's paged KV cache driven from Python) and on :class:`ReferenceLlama`.
+
+    Returns the max abs logit difference per step. Argmax must agree wherever the reference's top-2 gap
+    exceeds ``min_gap`` (0: always); both sides then continue with the reference's tokens.
+    """
+    from spindle.compiler.runner import ModelRunner
+
+    runner = ModelRunner(artifact)
+    ref = ReferenceLlama(runner.config, params)
+    kv = runner.create_kv_cache(max_batch_size=4)
+    ids = list(range(len(prompts)))
+    for i in ids:
+        runner.add_sequence(kv, i)
+    got = runner.prefill(kv, ids, prompts)
+    want = np.stack([ref.forward(i, p) for i, p in zip(ids, prompts)])
+    diffs = []
+    for step in range(decode_steps + 1):
+        diffs.append(float(np.abs(got - want).max()))
+        top2 = np.sort(want, axis=-1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) > min_gap
+        np.testing.assert_array_equal(got.argmax(-1)[clear], want.argmax(-1)[clear],
+                                      err_msg=f"argmax differs at step {step}")
+        if step == decode_steps:
+            break
+        tokens = [int(t) for t in want.argmax(-1)]
+        got = runner.decode(kv, ids, tokens)
+        want = np.stack([ref.forward(i, [t]) for i, t in zip(ids, tokens)])
+    return diffs
