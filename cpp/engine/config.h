@@ -1,0 +1,101 @@
+// EngineConfig, GenerationConfig and the model facts read from spindle-config.json:
+// parsed into typed values and validated into a Status that names the offending field.
+#ifndef SPINDLE_ENGINE_CONFIG_H_
+#define SPINDLE_ENGINE_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace spindle {
+
+enum class ErrorCode : int { kOk = 0, kInvalidArgument = 1, kAlreadyExists = 2, kUnavailable = 3, kInternal = 4 };
+
+/*! \brief The outcome of an operation on user input: ok, or an error code with the field at fault. */
+struct Status {
+  ErrorCode code = ErrorCode::kOk;
+  std::string field;
+  std::string message;
+
+  bool ok() const { return code == ErrorCode::kOk; }
+  static Status OK() { return Status(); }
+  static Status Invalid(std::string field, std::string message) {
+    return Status{ErrorCode::kInvalidArgument, std::move(field), std::move(message)};
+  }
+  static Status Duplicate(std::string id) {
+    return Status{ErrorCode::kAlreadyExists, "request_id", "a request with id '" + id + "' is already active"};
+  }
+  static Status Unavailable(std::string message) { return Status{ErrorCode::kUnavailable, "", std::move(message)}; }
+  static Status Internal(std::string message) { return Status{ErrorCode::kInternal, "", std::move(message)}; }
+};
+
+/*! \brief The model facts the engine needs, from the artifact's spindle-config.json. */
+struct ModelInfo {
+  std::string model_type;
+  int64_t hidden_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  int64_t vocab_size = 0;
+  int64_t context_window_size = 0;
+  int64_t prefill_chunk_size = 0;
+  int64_t max_batch_size = 0;
+  std::string dtype;
+  std::vector<std::string> param_names;
+  std::vector<int32_t> eos_token_ids;
+  int64_t bos_token_id = -1;
+};
+
+/*! \brief Parse the text of spindle-config.json. */
+Status ParseModelInfo(const std::string& json_text, ModelInfo* out);
+
+/*! \brief Engine settings. A value of -1 means "take it from the mode preset". */
+struct EngineConfig {
+  std::string model;  // artifact directory
+  std::string device = "cpu";
+  std::string mode = "local";  // local | interactive | server
+  int64_t max_num_sequence = -1;
+  int64_t max_total_sequence_length = -1;
+  int64_t max_single_sequence_length = -1;
+  int64_t prefill_chunk_size = -1;
+  int64_t kv_cache_page_size = 16;
+  int64_t num_threads = 0;  // TVM worker threads; 0 = every core
+};
+
+/*! \brief Validate the user-facing fields that do not need the model (mode, signs, device). */
+Status ValidateEngineConfig(const EngineConfig& config);
+
+/*! \brief Fill the preset values of `config.mode` and check every limit against the model. */
+Status ResolveEngineConfig(const EngineConfig& config, const ModelInfo& model, EngineConfig* out);
+
+/*! \brief Sampling and stopping parameters of one request. */
+struct GenerationConfig {
+  int64_t n = 1;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  double min_p = 0.0;
+  double repetition_penalty = 1.0;
+  double frequency_penalty = 0.0;
+  double presence_penalty = 0.0;
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  std::optional<int64_t> seed;
+  std::optional<int64_t> max_tokens;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  bool logprobs = false;
+  int64_t top_logprobs = 0;
+};
+
+constexpr int64_t kMaxTopLogprobs = 20;
+constexpr int64_t kMaxN = 16;
+
+/*! \brief Range checks of a GenerationConfig against the model and the resolved engine limits. */
+Status ValidateGenerationConfig(const GenerationConfig& config, const ModelInfo& model, const EngineConfig& engine);
+
+}  // namespace spindle
+
+#endif  // SPINDLE_ENGINE_CONFIG_H_
