@@ -222,6 +222,8 @@ def config_from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
         if key not in data:
             raise WeightError(path, f"key {key!r} is missing")
+        if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] <= 0:
+            raise WeightError(path, f"{key}: expected a positive integer, got {data[key]!r}")
     n_head = data["num_attention_heads"]
     ctx = int(data.get("max_position_embeddings") or 2048)
     rope_scaling = data.get("rope_scaling")

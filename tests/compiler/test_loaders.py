@@ -1,0 +1,176 @@
+"""Checkpoint loaders: Hugging Face folders and GGUF files written as their ecosystems write them."""
+
+from __future__ import annotations
+
+import json
+
+import gguf
+import numpy as np
+import pytest
+
+from spindle.compiler.api import compile_model
+from spindle.compiler.build import CompileError
+from spindle.compiler.loaders import WeightError, load_checkpoint
+from spindle.compiler.testing import random_params, tiny_config, tiny_tokenizer_json
+
+from .checkpoints import write_gguf, write_hf_folder
+from .reference import compare_with_reference
+
+CFG = tiny_config()
+PARAMS = random_params(CFG, seed=1)
+
+
+def _deq(w: np.ndarray, kind: str) -> np.ndarray:
+    qtype = getattr(gguf.GGMLQuantizationType, kind)
+    return gguf.quants.dequantize(gguf.quants.quantize(w.astype(np.float32), qtype), qtype).reshape(w.shape)
+
+
+def _gguf_reference(params, linear="Q4_1", embed="Q8_0"):
+    return {k: (_deq(v, embed) if k.startswith(("embed_tokens", "lm_head")) else _deq(v, linear)) if v.ndim == 2 else v
+            for k, v in params.items()}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json():
+    return tiny_tokenizer_json(CFG.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory, tokenizer_json):
+    return write_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", CFG, PARAMS, tokenizer_json)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory, tokenizer_json):
+    return write_hf_folder(tmp_path_factory.mktemp("hf") / "tiny-llama", CFG, PARAMS, tokenizer_json)
+
+
+def test_hf_folder_float32(hf_folder, artifact_cache_root):
+    out = compile_model(hf_folder, dtype="float32", output=artifact_cache_root / "hf-tiny-float32", progress=False)
+    cfg = json.loads((out / "spindle-config.json").read_text())
+    assert cfg["eos_token_ids"] == [2] and cfg["bos_token_id"] == 1 and cfg["source"] == str(hf_folder.resolve())
+    assert max(compare_with_reference(out, PARAMS, decode_steps=3)) < 1e-4
+
+
+def test_hf_qwen2_bias_and_untied_head(tmp_path, tokenizer_json, artifact_cache_root):
+    cfg = tiny_config(model_type="qwen2", attention_bias=True, tie_word_embeddings=False)
+    params = random_params(cfg, seed=2)
+    folder = write_hf_folder(tmp_path / "qwen", cfg, params, tokenizer_json, dtype="float16")
+    out = compile_model(folder, dtype="float32", output=artifact_cache_root / "hf-qwen2-float32", progress=False)
+    ref = {k: v.astype(np.float16).astype(np.float32) for k, v in params.items()}
+    assert max(compare_with_reference(out, ref, decode_steps=2)) < 1e-4
+
+
+def test_gguf_unpermutes_qk_and_dequantizes(gguf_file, artifact_cache_root):
+    """A llama.cpp-layout file (permuted Q/K, Q4_1 linears, Q8_0 embedding) matches its dequantized weights."""
+    out = compile_model(gguf_file, dtype="float32", output=artifact_cache_root / "gguf-tiny-float32", progress=False)
+    assert max(compare_with_reference(out, _gguf_reference(PARAMS), decode_steps=3)) < 1e-4
+
+
+def test_gguf_q4_1_keeps_blocks(gguf_file, artifact_cache_root):
+    """Compiled as q4_1, the file's blocks are used as they are: the same weights as the float32 build."""
+    out = compile_model(gguf_file, dtype="q4_1", output=artifact_cache_root / "gguf-tiny-q4_1", progress=False)
+    assert max(compare_with_reference(out, _gguf_reference(PARAMS), decode_steps=3)) < 1e-4
+    ckpt = load_checkpoint(gguf_file)
+    part = ckpt.weights["layers.0.mlp.down_proj.weight"][0]
+    assert part.fmt == "q4_1" and part.raw is not None
+
+
+def test_gguf_tokenizer_and_meta(gguf_file, tokenizer_json):
+    from tokenizers import Tokenizer
+
+    ckpt = load_checkpoint(gguf_file)
+    ours, theirs = Tokenizer.from_str(ckpt.tokenizer_json), Tokenizer.from_str(tokenizer_json)
+    text = "Once upon a time, the engine served 42 words.<|im_end|>"
+    assert ours.encode(text).ids == theirs.encode(text).ids
+    assert ckpt.meta["eos_token_ids"] == [2] and ckpt.meta["chat_template"]
+
+
+# ---- errors name the file and the tensor --------------------------------------------------------
+
+def test_gguf_missing_tensor(tmp_path, tokenizer_json):
+    path = write_gguf(tmp_path / "m.gguf", CFG, PARAMS, tokenizer_json, skip=("blk.1.ffn_up.weight",))
+    with pytest.raises(WeightError, match=r"m\.gguf: tensor 'blk\.1\.ffn_up\.weight': missing") as info:
+        load_checkpoint(path)
+    assert info.value.tensor == "blk.1.ffn_up.weight" and info.value.file == str(path)
+
+
+def test_gguf_wrong_shape(tmp_path, tokenizer_json):
+    bad = {"blk.0.attn_v.weight": (np.zeros((CFG.hidden_size, CFG.hidden_size), np.float32), "F32")}
+    path = write_gguf(tmp_path / "s.gguf", CFG, PARAMS, tokenizer_json, override=bad)
+    with pytest.raises(WeightError, match=r"s\.gguf: tensor 'blk\.0\.attn_v\.weight': shape \[64, 64\] "
+                                          r"does not match the expected \[32, 64\]"):
+        load_checkpoint(path)
+
+
+def test_gguf_unsupported_type(tmp_path, tokenizer_json):
+    bad = {"blk.0.ffn_gate.weight": (PARAMS["layers.0.mlp.gate_up_proj.weight"][:128], "Q5_0")}
+    path = write_gguf(tmp_path / "t.gguf", CFG, PARAMS, tokenizer_json, override=bad)
+    with pytest.raises(WeightError, match=r"tensor 'blk\.0\.ffn_gate\.weight': unsupported GGUF tensor type Q5_0"):
+        load_checkpoint(path)
+
+
+def test_gguf_unknown_architecture(tmp_path, tokenizer_json):
+    path = write_gguf(tmp_path / "a.gguf", CFG, PARAMS, tokenizer_json, arch="gpt2")
+    with pytest.raises(WeightError, match=r"a\.gguf: unsupported architecture 'gpt2'"):
+        load_checkpoint(path)
+
+
+def test_not_a_gguf_file(tmp_path):
+    path = tmp_path / "junk.gguf"
+    path.write_bytes(b"this is not a model" * 10)
+    with pytest.raises(WeightError, match=r"junk\.gguf: not a readable GGUF file"):
+        load_checkpoint(path)
+
+
+def test_hf_missing_tensor(tmp_path, tokenizer_json):
+    folder = write_hf_folder(tmp_path / "hf", CFG, PARAMS, tokenizer_json, shards=1)
+    from safetensors.numpy import load_file, save_file
+
+    shard = next(folder.glob("*.safetensors"))
+    tensors = load_file(str(shard))
+    del tensors["model.layers.1.self_attn.k_proj.weight"]
+    save_file(tensors, str(shard))
+    with pytest.raises(WeightError, match=r"tensor 'model\.layers\.1\.self_attn\.k_proj\.weight': missing"):
+        load_checkpoint(folder)
+
+
+def test_hf_wrong_shape(tmp_path, tokenizer_json):
+    params = dict(PARAMS)
+    params["layers.0.mlp.down_proj.weight"] = params["layers.0.mlp.down_proj.weight"][:, :64]
+    folder = write_hf_folder(tmp_path / "hf", CFG, params, tokenizer_json, shards=1)
+    with pytest.raises(WeightError, match=r"model-00001-of-00001\.safetensors: tensor "
+                                          r"'model\.layers\.0\.mlp\.down_proj\.weight': shape \[64, 64\]"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("change,pattern", [
+    ({"model_type": "gpt_neox"}, r"config\.json: unsupported model_type 'gpt_neox'"),
+    ({"num_key_value_heads": 3}, r"config\.json: num_key_value_heads: 3 does not divide"),
+    ({"hidden_size": None}, r"config\.json: hidden_size: expected a positive integer"),
+])
+def test_hf_bad_config(tmp_path, tokenizer_json, change, pattern):
+    folder = write_hf_folder(tmp_path / "hf", CFG, PARAMS, tokenizer_json, shards=1)
+    data = json.loads((folder / "config.json").read_text())
+    data.update(change)
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(WeightError, match=pattern):
+        load_checkpoint(folder)
+
+
+def test_hf_config_not_json(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(WeightError, match=r"config\.json: not valid JSON"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_source(tmp_path):
+    with pytest.raises(CompileError, match=r"nope\.gguf: no such file or directory"):
+        compile_model(tmp_path / "nope.gguf", dtype="float32", progress=False)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [({"dtype": "int3"}, r"dtype: unsupported 'int3'"),
+                                            ({"target": "metal"}, r"target: unsupported 'metal'")])
+def test_compile_model_bad_arguments(gguf_file, kwargs, pattern):
+    with pytest.raises(CompileError, match=pattern):
+        compile_model(gguf_file, progress=False, **kwargs)
