@@ -1,0 +1,421 @@
+"""The Python face of the C++ engine: the only module that touches libspindle_engine.
+
+``Engine`` is the stepped, single-threaded core (for tests and deterministic drivers);
+``ThreadedEngine`` runs the C++ step loop and stream-back loop on two threads owned here and
+delivers batched outputs to one callback. Inputs are checked for type here, then for range in
+C++; both raise :class:`InvalidRequestError` naming the field.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import enum
+import logging
+import operator
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _lib
+
+__all__ = [
+    "BranchDelta", "DuplicateRequestError", "Engine", "EngineConfig", "EngineError", "EngineMetrics",
+    "EngineShutdownError", "FinishReason", "GenerationConfig", "InvalidRequestError", "RequestOutput",
+    "ThreadedEngine", "TokenLogprob", "Usage",
+]
+
+logger = logging.getLogger("spindle.engine")
+
+
+# -- errors ------------------------------------------------------------------------------------------
+class EngineError(RuntimeError):
+    """The engine failed (a broken invariant, not bad input)."""
+
+
+class InvalidRequestError(EngineError, ValueError):
+    """A config or request value is out of range or of the wrong type; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class DuplicateRequestError(EngineError):
+    """A request with this id is already active."""
+
+    def __init__(self, request_id: str, message: str | None = None):
+        super().__init__(message or f"a request with id {request_id!r} is already active")
+        self.request_id = request_id
+
+
+class EngineShutdownError(EngineError):
+    """The engine is shutting down and takes no new requests."""
+
+
+_CODE_INVALID, _CODE_DUPLICATE, _CODE_UNAVAILABLE = 1, 2, 3
+
+
+def _raise_status(status: Any, request_id: str = "") -> None:
+    if status is None:
+        return
+    code, field, message = int(status[0]), str(status[1]), str(status[2])
+    if code == _CODE_INVALID:
+        raise InvalidRequestError(field, message)
+    if code == _CODE_DUPLICATE:
+        raise DuplicateRequestError(request_id, message)
+    if code == _CODE_UNAVAILABLE:
+        raise EngineShutdownError(message)
+    raise EngineError(message)
+
+
+# -- configs -----------------------------------------------------------------------------------------
+def _check_int(field: str, value: Any, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequestError(field, f"expected an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidRequestError(field, f"expected an integer, got {value!r}") from None
+
+
+def _check_float(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise InvalidRequestError(field, f"expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(field, f"expected a number, got {value!r}") from None
+
+
+def _check_bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequestError(field, f"expected true or false, got {value!r}")
+    return value
+
+
+def _check_token_ids(field: str, value: Any) -> list[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) and not hasattr(value, "__iter__"):
+        raise InvalidRequestError(field, "expected a sequence of token ids")
+    out = []
+    for i, t in enumerate(value):
+        if isinstance(t, bool):
+            raise InvalidRequestError(field, f"position {i}: expected an integer token id, got {t!r}")
+        try:
+            out.append(operator.index(t))
+        except TypeError:
+            raise InvalidRequestError(field, f"position {i}: expected an integer token id, got {t!r}") from None
+    return out
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """Engine settings; ``None`` takes the value of the ``mode`` preset (local, interactive, server)."""
+
+    model: str | os.PathLike
+    device: str = "cpu"
+    mode: str = "local"
+    max_num_sequence: int | None = None
+    max_total_sequence_length: int | None = None
+    max_single_sequence_length: int | None = None
+    prefill_chunk_size: int | None = None
+    kv_cache_page_size: int = 16
+    num_threads: int = 0
+
+    def to_ffi(self) -> dict[str, Any]:
+        if not isinstance(self.model, (str, os.PathLike)) or not str(self.model):
+            raise InvalidRequestError("model", "expected the path of a model artifact directory")
+        for name in ("device", "mode"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidRequestError(name, f"expected a string, got {getattr(self, name)!r}")
+        out: dict[str, Any] = {"model": str(Path(self.model)), "device": self.device, "mode": self.mode}
+        for name in ("max_num_sequence", "max_total_sequence_length", "max_single_sequence_length",
+                     "prefill_chunk_size"):
+            out[name] = _check_int(name, getattr(self, name), optional=True)
+        out["kv_cache_page_size"] = _check_int("kv_cache_page_size", self.kv_cache_page_size)
+        out["num_threads"] = _check_int("num_threads", self.num_threads)
+        return out
+
+
+@dataclasses.dataclass
+class GenerationConfig:
+    """Sampling and stopping parameters of one request (ranges are checked by the engine)."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop_token_ids: Sequence[int] = ()
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    def to_ffi(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "n": _check_int("n", self.n),
+            "top_k": _check_int("top_k", self.top_k),
+            "top_logprobs": _check_int("top_logprobs", self.top_logprobs),
+            "seed": _check_int("seed", self.seed, optional=True),
+            "max_tokens": _check_int("max_tokens", self.max_tokens, optional=True),
+            "ignore_eos": _check_bool("ignore_eos", self.ignore_eos),
+            "logprobs": _check_bool("logprobs", self.logprobs),
+            "stop_token_ids": _check_token_ids("stop_token_ids", self.stop_token_ids),
+        }
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty"):
+            out[name] = _check_float(name, getattr(self, name))
+        if out["seed"] is not None and not -(2 ** 63) <= out["seed"] < 2 ** 63:
+            raise InvalidRequestError("seed", "must fit in 64 bits")
+        if not isinstance(self.logit_bias, Mapping):
+            raise InvalidRequestError("logit_bias", "expected a mapping of token id to bias")
+        bias = {}
+        for k, v in self.logit_bias.items():
+            key = int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k
+            bias[_check_int("logit_bias", key)] = _check_float("logit_bias", v)
+        out["logit_bias"] = bias
+        return out
+
+
+# -- outputs -----------------------------------------------------------------------------------------
+class FinishReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+    ERROR = "error"
+
+
+_FINISH = {0: None, 1: FinishReason.STOP, 2: FinishReason.LENGTH, 3: FinishReason.ABORT, 4: FinishReason.ERROR}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchDelta:
+    index: int
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None
+    finish_reason: FinishReason | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float
+    prefill_time_s: float
+    decode_time_s: float
+    end_to_end_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestOutput:
+    request_id: str
+    branches: list[BranchDelta]
+    finished: bool
+    usage: Usage | None
+    error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineMetrics:
+    running: int
+    waiting: int
+    finished: int
+    aborted: int
+    preempted: int
+    prefill_tokens: int
+    decode_tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+    steps: int
+    prefill_steps: int
+    decode_steps: int
+    prefill_time_s: float
+    decode_time_s: float
+    step_time_s: float
+    sample_time_s: float
+    kv_pages_total: int
+    kv_pages_used: int
+    kv_page_size: int
+    max_num_sequence: int
+    max_total_sequence_length: int
+    max_single_sequence_length: int
+    prefill_chunk_size: int
+
+    @classmethod
+    def from_ffi(cls, m: Mapping[str, Any]) -> "EngineMetrics":
+        return cls(**{f.name: m[f.name] for f in dataclasses.fields(cls)})
+
+
+def _convert_outputs(raw: Any) -> list[RequestOutput]:
+    outputs = []
+    for request_id, branches, finished, usage, error in raw:
+        deltas = []
+        for index, token_ids, logprobs, finish in branches:
+            lps = None
+            if logprobs is not None:
+                lps = [TokenLogprob(int(t), float(lp), [(int(a), float(b)) for a, b in top]) for t, lp, top in logprobs]
+            deltas.append(BranchDelta(int(index), list(token_ids), lps, _FINISH[int(finish)]))
+        outputs.append(RequestOutput(str(request_id), deltas, bool(finished),
+                                     Usage(*usage) if usage is not None else None, str(error) or None))
+    return outputs
+
+
+def _create(kind: str, config: EngineConfig, *extra: Any) -> Any:
+    if not isinstance(config, EngineConfig):
+        raise InvalidRequestError("config", f"expected an EngineConfig, got {type(config).__name__}")
+    result = _lib.get_function(kind)(config.to_ffi(), *extra)
+    if isinstance(result, Sequence) and len(result) == 3 and isinstance(result[0], int):
+        _raise_status(result)
+    return result
+
+
+def _request_args(request_id: Any, token_ids: Any, generation_config: GenerationConfig | None):
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidRequestError("request_id", "expected a non-empty string")
+    tokens = _check_token_ids("token_ids", token_ids)
+    gen = generation_config if generation_config is not None else GenerationConfig()
+    if not isinstance(gen, GenerationConfig):
+        raise InvalidRequestError("generation_config", f"expected a GenerationConfig, got {type(gen).__name__}")
+    return request_id, tokens, gen.to_ffi()
+
+
+class _Base:
+    _mod: Any
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The resolved limits (max_num_sequence, max_single_sequence_length, vocab_size, ...)."""
+        return dict(self._mod["info"]())
+
+    def metrics(self) -> EngineMetrics:
+        return EngineMetrics.from_ffi(self._mod["metrics"]())
+
+
+# -- engines -----------------------------------------------------------------------------------------
+class Engine(_Base):
+    """The stepped engine: nothing runs between calls to :meth:`step`."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self._mod = _create("spindle.engine.create", config)
+        self._add = self._mod["add_request"]
+        self._step = self._mod["step"]
+
+    def add_request(self, request_id: str, token_ids: Sequence[int],
+                    generation_config: GenerationConfig | None = None) -> None:
+        rid, tokens, gen = _request_args(request_id, token_ids, generation_config)
+        _raise_status(self._add(rid, tokens, gen), rid)
+
+    def abort_request(self, request_id: str) -> None:
+        self._mod["abort_request"](str(request_id))
+
+    def step(self) -> list[RequestOutput]:
+        return _convert_outputs(self._step())
+
+    def reset(self) -> None:
+        self._mod["reset"]()
+
+    def empty(self) -> bool:
+        return bool(self._mod["empty"]())
+
+
+_live_engines: "weakref.WeakSet[ThreadedEngine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for engine in list(_live_engines):
+        engine.shutdown(timeout_s=2.0)
+
+
+class ThreadedEngine(_Base):
+    """The engine on a background step loop; ``callback(list[RequestOutput])`` runs on the stream-back thread."""
+
+    def __init__(self, config: EngineConfig, callback: Callable[[list[RequestOutput]], None]):
+        if not callable(callback):
+            raise InvalidRequestError("callback", "expected a callable")
+        self.config = config
+        self._callback = callback
+        self._mod = _create("spindle.engine.create_threaded", config, self._deliver)
+        self._add = self._mod["add_request"]
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._mod["run_background_loop"], name="spindle-step", daemon=True),
+            threading.Thread(target=self._mod["run_background_stream_back_loop"], name="spindle-stream-back",
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        _live_engines.add(self)
+
+    def _deliver(self, raw: Any) -> None:
+        try:
+            self._callback(_convert_outputs(raw))
+        except Exception:  # pylint: disable=broad-except
+            logger.exception("the engine output callback raised")
+
+    def add_request(self, request_id: str, token_ids: Sequence[int],
+                    generation_config: GenerationConfig | None = None) -> None:
+        rid, tokens, gen = _request_args(request_id, token_ids, generation_config)
+        _raise_status(self._add(rid, tokens, gen), rid)
+
+    def abort_request(self, request_id: str) -> None:
+        self._mod["abort_request"](str(request_id))
+
+    def reset(self) -> None:
+        self._mod["reset"]()
+
+    def num_active(self) -> int:
+        return int(self._mod["num_active"]())
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is active and every output was delivered."""
+        return bool(self._mod["wait_idle"](float(timeout_s)))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def shutdown(self, drain_timeout_s: float = 0.0, timeout_s: float = 5.0) -> None:
+        """Reject new requests, let active ones finish for ``drain_timeout_s``, abort the rest, stop the loops."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._mod["stop_accepting"]()
+        if drain_timeout_s > 0:
+            self.wait_idle(drain_timeout_s)
+        self._mod["reset"]()
+        if not self.wait_idle(timeout_s):
+            logger.warning("engine outputs were still undelivered after %.1f s", timeout_s)
+        self._mod["exit_background_loop"]()
+        current = threading.current_thread()
+        for t in self._threads:
+            if t is not current:
+                t.join(timeout_s)
+        _live_engines.discard(self)
+
+    def __enter__(self) -> "ThreadedEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
