@@ -74,6 +74,9 @@ def tokenizer_json_from_gguf(fields: Mapping[str, Any], source: str = "GGUF") ->
         parts = m.split(" ")
         if len(parts) != 2:
             raise TokenizerError("tokenizer.ggml.merges", f"{source}: merge {i} {m!r} is not two tokens")
+        if parts[0] not in vocab or parts[1] not in vocab or parts[0] + parts[1] not in vocab:
+            raise TokenizerError("tokenizer.ggml.merges", f"{source}: merge {i} {m!r} uses or makes a token "
+                                 "that is not in the vocabulary")
         pairs.append((parts[0], parts[1]))
     tok = _HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = _byte_level_pre_tokenizer(str(fields.get("tokenizer.ggml.pre", "default")))
