@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -102,7 +104,8 @@ def compile_library(mod: tvm.IRModule, target: tvm.target.Target, out_path: Path
 def write_params(params: Iterable[tuple[str, np.ndarray]], params_dir: Path) -> None:
     from tvm.contrib import tvmjs  # pylint: disable=import-outside-toplevel
 
-    tvmjs.dump_tensor_cache(params, str(params_dir), encode_format="raw", show_progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress even when asked not to
+        tvmjs.dump_tensor_cache(params, str(params_dir), encode_format="raw", show_progress=False)
 
 
 def check_params(params: Mapping[str, np.ndarray], names: list[str], layout: dict[str, Any], source: str) -> None:
