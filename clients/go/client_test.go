@@ -150,7 +150,7 @@ func TestInvalidArgumentNamesTheField(t *testing.T) {
 	if !ok || e.Code != codes.InvalidArgument {
 		t.Fatalf("got %v, want InvalidArgument", err)
 	}
-	if _, ok := e.Field("temperature"); !ok {
+	if v, ok := e.Field("temperature"); !ok || v.Field != "config.temperature" {
 		t.Fatalf("no violation names temperature: %+v", e.FieldViolations)
 	}
 	if status.Code(err) != codes.InvalidArgument {
