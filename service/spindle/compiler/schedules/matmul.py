@@ -14,6 +14,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 LANES = 8  # float32 lanes of a 256-bit vector
+GROUP = 32  # weights per quantization block
 
 
 def _const(expr) -> int | None:
@@ -27,10 +28,11 @@ def _is_var(expr, var) -> bool:
 class Matmul(ScheduleRule):
     """Register-tiled, lane-split matmul rule for weights stored `[out, in]`."""
 
-    def __init__(self, row_tile: int = int(__import__("os").environ.get("RT", 4)), col_tile: int = int(__import__("os").environ.get("CT", 2)), max_const_rows: int = 4):
+    def __init__(self, row_tile: int = 4, col_tile: int = 2, max_const_rows: int = 4, accumulators: int = 8):
         self.row_tile = row_tile
         self.col_tile = col_tile
         self.max_const_rows = max_const_rows
+        self.accumulators = accumulators
 
     # -- analysis -------------------------------------------------------------------------------------
     @staticmethod
@@ -91,7 +93,6 @@ class Matmul(ScheduleRule):
         n_ext, k_ext = _const(dom[-2]), _const(dom[-1])
         if n_ext is None or k_ext is None or k_ext % LANES:
             return None
-        col_tile = next(t for t in (self.col_tile, 2, 1) if n_ext % t == 0)
         lead = dom[:-2]
         symbolic = [i for i, e in enumerate(lead) if _const(e) is None]
         if len(symbolic) > 1:
@@ -108,6 +109,10 @@ class Matmul(ScheduleRule):
             row_tile = rows_const
         else:
             row_tile = next(t for t in (self.row_tile, 2, 1) if rows_const % t == 0)
+
+        # Enough independent accumulators (rows x cols) to hide the FMA latency.
+        want = max(self.col_tile, self.accumulators // row_tile)
+        col_tile = next(t for t in (want, 4, 2, 1) if n_ext % t == 0)
 
         # Inline weight-side producers (dequantize, casts) into the reduction.
         for producer in sch.get_producers(block):
@@ -127,7 +132,14 @@ class Matmul(ScheduleRule):
         m, n, ko, kl = sch.get_loops(rf)
         mo, mi = sch.split(m, [None, row_tile])
         no, ni = sch.split(n, [None, col_tile])
-        sch.reorder(no, mo, ko, mi, ni, kl)
+        if k_ext % GROUP == 0:
+            # Unrolling a quantization group lets LLVM load and convert its scale once per group.
+            kb, kq = sch.split(ko, [None, GROUP // LANES])
+            sch.reorder(no, mo, kb, kq, mi, ni, kl)
+            sch.unroll(kq)
+            ko = kb
+        else:
+            sch.reorder(no, mo, ko, mi, ni, kl)
         sch.reverse_compute_at(block, mo)
         sch.parallel(no)
         sch.vectorize(kl)
