@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "../engine.h"
+#include "../scheduler.h"
 
 namespace spindle {
 
@@ -11,18 +12,15 @@ bool Engine::DecodeAction() {
   std::vector<std::pair<RequestState*, BranchState*>> batch;
   while (true) {
     batch.clear();
-    int64_t pages_needed = 0;
     for (RequestState* st : active_) {
       if (st->status != RequestStatus::kRunning) continue;
       for (BranchState& b : st->branches) {
-        if (b.finished()) continue;
-        batch.emplace_back(st, &b);
-        if (b.kv_len % page == 0) pages_needed += 1;
+        if (!b.finished()) batch.emplace_back(st, &b);
       }
     }
     if (batch.empty()) return false;
-    if (pages_needed <= model_->AvailablePages()) break;
-    RequestState* victim = active_.back();
+    if (DecodePagesNeeded(active_, page) <= model_->AvailablePages()) break;
+    RequestState* victim = PreemptionVictim(active_);
     if (active_.size() == 1) {
       // One request alone outgrows the cache (its n branches together): end the branches that need a page.
       for (BranchState& b : victim->branches) {
