@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
-from .engine_host import MODES, THREADED, EngineHost
+from .engine_host import MODES, STEPPED, THREADED, EngineHost
 from .model import ServedModel
 from .requests import RequestTable
 from .servicer import EngineServicer
@@ -121,10 +121,14 @@ class SpindleServer:
             log.warning("grace period over: aborting %d live requests", len(table.live))
             for request_id in list(table.live):
                 self._abort(request_id)
+            host = self.servicer.host
+            if host is not None and host.mode == STEPPED:
+                table.dispatch(await host.step())  # a stepped engine reports the aborts when stepped
             try:
                 await asyncio.wait_for(table.idle.wait(), 5.0)
             except asyncio.TimeoutError:
-                table.finish_all_locally()
+                log.error("the engine did not confirm every abort; ending %d requests here", len(table.live))
+            table.finish_all_locally()
         await self.stop(grace=1.0)
 
     async def stop(self, grace: float | None = 0.0) -> None:
@@ -136,6 +140,13 @@ class SpindleServer:
             await asyncio.get_running_loop().run_in_executor(None, host.shutdown)
         self._stopped.set()
         log.info("stopped")
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
 
     def request_drain(self) -> None:
         if self._draining_task is None:

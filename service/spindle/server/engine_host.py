@@ -13,7 +13,7 @@ import logging
 from typing import Any, Callable
 
 from .convert import engine_field_to_proto
-from .errors import ServiceError, already_exists, internal, invalid_argument
+from .errors import ServiceError, already_exists, internal, invalid_argument, shutting_down
 
 log = logging.getLogger("spindle.server")
 
@@ -50,6 +50,8 @@ class EngineHost:
         mod = self._mod
         if isinstance(exc, getattr(mod, "DuplicateRequestError", ())):
             return already_exists(str(getattr(exc, "request_id", "") or exc))
+        if isinstance(exc, getattr(mod, "EngineShutdownError", ())):
+            return shutting_down()
         if isinstance(exc, getattr(mod, "InvalidRequestError", ())):
             field = engine_field_to_proto(str(getattr(exc, "field", "") or "config"))
             message = str(getattr(exc, "message", "") or exc)

@@ -148,9 +148,13 @@ class LiveRequest:
         b.tokens += len(toks)
         reason = finish_reason_proto(bd.finish_reason)
         text_toks = toks
-        if reason == pb.FINISH_REASON_STOP and toks and toks[-1] in self.resolved.stop_token_ids:
-            b.stop_token = toks[-1]
-            text_toks = toks[:-1]
+        if reason == pb.FINISH_REASON_STOP:
+            stops = self.resolved.stop_token_ids
+            if toks and toks[-1] in stops:  # an engine that returns the stop token: keep its text out
+                b.stop_token = toks[-1]
+                text_toks = toks[:-1]
+            elif len(stops) == 1:  # the engine leaves the stop token out; it is known when only one can stop
+                b.stop_token = next(iter(stops))
         text = b.detok.push(text_toks)
         if reason != pb.FINISH_REASON_UNSPECIFIED:
             text += b.detok.flush()
@@ -186,7 +190,10 @@ class LiveRequest:
         return self.final_from(out.usage, now - self.t_arrival, ttft, error or "")
 
     def final_from(self, engine_usage: Any, total_s: float, ttft_s: float | None, error: str) -> pb.FinalOutput:
-        usage = usage_proto(engine_usage, len(self.prompt_ids), sum(b.tokens for b in self.branches), ttft_s, total_s)
+        completion = getattr(engine_usage, "completion_tokens", None)
+        if completion is None:
+            completion = sum(b.tokens for b in self.branches)
+        usage = usage_proto(engine_usage, len(self.prompt_ids), int(completion), ttft_s, total_s)
         return pb.FinalOutput(branches=[b.result() for b in self.branches], usage=usage,
                               effective_config=self.resolved.effective, prompt_token_ids=self.prompt_ids,
                               error_message=error)

@@ -1,0 +1,85 @@
+"""Client cancel, disconnect and deadline abort the engine request; its KV pages are freed."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from spindle_client import DeadlineExceededError, SyncClient
+from spindle_client.v1 import engine_pb2 as pb
+from spindle_client.v1 import engine_pb2_grpc as pb_grpc
+
+PROMPT = "Once upon a time"
+LONG = dict(max_tokens=480, temperature=0, ignore_eos=True)
+
+
+def _settled(client, before_aborted: int, timeout_s: float = 10.0):
+    """Metrics once the server has ended the RPC (no live request): the engine must be idle by then."""
+    deadline = time.monotonic() + timeout_s
+    m = client.metrics()
+    while m.live_requests and time.monotonic() < deadline:
+        time.sleep(0.005)
+        m = client.metrics()
+    assert m.live_requests == 0, m
+    assert m.running_requests == 0 and m.waiting_requests == 0, m
+    assert m.kv_pages_used == 0, m
+    assert m.aborted_requests > before_aborted, m
+    return m
+
+
+def test_cancel_aborts_the_engine_request(client):
+    before = client.metrics().aborted_requests
+    s = client.stream(PROMPT, **LONG)
+    it = iter(s)
+    first = next(it)
+    assert first.token_ids
+    assert client.metrics().kv_pages_used > 0
+    s.cancel()
+    with pytest.raises(Exception):
+        for _ in it:
+            pass
+    _settled(client, before)
+
+
+def test_disconnect_aborts_the_engine_request(threaded_server, client):
+    before = client.metrics().aborted_requests
+    channel = grpc.insecure_channel(threaded_server.target)
+    stub = pb_grpc.EngineServiceStub(channel)
+    call = stub.Generate(pb.GenerateRequest(prompt=pb.Prompt(text=PROMPT),
+                                            config=pb.GenerationConfig(**LONG)))
+    next(call)
+    channel.close()
+    _settled(client, before)
+
+
+def test_deadline_aborts_the_engine_request(client):
+    before = client.metrics().aborted_requests
+    with pytest.raises(DeadlineExceededError):
+        client.generate(PROMPT, timeout=0.05, **LONG)
+    _settled(client, before)
+
+
+def test_abort_request_ends_a_followed_request_with_abort(client):
+    client.add_request(PROMPT, request_id="to-abort", **LONG)
+    s = client.follow("to-abort")
+    it = iter(s)
+    next(it)
+    assert client.abort_request("to-abort") is True
+    for _ in it:
+        pass
+    assert s.result.finish_reason == "abort"
+    m = client.metrics()
+    assert m.live_requests == 0 and m.running_requests == 0 and m.kv_pages_used == 0
+
+
+def test_reset_aborts_everything(client):
+    client.add_request(PROMPT, request_id="reset-1", **LONG)
+    client.add_request(PROMPT, request_id="reset-2", **LONG)
+    assert client.reset() == 2
+    deadline = time.monotonic() + 10
+    while client.metrics().running_requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    m = client.metrics()
+    assert m.live_requests == 0 and m.running_requests == 0 and m.kv_pages_used == 0

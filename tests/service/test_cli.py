@@ -1,0 +1,75 @@
+"""The spindle command: generate against a live server, serve as a process that drains on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spindle.cli import build_parser, main
+from spindle_client import SyncClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generate_command_prints_the_generation(threaded_server, capsys):
+    with SyncClient(threaded_server.target) as c:
+        expected = c.generate("Once upon a time", max_tokens=5, temperature=0)
+    assert main(["generate", "Once upon a time", "--address", threaded_server.target, "--max-tokens", "5",
+                 "--temperature", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] == expected.text and out["token_ids"] == expected.token_ids
+    assert out["finish_reason"] == "length"
+
+
+def test_generate_command_reports_field_errors(threaded_server, capsys):
+    assert main(["generate", "hi", "--address", threaded_server.target, "--temperature", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "config.temperature" in err
+
+
+def test_parser_has_the_three_subcommands():
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--mode", "stepped", "--port", "0"])
+    assert (args.mode, args.port, args.host, args.model) == ("stepped", 0, "127.0.0.1", None)
+    assert parser.parse_args(["compile", "--dtype", "q8_0"]).dtype == "q8_0"
+    assert parser.parse_args(["generate", "x"]).address
+
+
+def test_serve_process_serves_then_drains_on_sigterm(tiny_model_dir):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "service"), str(ROOT / "clients" / "python"),
+                                         env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-m", "spindle.cli", "serve", str(tiny_model_dir), "--port", "0",
+                             "--grace-period", "5"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        port = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"serving .* on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "".join(lines)
+        assert "dtype float32" in lines[-1] and tiny_model_dir.name in lines[-1]
+        with SyncClient(f"127.0.0.1:{port}", timeout=30) as c:
+            assert c.health() == "SERVING"
+            assert c.generate("Once upon a time", max_tokens=3, temperature=0).finish_reason == "length"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        rest = proc.stderr.read()
+        assert "draining" in rest and "stopped" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
