@@ -106,3 +106,13 @@ def test_prefill_in_chunks_continues_a_sequence(tiny_model_dir):
     runner.prefill(kv, [3], [PROMPTS[2][:9]])
     got = runner.prefill(kv, [3], [PROMPTS[2][9:]])[0]
     np.testing.assert_allclose(got, ref.forward(0, PROMPTS[2]), atol=1e-4)
+
+
+def test_cuda_target_builds(tiny_model_factory):
+    """``--target cuda`` builds on a machine without a GPU: the CUDA kernels travel as source in the
+    library and are compiled (NVRTC) by the GPU host when it loads it."""
+    out = tiny_model_factory("q4_1", target="cuda")
+    cfg = json.loads((out / "spindle-config.json").read_text())
+    assert cfg["target"] == "cuda" and "cuda" in cfg["versions"]["target"]
+    code = (out / "model.so").read_bytes()
+    assert b"__global__ void" in code and b"batch_decode_paged_kv_kernel" in code

@@ -66,7 +66,7 @@ def set_runtime_threads(num_threads: int | None = None) -> int:
 
 
 def _relax_pipeline(target: tvm.target.Target, schedule: bool = True):
-    """Spindle's CPU pipeline (``schedules.cpu_pipeline``) for llvm, TVM's default pipeline otherwise.
+    """Spindle's CPU pipeline (``schedules.cpu_pipeline``) for llvm, TVM's CUDA pipeline for cuda.
 
     ``schedule=False`` leaves the CPU kernels unscheduled (slow; a reference for schedule bugs).
     """
@@ -74,7 +74,19 @@ def _relax_pipeline(target: tvm.target.Target, schedule: bool = True):
         from .schedules import cpu_pipeline  # pylint: disable=import-outside-toplevel
 
         return cpu_pipeline(target, schedule=schedule)
-    return "default"
+    from tvm.relax.backend.cuda import pipeline as cuda_pipeline  # pylint: disable=import-outside-toplevel
+
+    return cuda_pipeline.get_default_pipeline(target)  # dlight GPU rules: Matmul, GEMV, Reduction, Fallback
+
+
+def _check_cuda_toolchain() -> None:
+    """Register TVM's CUDA compile callback (NVRTC or nvcc, ``tvm.support.nvcc``).
+
+    On a host with a CUDA runtime, TVM compiles the kernels to cubin while building; on a host without
+    one (like a CPU-only build machine) the library keeps the CUDA source and the GPU host compiles it
+    when it loads the library (which must ``import tvm.support.nvcc`` first).
+    """
+    import tvm.support.nvcc  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
 
 def _attach_bounds(mod: tvm.IRModule, cfg: ModelConfig) -> tvm.IRModule:
@@ -97,6 +109,8 @@ def export_model(model: LlamaForCausalLM) -> tuple[tvm.IRModule, list[str], dict
 
 
 def compile_library(mod: tvm.IRModule, target: tvm.target.Target, out_path: Path, schedule: bool = True) -> None:
+    if target.kind.name == "cuda":
+        _check_cuda_toolchain()
     ex = tvm.compile(mod, target=target, relax_pipeline=_relax_pipeline(target, schedule))
     ex.export_library(str(out_path))
 

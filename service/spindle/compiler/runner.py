@@ -29,6 +29,8 @@ class ModelRunner:
     def __init__(self, artifact_dir: str | Path, device: str = "cpu"):
         self.path = Path(artifact_dir)
         self.config = json.loads((self.path / "spindle-config.json").read_text())
+        if device != "cpu":
+            import tvm.support.nvcc  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         self.device = tvm.cpu() if device == "cpu" else tvm.cuda()
         self.act_dtype = activation_dtype(self.config["dtype"])
         lib = tvm.runtime.load_module(str(self.path / "model.so"))
