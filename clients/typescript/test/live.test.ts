@@ -52,11 +52,11 @@ test("a cancel ends the stream and the server counts the request aborted", async
   const deadline = Date.now() + 10_000;
   for (;;) {
     const m = await c.metrics();
-    if (m.abortedRequests > before.abortedRequests && m.liveRequests === 0 && m.runningRequests === 0) {
-      assert.equal(m.kvPagesUsed, 0);
+    if (m.abortedRequests > before.abortedRequests && m.liveRequests === 0n && m.runningRequests === 0n) {
+      assert.equal(m.kvPagesUsed, 0n);
       break;
     }
-    assert.ok(Date.now() < deadline, `metrics never showed the abort: ${JSON.stringify(m)}`);
+    assert.ok(Date.now() < deadline, `metrics never showed the abort: ${JSON.stringify(m, (_k, v) => typeof v === "bigint" ? v.toString() : v)}`);
     await sleep(20);
   }
 });

@@ -213,7 +213,7 @@ export interface GenerationConfig {
   logitBias: { [key: number]: number };
   /** Seed of the sampler's random generator. Unset: the server picks one and reports it. */
   seed?:
-    | number
+    | bigint
     | undefined;
   /** Most tokens to generate per branch. Unset: up to the end of the context window. At least 1. */
   maxTokens?:
@@ -423,33 +423,33 @@ export interface MetricsRequest {
  */
 export interface MetricsResponse {
   /** Requests currently being decoded or prefilled. */
-  runningRequests: number;
+  runningRequests: bigint;
   /** Requests queued and not yet started. */
-  waitingRequests: number;
+  waitingRequests: bigint;
   /** Requests that finished normally. */
-  finishedRequests: number;
+  finishedRequests: bigint;
   /** Requests that were aborted. */
-  abortedRequests: number;
+  abortedRequests: bigint;
   /** Times a running request was preempted to free KV cache pages. */
-  preemptedRequests: number;
+  preemptedRequests: bigint;
   /** Prompt tokens processed by prefill. */
-  prefillTokens: number;
+  prefillTokens: bigint;
   /** Tokens produced by decode. */
-  decodeTokens: number;
+  decodeTokens: bigint;
   /** Engine time spent in prefill, in milliseconds. */
   prefillTimeMs: number;
   /** Engine time spent in decode, in milliseconds. */
   decodeTimeMs: number;
   /** KV cache pages in all. */
-  kvPagesTotal: number;
+  kvPagesTotal: bigint;
   /** KV cache pages in use now. */
-  kvPagesUsed: number;
+  kvPagesUsed: bigint;
   /** Engine steps taken. */
-  steps: number;
+  steps: bigint;
   /** Requests live on the server now (added and not yet finished, as the server sees them). */
-  liveRequests: number;
+  liveRequests: bigint;
   /** Streaming RPCs (Generate, FollowRequest) open now. */
-  openStreams: number;
+  openStreams: bigint;
   /** Whether the server is draining for shutdown (new requests are refused). */
   draining: boolean;
 }
@@ -945,6 +945,9 @@ export const GenerationConfig: MessageFns<GenerationConfig> = {
       GenerationConfig_LogitBiasEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
     });
     if (message.seed !== undefined) {
+      if (BigInt.asUintN(64, message.seed) !== message.seed) {
+        throw new globalThis.Error("value provided for field message.seed of type uint64 too large");
+      }
       writer.uint32(80).uint64(message.seed);
     }
     if (message.maxTokens !== undefined) {
@@ -1065,7 +1068,7 @@ export const GenerationConfig: MessageFns<GenerationConfig> = {
               break;
             }
 
-            message.seed = longToNumber(reader.uint64());
+            message.seed = reader.uint64() as bigint;
             continue;
           }
           case 11: {
@@ -1199,7 +1202,7 @@ export const GenerationConfig: MessageFns<GenerationConfig> = {
           {},
         )
         : {},
-      seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
+      seed: isSet(object.seed) ? BigInt(object.seed) : undefined,
       maxTokens: isSet(object.maxTokens)
         ? globalThis.Number(object.maxTokens)
         : isSet(object.max_tokens)
@@ -1265,7 +1268,7 @@ export const GenerationConfig: MessageFns<GenerationConfig> = {
       }
     }
     if (message.seed !== undefined) {
-      obj.seed = Math.round(message.seed);
+      obj.seed = message.seed.toString();
     }
     if (message.maxTokens !== undefined) {
       obj.maxTokens = Math.round(message.maxTokens);
@@ -1310,7 +1313,7 @@ export const GenerationConfig: MessageFns<GenerationConfig> = {
       },
       {},
     );
-    message.seed = object.seed ?? undefined;
+    message.seed = (object.seed !== undefined && object.seed !== null) ? BigInt(object.seed) : undefined;
     message.maxTokens = object.maxTokens ?? undefined;
     message.stopTokenIds = object.stopTokenIds?.map((e) => e) || [];
     message.stopStrings = object.stopStrings?.map((e) => e) || [];
@@ -3296,45 +3299,66 @@ export const MetricsRequest: MessageFns<MetricsRequest> = {
 
 function createBaseMetricsResponse(): MetricsResponse {
   return {
-    runningRequests: 0,
-    waitingRequests: 0,
-    finishedRequests: 0,
-    abortedRequests: 0,
-    preemptedRequests: 0,
-    prefillTokens: 0,
-    decodeTokens: 0,
+    runningRequests: 0n,
+    waitingRequests: 0n,
+    finishedRequests: 0n,
+    abortedRequests: 0n,
+    preemptedRequests: 0n,
+    prefillTokens: 0n,
+    decodeTokens: 0n,
     prefillTimeMs: 0,
     decodeTimeMs: 0,
-    kvPagesTotal: 0,
-    kvPagesUsed: 0,
-    steps: 0,
-    liveRequests: 0,
-    openStreams: 0,
+    kvPagesTotal: 0n,
+    kvPagesUsed: 0n,
+    steps: 0n,
+    liveRequests: 0n,
+    openStreams: 0n,
     draining: false,
   };
 }
 
 export const MetricsResponse: MessageFns<MetricsResponse> = {
   encode(message: MetricsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.runningRequests !== 0) {
+    if (message.runningRequests !== 0n) {
+      if (BigInt.asIntN(64, message.runningRequests) !== message.runningRequests) {
+        throw new globalThis.Error("value provided for field message.runningRequests of type int64 too large");
+      }
       writer.uint32(8).int64(message.runningRequests);
     }
-    if (message.waitingRequests !== 0) {
+    if (message.waitingRequests !== 0n) {
+      if (BigInt.asIntN(64, message.waitingRequests) !== message.waitingRequests) {
+        throw new globalThis.Error("value provided for field message.waitingRequests of type int64 too large");
+      }
       writer.uint32(16).int64(message.waitingRequests);
     }
-    if (message.finishedRequests !== 0) {
+    if (message.finishedRequests !== 0n) {
+      if (BigInt.asIntN(64, message.finishedRequests) !== message.finishedRequests) {
+        throw new globalThis.Error("value provided for field message.finishedRequests of type int64 too large");
+      }
       writer.uint32(24).int64(message.finishedRequests);
     }
-    if (message.abortedRequests !== 0) {
+    if (message.abortedRequests !== 0n) {
+      if (BigInt.asIntN(64, message.abortedRequests) !== message.abortedRequests) {
+        throw new globalThis.Error("value provided for field message.abortedRequests of type int64 too large");
+      }
       writer.uint32(32).int64(message.abortedRequests);
     }
-    if (message.preemptedRequests !== 0) {
+    if (message.preemptedRequests !== 0n) {
+      if (BigInt.asIntN(64, message.preemptedRequests) !== message.preemptedRequests) {
+        throw new globalThis.Error("value provided for field message.preemptedRequests of type int64 too large");
+      }
       writer.uint32(40).int64(message.preemptedRequests);
     }
-    if (message.prefillTokens !== 0) {
+    if (message.prefillTokens !== 0n) {
+      if (BigInt.asIntN(64, message.prefillTokens) !== message.prefillTokens) {
+        throw new globalThis.Error("value provided for field message.prefillTokens of type int64 too large");
+      }
       writer.uint32(48).int64(message.prefillTokens);
     }
-    if (message.decodeTokens !== 0) {
+    if (message.decodeTokens !== 0n) {
+      if (BigInt.asIntN(64, message.decodeTokens) !== message.decodeTokens) {
+        throw new globalThis.Error("value provided for field message.decodeTokens of type int64 too large");
+      }
       writer.uint32(56).int64(message.decodeTokens);
     }
     if (message.prefillTimeMs !== 0) {
@@ -3343,19 +3367,34 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
     if (message.decodeTimeMs !== 0) {
       writer.uint32(73).double(message.decodeTimeMs);
     }
-    if (message.kvPagesTotal !== 0) {
+    if (message.kvPagesTotal !== 0n) {
+      if (BigInt.asIntN(64, message.kvPagesTotal) !== message.kvPagesTotal) {
+        throw new globalThis.Error("value provided for field message.kvPagesTotal of type int64 too large");
+      }
       writer.uint32(80).int64(message.kvPagesTotal);
     }
-    if (message.kvPagesUsed !== 0) {
+    if (message.kvPagesUsed !== 0n) {
+      if (BigInt.asIntN(64, message.kvPagesUsed) !== message.kvPagesUsed) {
+        throw new globalThis.Error("value provided for field message.kvPagesUsed of type int64 too large");
+      }
       writer.uint32(88).int64(message.kvPagesUsed);
     }
-    if (message.steps !== 0) {
+    if (message.steps !== 0n) {
+      if (BigInt.asIntN(64, message.steps) !== message.steps) {
+        throw new globalThis.Error("value provided for field message.steps of type int64 too large");
+      }
       writer.uint32(96).int64(message.steps);
     }
-    if (message.liveRequests !== 0) {
+    if (message.liveRequests !== 0n) {
+      if (BigInt.asIntN(64, message.liveRequests) !== message.liveRequests) {
+        throw new globalThis.Error("value provided for field message.liveRequests of type int64 too large");
+      }
       writer.uint32(104).int64(message.liveRequests);
     }
-    if (message.openStreams !== 0) {
+    if (message.openStreams !== 0n) {
+      if (BigInt.asIntN(64, message.openStreams) !== message.openStreams) {
+        throw new globalThis.Error("value provided for field message.openStreams of type int64 too large");
+      }
       writer.uint32(112).int64(message.openStreams);
     }
     if (message.draining !== false) {
@@ -3382,7 +3421,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.runningRequests = longToNumber(reader.int64());
+            message.runningRequests = reader.int64() as bigint;
             continue;
           }
           case 2: {
@@ -3390,7 +3429,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.waitingRequests = longToNumber(reader.int64());
+            message.waitingRequests = reader.int64() as bigint;
             continue;
           }
           case 3: {
@@ -3398,7 +3437,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.finishedRequests = longToNumber(reader.int64());
+            message.finishedRequests = reader.int64() as bigint;
             continue;
           }
           case 4: {
@@ -3406,7 +3445,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.abortedRequests = longToNumber(reader.int64());
+            message.abortedRequests = reader.int64() as bigint;
             continue;
           }
           case 5: {
@@ -3414,7 +3453,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.preemptedRequests = longToNumber(reader.int64());
+            message.preemptedRequests = reader.int64() as bigint;
             continue;
           }
           case 6: {
@@ -3422,7 +3461,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.prefillTokens = longToNumber(reader.int64());
+            message.prefillTokens = reader.int64() as bigint;
             continue;
           }
           case 7: {
@@ -3430,7 +3469,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.decodeTokens = longToNumber(reader.int64());
+            message.decodeTokens = reader.int64() as bigint;
             continue;
           }
           case 8: {
@@ -3454,7 +3493,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.kvPagesTotal = longToNumber(reader.int64());
+            message.kvPagesTotal = reader.int64() as bigint;
             continue;
           }
           case 11: {
@@ -3462,7 +3501,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.kvPagesUsed = longToNumber(reader.int64());
+            message.kvPagesUsed = reader.int64() as bigint;
             continue;
           }
           case 12: {
@@ -3470,7 +3509,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.steps = longToNumber(reader.int64());
+            message.steps = reader.int64() as bigint;
             continue;
           }
           case 13: {
@@ -3478,7 +3517,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.liveRequests = longToNumber(reader.int64());
+            message.liveRequests = reader.int64() as bigint;
             continue;
           }
           case 14: {
@@ -3486,7 +3525,7 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
               break;
             }
 
-            message.openStreams = longToNumber(reader.int64());
+            message.openStreams = reader.int64() as bigint;
             continue;
           }
           case 15: {
@@ -3512,40 +3551,40 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
   fromJSON(object: any): MetricsResponse {
     return {
       runningRequests: isSet(object.runningRequests)
-        ? globalThis.Number(object.runningRequests)
+        ? BigInt(object.runningRequests)
         : isSet(object.running_requests)
-        ? globalThis.Number(object.running_requests)
-        : 0,
+        ? BigInt(object.running_requests)
+        : 0n,
       waitingRequests: isSet(object.waitingRequests)
-        ? globalThis.Number(object.waitingRequests)
+        ? BigInt(object.waitingRequests)
         : isSet(object.waiting_requests)
-        ? globalThis.Number(object.waiting_requests)
-        : 0,
+        ? BigInt(object.waiting_requests)
+        : 0n,
       finishedRequests: isSet(object.finishedRequests)
-        ? globalThis.Number(object.finishedRequests)
+        ? BigInt(object.finishedRequests)
         : isSet(object.finished_requests)
-        ? globalThis.Number(object.finished_requests)
-        : 0,
+        ? BigInt(object.finished_requests)
+        : 0n,
       abortedRequests: isSet(object.abortedRequests)
-        ? globalThis.Number(object.abortedRequests)
+        ? BigInt(object.abortedRequests)
         : isSet(object.aborted_requests)
-        ? globalThis.Number(object.aborted_requests)
-        : 0,
+        ? BigInt(object.aborted_requests)
+        : 0n,
       preemptedRequests: isSet(object.preemptedRequests)
-        ? globalThis.Number(object.preemptedRequests)
+        ? BigInt(object.preemptedRequests)
         : isSet(object.preempted_requests)
-        ? globalThis.Number(object.preempted_requests)
-        : 0,
+        ? BigInt(object.preempted_requests)
+        : 0n,
       prefillTokens: isSet(object.prefillTokens)
-        ? globalThis.Number(object.prefillTokens)
+        ? BigInt(object.prefillTokens)
         : isSet(object.prefill_tokens)
-        ? globalThis.Number(object.prefill_tokens)
-        : 0,
+        ? BigInt(object.prefill_tokens)
+        : 0n,
       decodeTokens: isSet(object.decodeTokens)
-        ? globalThis.Number(object.decodeTokens)
+        ? BigInt(object.decodeTokens)
         : isSet(object.decode_tokens)
-        ? globalThis.Number(object.decode_tokens)
-        : 0,
+        ? BigInt(object.decode_tokens)
+        : 0n,
       prefillTimeMs: isSet(object.prefillTimeMs)
         ? globalThis.Number(object.prefillTimeMs)
         : isSet(object.prefill_time_ms)
@@ -3557,52 +3596,52 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
         ? globalThis.Number(object.decode_time_ms)
         : 0,
       kvPagesTotal: isSet(object.kvPagesTotal)
-        ? globalThis.Number(object.kvPagesTotal)
+        ? BigInt(object.kvPagesTotal)
         : isSet(object.kv_pages_total)
-        ? globalThis.Number(object.kv_pages_total)
-        : 0,
+        ? BigInt(object.kv_pages_total)
+        : 0n,
       kvPagesUsed: isSet(object.kvPagesUsed)
-        ? globalThis.Number(object.kvPagesUsed)
+        ? BigInt(object.kvPagesUsed)
         : isSet(object.kv_pages_used)
-        ? globalThis.Number(object.kv_pages_used)
-        : 0,
-      steps: isSet(object.steps) ? globalThis.Number(object.steps) : 0,
+        ? BigInt(object.kv_pages_used)
+        : 0n,
+      steps: isSet(object.steps) ? BigInt(object.steps) : 0n,
       liveRequests: isSet(object.liveRequests)
-        ? globalThis.Number(object.liveRequests)
+        ? BigInt(object.liveRequests)
         : isSet(object.live_requests)
-        ? globalThis.Number(object.live_requests)
-        : 0,
+        ? BigInt(object.live_requests)
+        : 0n,
       openStreams: isSet(object.openStreams)
-        ? globalThis.Number(object.openStreams)
+        ? BigInt(object.openStreams)
         : isSet(object.open_streams)
-        ? globalThis.Number(object.open_streams)
-        : 0,
+        ? BigInt(object.open_streams)
+        : 0n,
       draining: isSet(object.draining) ? globalThis.Boolean(object.draining) : false,
     };
   },
 
   toJSON(message: MetricsResponse): unknown {
     const obj: any = {};
-    if (message.runningRequests !== 0) {
-      obj.runningRequests = Math.round(message.runningRequests);
+    if (message.runningRequests !== 0n) {
+      obj.runningRequests = message.runningRequests.toString();
     }
-    if (message.waitingRequests !== 0) {
-      obj.waitingRequests = Math.round(message.waitingRequests);
+    if (message.waitingRequests !== 0n) {
+      obj.waitingRequests = message.waitingRequests.toString();
     }
-    if (message.finishedRequests !== 0) {
-      obj.finishedRequests = Math.round(message.finishedRequests);
+    if (message.finishedRequests !== 0n) {
+      obj.finishedRequests = message.finishedRequests.toString();
     }
-    if (message.abortedRequests !== 0) {
-      obj.abortedRequests = Math.round(message.abortedRequests);
+    if (message.abortedRequests !== 0n) {
+      obj.abortedRequests = message.abortedRequests.toString();
     }
-    if (message.preemptedRequests !== 0) {
-      obj.preemptedRequests = Math.round(message.preemptedRequests);
+    if (message.preemptedRequests !== 0n) {
+      obj.preemptedRequests = message.preemptedRequests.toString();
     }
-    if (message.prefillTokens !== 0) {
-      obj.prefillTokens = Math.round(message.prefillTokens);
+    if (message.prefillTokens !== 0n) {
+      obj.prefillTokens = message.prefillTokens.toString();
     }
-    if (message.decodeTokens !== 0) {
-      obj.decodeTokens = Math.round(message.decodeTokens);
+    if (message.decodeTokens !== 0n) {
+      obj.decodeTokens = message.decodeTokens.toString();
     }
     if (message.prefillTimeMs !== 0) {
       obj.prefillTimeMs = floatToJson(message.prefillTimeMs);
@@ -3610,20 +3649,20 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
     if (message.decodeTimeMs !== 0) {
       obj.decodeTimeMs = floatToJson(message.decodeTimeMs);
     }
-    if (message.kvPagesTotal !== 0) {
-      obj.kvPagesTotal = Math.round(message.kvPagesTotal);
+    if (message.kvPagesTotal !== 0n) {
+      obj.kvPagesTotal = message.kvPagesTotal.toString();
     }
-    if (message.kvPagesUsed !== 0) {
-      obj.kvPagesUsed = Math.round(message.kvPagesUsed);
+    if (message.kvPagesUsed !== 0n) {
+      obj.kvPagesUsed = message.kvPagesUsed.toString();
     }
-    if (message.steps !== 0) {
-      obj.steps = Math.round(message.steps);
+    if (message.steps !== 0n) {
+      obj.steps = message.steps.toString();
     }
-    if (message.liveRequests !== 0) {
-      obj.liveRequests = Math.round(message.liveRequests);
+    if (message.liveRequests !== 0n) {
+      obj.liveRequests = message.liveRequests.toString();
     }
-    if (message.openStreams !== 0) {
-      obj.openStreams = Math.round(message.openStreams);
+    if (message.openStreams !== 0n) {
+      obj.openStreams = message.openStreams.toString();
     }
     if (message.draining !== false) {
       obj.draining = message.draining;
@@ -3636,20 +3675,42 @@ export const MetricsResponse: MessageFns<MetricsResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<MetricsResponse>, I>>(object: I): MetricsResponse {
     const message = createBaseMetricsResponse();
-    message.runningRequests = object.runningRequests ?? 0;
-    message.waitingRequests = object.waitingRequests ?? 0;
-    message.finishedRequests = object.finishedRequests ?? 0;
-    message.abortedRequests = object.abortedRequests ?? 0;
-    message.preemptedRequests = object.preemptedRequests ?? 0;
-    message.prefillTokens = object.prefillTokens ?? 0;
-    message.decodeTokens = object.decodeTokens ?? 0;
+    message.runningRequests = (object.runningRequests !== undefined && object.runningRequests !== null)
+      ? BigInt(object.runningRequests)
+      : 0n;
+    message.waitingRequests = (object.waitingRequests !== undefined && object.waitingRequests !== null)
+      ? BigInt(object.waitingRequests)
+      : 0n;
+    message.finishedRequests = (object.finishedRequests !== undefined && object.finishedRequests !== null)
+      ? BigInt(object.finishedRequests)
+      : 0n;
+    message.abortedRequests = (object.abortedRequests !== undefined && object.abortedRequests !== null)
+      ? BigInt(object.abortedRequests)
+      : 0n;
+    message.preemptedRequests = (object.preemptedRequests !== undefined && object.preemptedRequests !== null)
+      ? BigInt(object.preemptedRequests)
+      : 0n;
+    message.prefillTokens = (object.prefillTokens !== undefined && object.prefillTokens !== null)
+      ? BigInt(object.prefillTokens)
+      : 0n;
+    message.decodeTokens = (object.decodeTokens !== undefined && object.decodeTokens !== null)
+      ? BigInt(object.decodeTokens)
+      : 0n;
     message.prefillTimeMs = object.prefillTimeMs ?? 0;
     message.decodeTimeMs = object.decodeTimeMs ?? 0;
-    message.kvPagesTotal = object.kvPagesTotal ?? 0;
-    message.kvPagesUsed = object.kvPagesUsed ?? 0;
-    message.steps = object.steps ?? 0;
-    message.liveRequests = object.liveRequests ?? 0;
-    message.openStreams = object.openStreams ?? 0;
+    message.kvPagesTotal = (object.kvPagesTotal !== undefined && object.kvPagesTotal !== null)
+      ? BigInt(object.kvPagesTotal)
+      : 0n;
+    message.kvPagesUsed = (object.kvPagesUsed !== undefined && object.kvPagesUsed !== null)
+      ? BigInt(object.kvPagesUsed)
+      : 0n;
+    message.steps = (object.steps !== undefined && object.steps !== null) ? BigInt(object.steps) : 0n;
+    message.liveRequests = (object.liveRequests !== undefined && object.liveRequests !== null)
+      ? BigInt(object.liveRequests)
+      : 0n;
+    message.openStreams = (object.openStreams !== undefined && object.openStreams !== null)
+      ? BigInt(object.openStreams)
+      : 0n;
     message.draining = object.draining ?? false;
     return message;
   },
@@ -4973,10 +5034,10 @@ function floatToJson(value: number | null | undefined): number | string | null |
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
@@ -4984,17 +5045,6 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
-}
 
 function isObject(value: any): boolean {
   return typeof value === "object" && value !== null;

@@ -43,6 +43,7 @@ public final class Generate {
           out.print(d.getText());
         }
         if (msg.hasFinal()) {
+          out.flush();
           FinalOutput f = msg.getFinal();
           System.err.printf("%n[%s: %d prompt + %d completion tokens, first token %.1f ms]%n",
               f.getBranches(0).getFinishReason(), f.getUsage().getPromptTokens(),
