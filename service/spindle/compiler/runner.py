@@ -7,6 +7,7 @@ same global functions the engine calls (``vm.builtin.tensor_cache.load``,
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -29,8 +30,8 @@ class ModelRunner:
     def __init__(self, artifact_dir: str | Path, device: str = "cpu"):
         self.path = Path(artifact_dir)
         self.config = json.loads((self.path / "spindle-config.json").read_text())
-        if device != "cpu":
-            import tvm.support.nvcc  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        if device != "cpu":  # registers the CUDA compile callback that loading a cuda library needs
+            importlib.import_module("tvm.support.nvcc")
         self.device = tvm.cpu() if device == "cpu" else tvm.cuda()
         self.act_dtype = activation_dtype(self.config["dtype"])
         lib = tvm.runtime.load_module(str(self.path / "model.so"))
