@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +124,17 @@ def polyglot_env(polyglot_tools, live_servers, expected) -> dict[str, str]:
 
 @pytest.fixture()
 def idle_after(live_servers):
-    """After a language's run, the threaded server holds no live request and no KV page."""
+    """After a language's run, the threaded server settles with no live request and no KV page held
+    (aborts are applied between engine steps, so this waits a little for the last ones)."""
     yield
     from spindle_client import SyncClient
 
     threaded, _ = live_servers
+    deadline = time.monotonic() + 10
     with SyncClient(threaded.target, timeout=30) as client:
-        m = client.metrics()
-    assert m.live_requests == 0 and m.running_requests == 0 and m.kv_pages_used == 0, m
+        while True:
+            m = client.metrics()
+            if m.live_requests == 0 and m.running_requests == 0 and m.kv_pages_used == 0:
+                return
+            assert time.monotonic() < deadline, f"the server is not idle after the run: {m}"
+            time.sleep(0.02)
