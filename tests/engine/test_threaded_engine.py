@@ -1,0 +1,203 @@
+"""The ThreadedEngine on the tiny compiled model: synchronous errors, batched callbacks, a
+500-request stress run from several threads with random aborts, and clean shutdown."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from spindle.engine import (DuplicateRequestError, EngineConfig, EngineShutdownError, FinishReason,
+                            GenerationConfig, InvalidRequestError, ThreadedEngine)
+
+from engine_helpers import Collector
+
+
+class Sink:
+    """A thread-safe callback target."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.lock = threading.Lock()
+        self.collector = Collector()
+        self.calls = 0
+        self.delay_s = delay_s
+
+    def __call__(self, outputs):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        with self.lock:
+            self.calls += 1
+            self.collector.add(outputs)
+
+
+@pytest.fixture
+def threaded(tiny_model_dir):
+    engines = []
+
+    def factory(callback, **overrides):
+        overrides.setdefault("mode", "server")
+        engine = ThreadedEngine(EngineConfig(model=str(tiny_model_dir), **overrides), callback)
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.shutdown()
+
+
+def test_outputs_arrive_batched_with_one_finish_each(threaded):
+    sink = Sink()
+    engine = threaded(sink)
+    for i in range(6):
+        engine.add_request(f"r{i}", [3 + i, 4, 5], GenerationConfig(max_tokens=5 + i, ignore_eos=True,
+                                                                    temperature=0.0))
+    assert engine.wait_idle(30)
+    c = sink.collector
+    assert sorted(c.finishes) == [f"r{i}" for i in range(6)]
+    assert all(len(v) == 1 for v in c.finishes.values()) and not c.after_finish
+    assert all(len(c.tokens[f"r{i}"][0]) == 5 + i for i in range(6))
+    m = engine.metrics()
+    assert m.finished == 6 and m.kv_pages_used == 0 and m.running == 0
+
+
+def test_add_request_raises_synchronously(threaded):
+    engine = threaded(Sink())
+    with pytest.raises(InvalidRequestError) as err:
+        engine.add_request("bad", [], GenerationConfig())
+    assert err.value.field == "token_ids"
+    with pytest.raises(InvalidRequestError) as err:
+        engine.add_request("bad", [1, 10_000], GenerationConfig())
+    assert err.value.field == "token_ids"
+    with pytest.raises(InvalidRequestError) as err:
+        engine.add_request("bad", [1], GenerationConfig(temperature="hot"))
+    assert err.value.field == "temperature"
+    with pytest.raises(InvalidRequestError) as err:
+        engine.add_request("bad", [1], GenerationConfig(top_logprobs=30, logprobs=True))
+    assert err.value.field == "top_logprobs"
+    engine.add_request("dup", [1, 2], GenerationConfig(max_tokens=200, ignore_eos=True))
+    with pytest.raises(DuplicateRequestError):
+        engine.add_request("dup", [1, 2], GenerationConfig())
+    engine.abort_request("dup")
+    assert engine.wait_idle(10)
+    engine.add_request("dup", [1, 2], GenerationConfig(max_tokens=1))  # free again after its finish
+    assert engine.wait_idle(10)
+
+
+def test_slow_callback_does_not_stall_stepping(threaded):
+    holder = {}
+    progressed = threading.Event()
+    batches: list[list] = []
+
+    def callback(outputs):
+        if not batches:
+            # Stall the first delivery until the step loop has moved on by many steps.
+            deadline = time.monotonic() + 30
+            while holder["engine"].metrics().steps < 20 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if holder["engine"].metrics().steps >= 20:
+                progressed.set()
+        batches.append(outputs)
+
+    engine = threaded(callback)
+    holder["engine"] = engine
+    engine.add_request("a", [5, 6, 7], GenerationConfig(max_tokens=60, ignore_eos=True))
+    engine.add_request("b", [8, 9], GenerationConfig(max_tokens=60, ignore_eos=True))
+    assert engine.wait_idle(60)
+    assert progressed.is_set(), "the step loop kept stepping while the callback was blocked"
+    assert max(len(b) for b in batches) > 2, "outputs of several steps were delivered in one callback"
+    tokens = {"a": [], "b": []}
+    for batch in batches:
+        for o in batch:
+            tokens[o.request_id].extend(o.branches[0].token_ids)
+    assert len(tokens["a"]) == 60 and len(tokens["b"]) == 60
+
+
+def test_stress_500_requests_from_several_threads(threaded):
+    sink = Sink()
+    engine = threaded(sink, max_num_sequence=8, max_total_sequence_length=256, max_single_sequence_length=128,
+                      prefill_chunk_size=64)
+    vocab = engine.limits["vocab_size"]
+    added: dict[str, int] = {}
+    added_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def producer(worker: int) -> None:
+        rng = random.Random(worker)
+        try:
+            for i in range(125):
+                rid = f"w{worker}-{i}"
+                cfg = GenerationConfig(
+                    n=2 if rng.random() < 0.1 else 1, temperature=rng.choice([0.0, 0.8]),
+                    top_p=rng.choice([1.0, 0.9]), top_k=rng.choice([0, 20]), seed=rng.randrange(1 << 30),
+                    max_tokens=rng.randint(1, 16), ignore_eos=rng.random() < 0.5,
+                    logprobs=rng.random() < 0.2)
+                engine.add_request(rid, [rng.randrange(vocab) for _ in range(rng.randint(1, 40))], cfg)
+                with added_lock:
+                    added[rid] = 1
+                if rng.random() < 0.3:
+                    time.sleep(rng.random() * 0.002)
+                    engine.abort_request(rid)
+                if rng.random() < 0.05:
+                    engine.abort_request(rid)
+        except BaseException as exc:  # pylint: disable=broad-except
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert engine.wait_idle(120)
+    c = sink.collector
+    assert len(added) == 500
+    assert sorted(c.finishes) == sorted(added)
+    assert all(len(v) == 1 for v in c.finishes.values()), "every request ends exactly once"
+    assert not c.after_finish, "nothing follows a finish"
+    reasons = {r for per in c.branch_finish.values() for r in per.values()}
+    assert FinishReason.ABORT in reasons and FinishReason.LENGTH in reasons
+    assert all(o[0].error is None for o in c.finishes.values())
+    m = engine.metrics()
+    assert m.kv_pages_used == 0 and m.running == 0 and m.waiting == 0
+    assert m.finished + m.aborted == 500
+    assert m.preempted > 0, "the small cache forces preemption"
+
+
+def test_shutdown_with_requests_in_flight(threaded):
+    sink = Sink()
+    engine = threaded(sink)
+    for i in range(4):
+        engine.add_request(f"long{i}", [1, 2, 3], GenerationConfig(max_tokens=400, ignore_eos=True))
+    time.sleep(0.05)
+    start = time.monotonic()
+    engine.shutdown()
+    assert time.monotonic() - start < 5
+    assert all(t is FinishReason.ABORT for per in sink.collector.branch_finish.values() for t in per.values())
+    assert sorted(sink.collector.finishes) == [f"long{i}" for i in range(4)]
+    with pytest.raises(EngineShutdownError):
+        engine.add_request("late", [1], GenerationConfig())
+    engine.shutdown()  # idempotent
+
+
+def test_interpreter_exits_cleanly_with_requests_in_flight(tiny_model_dir, tmp_path):
+    script = tmp_path / "exit.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from spindle.engine import EngineConfig, GenerationConfig, ThreadedEngine
+        seen = []
+        engine = ThreadedEngine(EngineConfig(model={str(tiny_model_dir)!r}), seen.extend)
+        for i in range(3):
+            engine.add_request(f"r{{i}}", [1, 2, 3], GenerationConfig(max_tokens=400, ignore_eos=True))
+        time.sleep(0.1)
+        print("leaving", flush=True)
+    """))
+    import os  # pylint: disable=import-outside-toplevel
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "leaving" in proc.stdout
