@@ -1,0 +1,208 @@
+"""gRPC overhead: the same workload on the in-process ThreadedEngine and through a `spindle serve` process.
+
+For 1 and 16 concurrent streams it reports time to first token (TTFT) and inter-token latency (ITL) at
+p50/p99 and the aggregate decode throughput, side by side, with the gRPC/in-process ratio.
+
+    python bench/bench_grpc.py                       # the default model (SmolLM2-135M-Instruct, q4_1)
+    python bench/bench_grpc.py --model DIR --max-tokens 64 --concurrency 1 16 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "service"), str(ROOT / "clients" / "python")]
+
+PROMPT = ("Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker "
+          "who repaired every clock in the valley. One winter morning")
+
+
+@dataclass
+class Trace:
+    """Arrival times of one request: start, and one entry per token."""
+
+    start: float
+    tokens: list[float] = field(default_factory=list)
+
+    def add(self, n: int, t: float) -> None:
+        self.tokens.extend([t] * n)
+
+
+def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
+    ttft = [(tr.tokens[0] - tr.start) * 1e3 for tr in traces if tr.tokens]
+    itl = []
+    for tr in traces:
+        # gaps between token arrivals; tokens delivered in one batch share the gap evenly
+        times = tr.tokens
+        i = 1
+        while i < len(times):
+            j = i
+            while j + 1 < len(times) and times[j + 1] == times[i]:
+                j += 1
+            gap = (times[i] - times[i - 1]) * 1e3 / (j - i + 1)
+            itl.extend([gap] * (j - i + 1))
+            i = j + 1
+    total = sum(len(tr.tokens) for tr in traces)
+    return {"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "itl_p50": pct(itl, 50), "itl_p99": pct(itl, 99),
+            "tok_s": total / wall_s}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))
+    return s[k]
+
+
+# -- in-process engine -----------------------------------------------------------------------------------
+class InProcess:
+    def __init__(self, model_dir: Path):
+        from spindle.engine import EngineConfig, ThreadedEngine
+        from spindle.tokenizer import Tokenizer
+
+        self.tok = Tokenizer.from_artifact(model_dir)
+        self._traces: dict[str, Trace] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir)), self._on_outputs)
+        self._n = 0
+
+    def _on_outputs(self, outputs) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            for out in outputs:
+                tr = self._traces.get(out.request_id)
+                if tr is None:
+                    continue
+                tr.add(sum(len(b.token_ids) for b in out.branches), now)
+                if out.finished:
+                    self._done[out.request_id].set()
+
+    def run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
+        from spindle.engine import GenerationConfig
+
+        ids = self.tok.encode(PROMPT)
+        cfg = GenerationConfig(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+        rids = []
+        t0 = time.perf_counter()
+        for _ in range(concurrency):
+            self._n += 1
+            rid = f"bench-{self._n}"
+            with self._lock:
+                self._traces[rid] = Trace(time.perf_counter())
+                self._done[rid] = threading.Event()
+            self.engine.add_request(rid, ids, cfg)
+            rids.append(rid)
+        for rid in rids:
+            self._done[rid].wait(600)
+        wall = time.perf_counter() - t0
+        return summarize([self._traces.pop(r) for r in rids], wall)
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+
+# -- over gRPC ---------------------------------------------------------------------------------------------
+class OverGrpc:
+    def __init__(self, model_dir: Path):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "service"), str(ROOT / "clients" / "python"),
+                                             env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen([sys.executable, "-m", "spindle.cli", "serve", str(model_dir), "--port", "0"],
+                                     env=env, stderr=subprocess.PIPE, text=True)
+        port = None
+        for line in self.proc.stderr:
+            m = re.search(r"serving .* on [\d.]+:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        if port is None:
+            raise RuntimeError("the server did not start")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        self.target = f"127.0.0.1:{port}"
+
+    def run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
+        return asyncio.run(self._run(concurrency, max_tokens))
+
+    async def _run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
+        from spindle_client import AsyncClient
+
+        async with AsyncClient(self.target, timeout=600) as client:
+            await client.generate(PROMPT, max_tokens=1, temperature=0)  # connect
+
+            async def one() -> Trace:
+                tr = Trace(time.perf_counter())
+                async for d in client.stream(PROMPT, max_tokens=max_tokens, temperature=0, ignore_eos=True):
+                    tr.add(len(d.token_ids), time.perf_counter())
+                return tr
+
+            t0 = time.perf_counter()
+            traces = await asyncio.gather(*[one() for _ in range(concurrency)])
+            return summarize(list(traces), time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="artifact directory (default: the embedded model, compiled)")
+    p.add_argument("--dtype", default="q4_1", help="dtype when compiling the default model (default q4_1)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the table shows medians")
+    args = p.parse_args()
+
+    from spindle.cli import resolve_model
+
+    model_dir = resolve_model(args.model, args.dtype)
+    print(f"model {model_dir.name}, prompt {len(PROMPT)} chars, {args.max_tokens} tokens per stream, "
+          f"median of {args.repeat} runs", flush=True)
+    runners = {"in-process": InProcess(model_dir), "gRPC": OverGrpc(model_dir)}
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    try:
+        for runner in runners.values():
+            runner.run(1, 4)  # warm up
+        # interleave the two paths so that drifting machine load affects both alike
+        for _ in range(args.repeat):
+            for c in args.concurrency:
+                for name, runner in runners.items():
+                    runs.setdefault((name, c), []).append(runner.run(c, args.max_tokens))
+    finally:
+        for runner in runners.values():
+            runner.close()
+    results = {key: median_of(value) for key, value in runs.items()}
+
+    header = f"{'streams':>7} {'path':>10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tok/s':>8}"
+    print(header)
+    print("-" * len(header))
+    for c in args.concurrency:
+        for name in ("in-process", "gRPC"):
+            r = results[(name, c)]
+            print(f"{c:>7} {name:>10} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
+                  f"{r['itl_p99']:>6.2f}ms {r['tok_s']:>8.1f}")
+        base, grpc_r = results[("in-process", c)], results[("gRPC", c)]
+        print(f"{c:>7} {'gRPC cost':>10} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
+              f"{'':>9} {'':>8} {'':>8} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
