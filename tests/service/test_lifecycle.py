@@ -84,3 +84,12 @@ def test_drain_refuses_new_requests_and_aborts_after_the_grace_period(tiny_model
         assert srv.run(lambda: len(srv.table.live)) == 0
     finally:
         srv.stop()
+
+
+def test_healthcheck_module_exit_codes(threaded_server):
+    from spindle_client import healthcheck
+
+    assert healthcheck.main([threaded_server.target]) == 0
+    assert healthcheck.main([threaded_server.target, "spindle.v1.EngineService"]) == 0
+    assert healthcheck.main([threaded_server.target, "no.such.Service"]) == 1
+    assert healthcheck.main(["127.0.0.1:1"]) == 1
