@@ -27,8 +27,8 @@ def test_check_mode_detects_a_stale_stub(tmp_path, monkeypatch):
     gen = _load_generator()
     fake_out = tmp_path / "v1"
     fake_out.mkdir()
-    for name, text in gen.generate().items():
-        (fake_out / name).write_text(text)
+    for name, data in gen.generate().items():
+        gen._write(fake_out / name, data)
     monkeypatch.setattr(gen, "OUT_DIR", fake_out)
     assert gen.stale_files() == []
     (fake_out / "engine_pb2.py").write_text((fake_out / "engine_pb2.py").read_text() + "\n# edited\n")

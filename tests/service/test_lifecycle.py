@@ -93,3 +93,13 @@ def test_healthcheck_module_exit_codes(threaded_server):
     assert healthcheck.main([threaded_server.target, "spindle.v1.EngineService"]) == 0
     assert healthcheck.main([threaded_server.target, "no.such.Service"]) == 1
     assert healthcheck.main(["127.0.0.1:1"]) == 1
+
+
+def test_reflection_serves_the_proto_documentation(threaded_server):
+    with grpc.insecure_channel(threaded_server.target) as ch:
+        db = ProtoReflectionDescriptorDatabase(ch)
+        fd = db.FindFileContainingSymbol("spindle.v1.EngineService")
+        comments = [loc.leading_comments for loc in fd.source_code_info.location if loc.leading_comments]
+        assert any("Seed of the sampler" in c for c in comments)
+        health = db.FindFileContainingSymbol("grpc.health.v1.Health")
+        assert health.name.endswith("health.proto")
