@@ -64,13 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .server.app import ServerOptions, serve
 
-    log = logging.getLogger("spindle.server")
     try:
         model_dir = resolve_model(args.model, args.dtype, progress=True)
     except CompileError as exc:
         print(f"spindle serve: error: {exc}", file=sys.stderr)
         return 2
-    log.info("model artifact %s", model_dir)
     options = ServerOptions(host=args.host, port=args.port, mode=args.mode,
                             max_queued_requests=args.max_queued_requests, max_message_bytes=args.max_message_bytes,
                             grace_period_s=args.grace_period, device=args.device)

@@ -93,6 +93,7 @@ class SpindleServer:
 
         self.servicer.host = await loop.run_in_executor(None, make)
         c = self.model.config
+        log.info("engine library %s; model artifact %s", _engine_library(), self.model_dir)
         log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
                  c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
                  opts.host, self.port)
@@ -163,6 +164,15 @@ class SpindleServer:
         await self._stopped.wait()
         if self._draining_task is not None:
             await self._draining_task
+
+
+def _engine_library() -> str:
+    try:
+        from spindle import _lib
+
+        return str(_lib.find_library())
+    except Exception as exc:  # noqa: BLE001 - only for the log line
+        return f"(unknown: {exc})"
 
 
 async def serve(model_dir: str | Path, options: ServerOptions) -> None:
