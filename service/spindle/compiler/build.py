@@ -45,14 +45,20 @@ def make_target(target: str) -> tvm.target.Target:
     raise CompileError(f"target: unsupported {target!r} (supported: {', '.join(TARGETS)})")
 
 
+# Sources that do not change what an artifact holds (drivers, CLI, test helpers) stay out of the hash.
+_NOT_IN_FINGERPRINT = {"api.py", "command.py", "runner.py", "testing.py"}
+
+
 def compiler_fingerprint() -> str:
-    """A hash of the compiler's own sources and the TVM version: part of every cache key."""
+    """A hash of the compiler sources that shape an artifact and the TVM versions: part of every cache key."""
     h = hashlib.sha256()
     h.update(tvm.__version__.encode())
     h.update(tvm_ffi.__version__.encode())
     root = Path(__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode())
+    for path in sorted(root.rglob("*.py")) + [root.parent / "tokenizer.py"]:
+        if path.parent == root and path.name in _NOT_IN_FINGERPRINT:
+            continue
+        h.update(str(path.relative_to(root.parent)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -17,7 +17,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from .build import PAGE_SIZE, activation_dtype
+from .build import PAGE_SIZE, activation_dtype, set_runtime_threads
 
 
 def _f(name: str):
@@ -28,6 +28,7 @@ class ModelRunner:
     """Loads ``model.so`` and the weights of an artifact directory; runs prefill and decode."""
 
     def __init__(self, artifact_dir: str | Path, device: str = "cpu"):
+        set_runtime_threads()
         self.path = Path(artifact_dir)
         self.config = json.loads((self.path / "spindle-config.json").read_text())
         if device != "cpu":  # registers the CUDA compile callback that loading a cuda library needs
