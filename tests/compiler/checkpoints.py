@@ -49,7 +49,7 @@ def write_hf_folder(folder: Path, cfg: ModelConfig, params: dict[str, np.ndarray
               "num_key_value_heads": cfg.num_key_value_heads, "intermediate_size": cfg.intermediate_size,
               "vocab_size": cfg.vocab_size, "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta,
               "tie_word_embeddings": cfg.tie_word_embeddings, "max_position_embeddings": cfg.context_window_size,
-              "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype}
+              "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": np.dtype(dtype).name}
     if cfg.model_type != "qwen2":
         config["attention_bias"] = cfg.attention_bias
     (folder / "config.json").write_text(json.dumps(config))
@@ -137,6 +137,9 @@ def write_gguf(path: Path, cfg: ModelConfig, params: dict[str, np.ndarray], toke
         put(b + "ffn_gate.weight", hf[h + "mlp.gate_proj.weight"], linear_type)
         put(b + "ffn_up.weight", hf[h + "mlp.up_proj.weight"], linear_type)
         put(b + "ffn_down.weight", hf[h + "mlp.down_proj.weight"], linear_type)
+        for proj in ("q", "k", "v"):
+            if h + f"self_attn.{proj}_proj.bias" in hf:
+                put(b + f"attn_{proj}.bias", hf[h + f"self_attn.{proj}_proj.bias"], "F32")
         put(b + "attn_norm.weight", hf[h + "input_layernorm.weight"], "F32")
         put(b + "ffn_norm.weight", hf[h + "post_attention_layernorm.weight"], "F32")
     w.write_header_to_file()

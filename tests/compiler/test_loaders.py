@@ -7,6 +7,8 @@ import json
 import gguf
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spindle.compiler.api import compile_model
 from spindle.compiler.build import CompileError
@@ -52,13 +54,41 @@ def test_hf_folder_float32(hf_folder, artifact_cache_root):
     assert max(compare_with_reference(out, PARAMS, decode_steps=3)) < 1e-4
 
 
-def test_hf_qwen2_bias_and_untied_head(tmp_path, tokenizer_json, artifact_cache_root):
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_hf_qwen2_bias_and_untied_head(tmp_path, tokenizer_json, artifact_cache_root, dtype):
+    import ml_dtypes
+
     cfg = tiny_config(model_type="qwen2", attention_bias=True, tie_word_embeddings=False)
     params = random_params(cfg, seed=2)
-    folder = write_hf_folder(tmp_path / "qwen", cfg, params, tokenizer_json, dtype="float16")
-    out = compile_model(folder, dtype="float32", output=artifact_cache_root / "hf-qwen2-float32", progress=False)
-    ref = {k: v.astype(np.float16).astype(np.float32) for k, v in params.items()}
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+    folder = write_hf_folder(tmp_path / "qwen", cfg, {k: v.astype(np_dtype) for k, v in params.items()},
+                             tokenizer_json, dtype=np_dtype)
+    out = compile_model(folder, dtype="float32", output=artifact_cache_root / f"hf-qwen2-{dtype}", progress=False)
+    ref = {k: v.astype(np_dtype).astype(np.float32) for k, v in params.items()}
     assert max(compare_with_reference(out, ref, decode_steps=2)) < 1e-4
+
+
+def test_gguf_qwen2_is_not_permuted(tmp_path, tokenizer_json, artifact_cache_root):
+    """qwen2 GGUF files keep Hugging Face's row order and carry the q/k/v biases."""
+    cfg = tiny_config(model_type="qwen2", attention_bias=True)
+    params = random_params(cfg, seed=4)
+    path = write_gguf(tmp_path / "qwen2.gguf", cfg, params, tokenizer_json, linear_type="F16", embed_type="F32",
+                      arch="qwen2")
+    out = compile_model(path, dtype="float32", output=artifact_cache_root / "gguf-qwen2", progress=False)
+    ref = {k: (v.astype(np.float16).astype(np.float32) if v.ndim == 2 and not k.startswith("embed") else v)
+           for k, v in params.items()}
+    assert max(compare_with_reference(out, ref, decode_steps=2)) < 1e-4
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_head=st.integers(1, 6), half=st.integers(1, 8), cols=st.integers(1, 3))
+def test_unpermute_inverts_llama_cpp_permutation(n_head, half, cols):
+    from spindle.compiler.loaders import _unpermute_order
+
+    from .checkpoints import _permute
+
+    w = np.arange(n_head * 2 * half * cols, dtype=np.float32).reshape(n_head * 2 * half, cols)
+    np.testing.assert_array_equal(_permute(w, n_head)[_unpermute_order(w.shape[0], n_head)], w)
 
 
 def test_gguf_unpermutes_qk_and_dequantizes(gguf_file, artifact_cache_root):
