@@ -5,8 +5,9 @@
 #                           examples against live servers (tests/polyglot)
 # The pytest suite under tests/polyglot also runs as part of `make test-python`; it needs the tools, so
 # test-python depends on polyglot-tools.
+# Go tools come from the Go module proxy; protoc and the grpc-java plugin from Maven Central; buf
+# (@bufbuild/buf, its prebuilt binary) and ts-proto from npm, pinned in clients/typescript/package-lock.json.
 
-BUF_VERSION ?= v1.75.0
 GRPCURL_VERSION ?= v1.9.3
 PROTOC_GEN_GO_VERSION ?= v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
@@ -28,7 +29,6 @@ polyglot-tools: .stamp/polyglot-go-tools .stamp/polyglot-java-tools .stamp/polyg
 	GOBIN=$(POLYGLOT_BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(POLYGLOT_BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	GOBIN=$(POLYGLOT_BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
-	GOBIN=$(POLYGLOT_BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 	@touch $@
 
 .stamp/polyglot-java-tools: mk/polyglot.mk
