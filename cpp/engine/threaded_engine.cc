@@ -19,7 +19,21 @@ std::unique_ptr<ThreadedEngine> ThreadedEngine::Create(const EngineConfig& confi
   if (!status->ok()) return nullptr;
   te->callback_ = std::move(callback);
   te->metrics_ = te->engine_->Metrics();
+  te->SetLimitsLocked();
   return te;
+}
+
+void ThreadedEngine::SetLimitsLocked() {
+  if (engine_) {
+    limits_ = std::make_shared<const Limits>(Limits{engine_->model_info(), engine_->config()});
+  } else {
+    limits_ = nullptr;
+  }
+}
+
+std::shared_ptr<const ThreadedEngine::Limits> ThreadedEngine::limits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return limits_;
 }
 
 void ThreadedEngine::Push(Instruction ins) {
@@ -33,20 +47,112 @@ void ThreadedEngine::Push(Instruction ins) {
 }
 
 Status ThreadedEngine::AddRequest(RequestPtr request) {
-  Status s = engine_->Validate(*request);  // reads only the immutable config and model facts
+  std::shared_ptr<const Limits> limits = this->limits();
+  if (!limits) return Status::Unavailable("no model is loaded");
+  // The limits are an immutable snapshot; the step loop validates again in case of a reload since.
+  Status s = ValidateRequest(*request, limits->model, limits->config);
   if (!s.ok()) return s;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return Status::Unavailable("the engine is shutting down");
     if (!live_ids_.insert(request->id()).second) return Status::Duplicate(request->id());
   }
-  Push(Instruction{Kind::kAdd, std::move(request), ""});
+  Push(Instruction{Kind::kAdd, std::move(request), "", {}, nullptr});
   return Status::OK();
 }
 
-void ThreadedEngine::AbortRequest(const std::string& request_id) { Push(Instruction{Kind::kAbort, nullptr, request_id}); }
+void ThreadedEngine::AbortRequest(const std::string& request_id) {
+  Push(Instruction{Kind::kAbort, nullptr, request_id, {}, nullptr});
+}
 
-void ThreadedEngine::Reset() { Push(Instruction{Kind::kReset, nullptr, ""}); }
+void ThreadedEngine::Reset() { Push(Instruction{Kind::kReset, nullptr, "", {}, nullptr}); }
+
+Status ThreadedEngine::PushAndWait(Instruction ins) {
+  ins.done = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = ins.done->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (exit_) return Status::Unavailable("the engine loops have stopped");
+    queue_.push_back(std::move(ins));
+  }
+  cv_.notify_one();
+  return result.get();
+}
+
+Status ThreadedEngine::Reload(const EngineConfig& config) {
+  return PushAndWait(Instruction{Kind::kReload, nullptr, "", config, nullptr});
+}
+
+Status ThreadedEngine::Unload() { return PushAndWait(Instruction{Kind::kUnload, nullptr, "", {}, nullptr}); }
+
+namespace {
+
+RequestOutput ErrorFinish(const Request& request, const std::string& message) {
+  RequestOutput o;
+  o.request_id = request.id();
+  o.finished = true;
+  o.usage = Usage{};
+  o.usage->prompt_tokens = static_cast<int64_t>(request.prompt().size());
+  o.error = message;
+  for (int64_t i = 0; i < request.config().n; ++i) {
+    BranchDelta d;
+    d.index = i;
+    d.finish_reason = FinishReason::kError;
+    o.branches.push_back(std::move(d));
+  }
+  return o;
+}
+
+void Append(std::vector<RequestOutput>* out, std::vector<RequestOutput> more) {
+  for (RequestOutput& o : more) out->push_back(std::move(o));
+}
+
+}  // namespace
+
+void ThreadedEngine::Apply(Instruction& ins, std::vector<RequestOutput>* out) {
+  switch (ins.kind) {
+    case Kind::kAdd: {
+      // Validated at the edge; only a reload in between (or a broken invariant) fails here.
+      Status s = engine_ ? engine_->AddRequest(ins.request) : Status::Unavailable("no model is loaded");
+      if (!s.ok()) out->push_back(ErrorFinish(*ins.request, s.message));
+      break;
+    }
+    case Kind::kAbort:
+      if (engine_) engine_->AbortRequest(ins.request_id);
+      break;
+    case Kind::kReset:
+      if (engine_) engine_->Reset();
+      break;
+    case Kind::kReload: {
+      Status s;
+      std::unique_ptr<Engine> fresh = Engine::Create(ins.config, &s);
+      if (s.ok()) {
+        if (engine_) {
+          engine_->Reset();
+          Append(out, engine_->Step());  // the ABORT finishes of what was active
+        }
+        engine_ = std::move(fresh);
+        std::lock_guard<std::mutex> lock(mu_);
+        SetLimitsLocked();
+      }
+      ins.done->set_value(s);
+      break;
+    }
+    case Kind::kUnload: {
+      if (engine_) {
+        engine_->Reset();
+        Append(out, engine_->Step());
+        engine_.reset();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        SetLimitsLocked();
+      }
+      ins.done->set_value(Status::OK());
+      break;
+    }
+  }
+}
 
 EngineMetrics ThreadedEngine::Metrics() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -71,49 +177,27 @@ void ThreadedEngine::RunBackgroundLoop() {
       loop_waiting_ = true;
       cv_.wait(lock, [&] { return exit_ || !queue_.empty() || has_work_; });
       loop_waiting_ = false;
-      if (exit_) break;
+      if (exit_) {
+        for (Instruction& ins : queue_) {
+          if (ins.done) ins.done->set_value(Status::Unavailable("the engine loops have stopped"));
+        }
+        queue_.clear();
+        break;
+      }
       batch.swap(queue_);
     }
     std::vector<RequestOutput> out;
-    for (Instruction& ins : batch) {
-      switch (ins.kind) {
-        case Kind::kAdd: {
-          Status s = engine_->AddRequest(ins.request);
-          if (!s.ok()) {  // validated at the edge, so only a broken invariant gets here
-            RequestOutput o;
-            o.request_id = ins.request->id();
-            o.finished = true;
-            o.usage = Usage{};
-            o.error = s.message;
-            for (int64_t i = 0; i < ins.request->config().n; ++i) {
-              BranchDelta d;
-              d.index = i;
-              d.finish_reason = FinishReason::kError;
-              o.branches.push_back(std::move(d));
-            }
-            out.push_back(std::move(o));
-          }
-          break;
-        }
-        case Kind::kAbort: engine_->AbortRequest(ins.request_id); break;
-        case Kind::kReset: engine_->Reset(); break;
-      }
-    }
+    for (Instruction& ins : batch) Apply(ins, &out);
     batch.clear();
-    std::vector<RequestOutput> stepped = engine_->Step();
-    if (out.empty()) {
-      out = std::move(stepped);
-    } else {
-      for (RequestOutput& o : stepped) out.push_back(std::move(o));
-    }
-    EngineMetrics m = engine_->Metrics();
+    if (engine_) Append(&out, engine_->Step());
+    EngineMetrics m = engine_ ? engine_->Metrics() : EngineMetrics();
     bool has_output = !out.empty();
     {
       // Both locks (always mu_ then out_mu_): a finished id leaves live_ids_ in the same critical
       // section that queues its finish, so WaitIdle never sees neither.
       std::lock_guard<std::mutex> lock(mu_);
       metrics_ = m;
-      has_work_ = !engine_->Empty();
+      has_work_ = engine_ && !engine_->Empty();
       for (const RequestOutput& o : out) {
         if (o.finished) live_ids_.erase(o.request_id);
       }

@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +31,13 @@ class ThreadedEngine {
   void Reset();
   /*! \brief The metrics after the latest step. */
   EngineMetrics Metrics() const;
+  /*!
+   * \brief Load another model / config, blocking until done. Active requests end with ABORT. On failure
+   * the current engine stays. Returns Unavailable once the loops have exited.
+   */
+  Status Reload(const EngineConfig& config);
+  /*! \brief Drop the model (active requests end with ABORT); adds fail until the next Reload. Blocks. */
+  Status Unload();
 
   /*! \brief The step loop; returns after ExitBackgroundLoop. Run it on a thread of its own. */
   void RunBackgroundLoop();
@@ -44,19 +52,30 @@ class ThreadedEngine {
   bool WaitIdle(double timeout_s);
   /*! \brief Requests added and not yet finished. */
   int64_t NumActive() const;
-  const EngineConfig& config() const { return engine_->config(); }
-  const ModelInfo& model_info() const { return engine_->model_info(); }
+
+  /*! \brief What requests are validated against: the loaded model's facts and the resolved config. */
+  struct Limits {
+    ModelInfo model;
+    EngineConfig config;
+  };
+  /*! \brief The current limits, or nullptr while no model is loaded. */
+  std::shared_ptr<const Limits> limits() const;
 
  private:
-  enum class Kind { kAdd, kAbort, kReset };
+  enum class Kind { kAdd, kAbort, kReset, kReload, kUnload };
   struct Instruction {
     Kind kind;
     RequestPtr request;
     std::string request_id;
+    EngineConfig config;                          // kReload
+    std::shared_ptr<std::promise<Status>> done;   // kReload, kUnload: the blocked caller
   };
 
   ThreadedEngine() = default;
   void Push(Instruction ins);
+  Status PushAndWait(Instruction ins);
+  void Apply(Instruction& ins, std::vector<RequestOutput>* out);
+  void SetLimitsLocked();
 
   std::unique_ptr<Engine> engine_;
   Callback callback_;
@@ -71,6 +90,7 @@ class ThreadedEngine {
   bool exit_ = false;
   bool accepting_ = true;
   EngineMetrics metrics_;
+  std::shared_ptr<const Limits> limits_;
 
   // Outputs on their way to the callback, guarded by out_mu_.
   std::mutex out_mu_;

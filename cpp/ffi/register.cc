@@ -113,8 +113,21 @@ class ThreadedEngineModule : public ffi::ModuleObj {
     if (name == "wait_idle") return Function::FromTyped([self, e](double timeout_s) { return e->WaitIdle(timeout_s); });
     if (name == "num_active") return Function::FromTyped([self, e]() { return e->NumActive(); });
     if (name == "info") {
-      return Function::FromTyped([self, e]() { return ModelInfoToMap(e->model_info(), e->config()); });
+      return Function::FromTyped([self, e]() -> Any {
+        auto limits = e->limits();
+        if (!limits) return Any(nullptr);
+        return ModelInfoToMap(limits->model, limits->config);
+      });
     }
+    if (name == "reload") {
+      return Function::FromTyped([self, e](AnyMap config_map) -> Any {
+        EngineConfig config;
+        Status s = EngineConfigFromMap(config_map, &config);
+        if (s.ok()) s = e->Reload(config);
+        return StatusToAny(s);
+      });
+    }
+    if (name == "unload") return Function::FromTyped([self, e]() { return StatusToAny(e->Unload()); });
     return std::nullopt;
   }
 

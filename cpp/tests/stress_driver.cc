@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "spindle_stress: %s: %s\n", status.field.c_str(), status.message.c_str());
     return 2;
   }
-  const int64_t vocab = engine->model_info().vocab_size;
+  const int64_t vocab = engine->limits()->model.vocab_size;
   std::thread step([&] { engine->RunBackgroundLoop(); });
   std::thread stream([&] { engine->RunBackgroundStreamBackLoop(); });
 

@@ -302,8 +302,9 @@ class _Base:
 
     @property
     def limits(self) -> dict[str, Any]:
-        """The resolved limits (max_num_sequence, max_single_sequence_length, vocab_size, ...)."""
-        return dict(self._mod["info"]())
+        """The resolved limits (max_num_sequence, max_single_sequence_length, vocab_size, ...); {} if unloaded."""
+        info = self._mod["info"]()
+        return dict(info) if info is not None else {}
 
     def metrics(self) -> EngineMetrics:
         return EngineMetrics.from_ffi(self._mod["metrics"]())
@@ -383,6 +384,20 @@ class ThreadedEngine(_Base):
 
     def reset(self) -> None:
         self._mod["reset"]()
+
+    def reload(self, config: EngineConfig) -> None:
+        """Load ``config`` (another model or other limits), blocking until done; active requests end with ABORT.
+
+        On failure the current model stays and :class:`InvalidRequestError` names the field.
+        """
+        if not isinstance(config, EngineConfig):
+            raise InvalidRequestError("config", f"expected an EngineConfig, got {type(config).__name__}")
+        _raise_status(self._mod["reload"](config.to_ffi()))
+        self.config = config
+
+    def unload(self) -> None:
+        """Drop the model, blocking until done (active requests end with ABORT); adds fail until :meth:`reload`."""
+        _raise_status(self._mod["unload"]())
 
     def num_active(self) -> int:
         return int(self._mod["num_active"]())

@@ -184,6 +184,32 @@ def test_shutdown_with_requests_in_flight(threaded):
     engine.shutdown()  # idempotent
 
 
+def test_reload_and_unload_block_and_abort_active_requests(threaded, tiny_model_dir):
+    sink = Sink()
+    engine = threaded(sink, max_num_sequence=2)
+    assert engine.limits["max_num_sequence"] == 2
+    engine.add_request("old", [1, 2, 3], GenerationConfig(max_tokens=400, ignore_eos=True))
+    engine.reload(EngineConfig(model=str(tiny_model_dir), mode="server", max_num_sequence=4))
+    assert engine.limits["max_num_sequence"] == 4
+    with pytest.raises(InvalidRequestError) as err:
+        engine.reload(EngineConfig(model=str(tiny_model_dir), mode="warp"))
+    assert err.value.field == "mode"
+    assert engine.limits["max_num_sequence"] == 4  # a failed reload keeps the loaded engine
+    engine.add_request("new", [4, 5], GenerationConfig(max_tokens=3, ignore_eos=True))
+    assert engine.wait_idle(30)
+    engine.unload()
+    assert engine.limits == {}
+    with pytest.raises(EngineShutdownError):
+        engine.add_request("none", [1], GenerationConfig())
+    engine.reload(EngineConfig(model=str(tiny_model_dir)))
+    engine.add_request("again", [6], GenerationConfig(max_tokens=2, ignore_eos=True))
+    assert engine.wait_idle(30)
+    c = sink.collector
+    assert c.branch_finish["old"][0] is FinishReason.ABORT
+    assert len(c.tokens["new"][0]) == 3 and len(c.tokens["again"][0]) == 2
+    assert all(len(v) == 1 for v in c.finishes.values()) and not c.after_finish
+
+
 def test_interpreter_exits_cleanly_with_requests_in_flight(tiny_model_dir, tmp_path):
     script = tmp_path / "exit.py"
     script.write_text(textwrap.dedent(f"""
