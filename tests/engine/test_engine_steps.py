@@ -264,3 +264,24 @@ def test_logit_bias_changes_the_greedy_choice(make_engine):
     first = run_alone(engine, "a", p, greedy(max_tokens=1))[0]
     changed = run_alone(engine, "b", p, greedy(max_tokens=1, logit_bias={first: -100.0}))[0]
     assert changed != first
+
+
+def test_preempted_forked_branches_are_recomputed(make_engine):
+    small = make_engine(max_num_sequence=6, max_total_sequence_length=64, max_single_sequence_length=64)
+    sampled = GenerationConfig(n=2, temperature=30.0, seed=11, max_tokens=24, ignore_eos=True)
+    p = prompt(99, 10)
+    c = Collector()
+    small.add_request("forked", p, sampled)
+    c.run(small)
+    alone = [c.tokens["forked"][0], c.tokens["forked"][1]]
+    before = small.metrics().preempted
+
+    c = Collector()
+    small.add_request("older", prompt(98, 12), greedy(max_tokens=40))
+    c.add(small.step())
+    small.add_request("forked", p, sampled)
+    c.run(small)
+    assert small.metrics().preempted > before
+    assert [c.tokens["forked"][0], c.tokens["forked"][1]] == alone
+    assert len(c.finishes["forked"]) == 1 and not c.after_finish
+    assert small.metrics().kv_pages_used == 0
