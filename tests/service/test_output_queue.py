@@ -50,3 +50,16 @@ def test_merge_does_not_modify_shared_deltas():
     merged = merge_deltas([a], [_delta(0, "b", 2)])
     assert merged[0].text == "ab" and list(merged[0].token_ids) == [1, 2]
     assert a.text == "a" and list(a.token_ids) == [1]
+
+
+def test_get_all_merges_what_is_queued_up_to_the_final():
+    async def run():
+        q = OutputQueue(maxsize=8)
+        for i in range(3):
+            q.put([_delta(0, str(i), i)], None)
+        q.put([], pb.FinalOutput())
+        return await q.get_all(), len(q)
+
+    (deltas, final), left = asyncio.run(run())
+    assert deltas[0].text == "012" and list(deltas[0].token_ids) == [0, 1, 2]
+    assert final is not None and left == 0

@@ -69,6 +69,14 @@ class OutputQueue:
             await self._ready.wait()
         return self._items.popleft()
 
+    async def get_all(self) -> tuple[list[pb.OutputDelta], pb.FinalOutput | None]:
+        """Wait for output, then take everything queued at once as one merged item (fewer messages)."""
+        deltas, final = await self.get()
+        while self._items and final is None:
+            more, final = self._items.popleft()
+            deltas = merge_deltas(deltas, more)
+        return deltas, final
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -108,7 +108,7 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
 
     async def _stream(self, req: LiveRequest, queue: OutputQueue, response_type) -> AsyncIterator[Any]:
         while True:
-            deltas, final = await queue.get()
+            deltas, final = await queue.get_all()
             if final is not None and any(b.finish_reason == pb.FINISH_REASON_ERROR for b in final.branches):
                 raise internal(f"generation failed: {final.error_message or 'engine error'}")
             if (final is not None and self.table.draining
