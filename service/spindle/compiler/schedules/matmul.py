@@ -28,11 +28,13 @@ def _is_var(expr, var) -> bool:
 class Matmul(ScheduleRule):
     """Register-tiled, lane-split matmul rule for weights stored `[out, in]`."""
 
-    def __init__(self, row_tile: int = 4, col_tile: int = 2, max_const_rows: int = 4, accumulators: int = 8):
+    def __init__(self, row_tile: int = 4, col_tile: int = 2, max_const_rows: int = 4, accumulators: int = 8,
+                 specialize_single_row: bool = True):
         self.row_tile = row_tile
         self.col_tile = col_tile
         self.max_const_rows = max_const_rows
         self.accumulators = accumulators
+        self.specialize_single_row = specialize_single_row
 
     # -- analysis -------------------------------------------------------------------------------------
     @staticmethod
@@ -100,6 +102,10 @@ class Matmul(ScheduleRule):
         rows_const = 1
         for e in lead:
             rows_const *= _const(e) or 1
+        if symbolic and self.specialize_single_row:
+            rows = lead[symbolic[0]]
+            if isinstance(rows, tirx.Var):
+                return self._with_single_row_branch(func, target, rows)
         if symbolic:
             row_tile = self.row_tile
             padding = [1] * len(dom)
@@ -148,6 +154,33 @@ class Matmul(ScheduleRule):
         sch.decompose_reduction(rf, ko)
         self._schedule_side_blocks(sch, block, side)
         return sch
+
+    def _with_single_row_branch(self, func: tirx.PrimFunc, target: Target, rows: tirx.Var):
+        """`if rows == 1` runs a kernel scheduled for exactly one row (batch-1 decode: no padding, no
+        wasted FMAs, dequantized weights used once); otherwise the padded multi-row kernel runs."""
+        general = Matmul(self.row_tile, self.col_tile, self.max_const_rows, self.accumulators, False)
+        big = general.apply(func, target, False)
+        if big is None:
+            return None
+        # The one-row variant views the same parameter memory through buffers whose `rows` extent is 1.
+        one = tirx.IntImm(str(rows.ty), 1)
+        views, param_map = [], {}
+        for param in func.params:
+            if not any(isinstance(d, tirx.Var) and d.same_as(rows) for d in getattr(param, "shape", [])):
+                continue
+            shape = [one if isinstance(d, tirx.Var) and d.same_as(rows) else d for d in param.shape]
+            view = tirx.decl_buffer(shape, param.dtype, param.name + "_1row", data=param.data)
+            views.append((view, param))
+            param_map[param] = view
+        small = general.apply(func.specialize(param_map), target, False)
+        if small is None:
+            return big
+        small_func = small.mod["main"]
+        decls = [tirx.DeclBuffer(view, data=param)
+                 for param, view in zip(func.params, small_func.params) if not view.same_as(param)]
+        small_body = tirx.SeqStmt([*decls, small_func.body])
+        big_func = big.mod["main"]
+        return big_func.with_body(tirx.IfThenElse(rows == one, small_body, big_func.body))
 
     @staticmethod
     def _schedule_side_blocks(sch: s_tir.Schedule, block, side: list[str]) -> None:

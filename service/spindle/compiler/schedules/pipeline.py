@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 
@@ -15,10 +15,35 @@ def schedule_rules() -> list:
 
 
 def apply_schedules(rules: list | None = None) -> tvm.transform.Pass:
-    """A module pass applying `rules` (default: `schedule_rules()`) to every unscheduled PrimFunc."""
-    from tvm.s_tir import dlight as dl  # pylint: disable=import-outside-toplevel
+    """A module pass applying `rules` (default: `schedule_rules()`) to every unscheduled PrimFunc.
 
-    return dl.ApplyDefaultSchedule(*(schedule_rules() if rules is None else rules))
+    A rule returns a `tvm.s_tir.Schedule`, or a finished `PrimFunc` (for kernels with several scheduled
+    variants behind a runtime branch), or None when it does not apply.
+    """
+    rules = schedule_rules() if rules is None else rules
+
+    @tvm.transform.module_pass(opt_level=0, name="SpindleApplySchedules")
+    def _apply(mod: tvm.ir.IRModule, _ctx: tvm.transform.PassContext) -> tvm.ir.IRModule:
+        target = tvm.target.Target.current(allow_none=False)
+        updated = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+                continue
+            func_target = func.attrs.get("target", target) if func.attrs else target
+            for rule in rules:
+                result = rule.apply(func, func_target, False)
+                if result is None:
+                    continue
+                if isinstance(result, (list, tuple)):
+                    result = result[0]
+                scheduled = result if isinstance(result, tirx.PrimFunc) else result.mod["main"]
+                updated[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
+                break
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod
+
+    return _apply
 
 
 def cpu_pipeline(target: tvm.target.Target, schedule: bool = True) -> tvm.transform.Pass:
