@@ -64,6 +64,19 @@ def test_compile_errors(tmp_path, args, message):
     assert "Traceback" not in res.stderr
 
 
+def test_compile_limits(hf_folder, tmp_path):
+    res = _spindle_compile(str(hf_folder), "--dtype", "float32", "-q", "--max-batch-size", "32",
+                           "--prefill-chunk-size", "128", "--context-window-size", "256", cache=tmp_path)
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads((Path(res.stdout.strip()) / "spindle-config.json").read_text())
+    assert (cfg["max_batch_size"], cfg["prefill_chunk_size"], cfg["context_window_size"]) == (32, 128, 256)
+    bad = _spindle_compile(str(hf_folder), "--max-batch-size", "0", cache=tmp_path)
+    assert bad.returncode == 2 and "max_batch_size: expected a positive integer, got 0" in bad.stderr
+    bad = _spindle_compile(str(hf_folder), "--prefill-chunk-size", "1024", "--context-window-size", "256",
+                           "--dtype", "float32", "-q", cache=tmp_path)
+    assert bad.returncode == 2 and "prefill_chunk_size: 1024 exceeds the context window 256" in bad.stderr
+
+
 def test_compile_rejects_unknown_dtype(tmp_path):
     res = _spindle_compile("--dtype", "int3", cache=tmp_path)
     assert res.returncode == 2 and "invalid choice: 'int3'" in res.stderr

@@ -40,10 +40,11 @@ def _source_files(source: Path) -> list[Path]:
     return [source]
 
 
-def content_hash(source: Path, dtype: str, target: str, schedule: bool = True) -> str:
-    """Hash of the checkpoint bytes, the format, the target and the compiler (sources + TVM version)."""
+def content_hash(source: Path, dtype: str, target: str, schedule: bool = True, limits: dict | None = None) -> str:
+    """Hash of the checkpoint bytes, the format, the target, the limits and the compiler (sources + TVM)."""
     key = json.dumps({"files": _hash_files(_source_files(source)), "dtype": dtype, "target": target,
-                      "compiler": compiler_fingerprint(), "schedule": schedule}, sort_keys=True)
+                      "compiler": compiler_fingerprint(), "schedule": schedule,
+                      "limits": {k: v for k, v in (limits or {}).items() if v is not None}}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -59,13 +60,21 @@ def _is_current(out: Path, chash: str) -> bool:
 
 def compile_model(source: str | os.PathLike | None = None, dtype: str = DEFAULT_DTYPE, target: str = "llvm",
                   output: str | os.PathLike | None = None, *, progress: bool = True, force: bool = False,
-                  schedule: bool = True) -> Path:
+                  schedule: bool = True, max_batch_size: int | None = None, prefill_chunk_size: int | None = None,
+                  context_window_size: int | None = None) -> Path:
     """Compile ``source`` (GGUF file or Hugging Face folder; None = the embedded SmolLM2) to an artifact.
 
     Returns the artifact directory: ``output`` if given, else ``<cache_dir()>/models/<name>-<dtype>-<hash>``.
     When that directory already holds an artifact of the same content hash it is returned at once.
-    ``schedule=False`` skips the CPU schedule rules (a slow reference build).
+    ``schedule=False`` skips the CPU schedule rules (a slow reference build). ``max_batch_size`` (default
+    16) and ``prefill_chunk_size`` (default min(context, 2048)) bound the batch and packed-prefill sizes the
+    library is memory-planned for; ``context_window_size`` caps the model's context (default: the model's).
     """
+    limits = {"max_batch_size": max_batch_size, "prefill_chunk_size": prefill_chunk_size,
+              "context_window_size": context_window_size}
+    for key, value in limits.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise CompileError(f"{key}: expected a positive integer, got {value!r}")
     if dtype not in DTYPES:
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
     if target not in TARGETS:
@@ -73,15 +82,29 @@ def compile_model(source: str | os.PathLike | None = None, dtype: str = DEFAULT_
     src = default_model_path() if source is None else Path(source).expanduser().resolve()
     if not src.exists():
         raise CompileError(f"{src}: no such file or directory")
-    chash = content_hash(src, dtype, target, schedule)
+    chash = content_hash(src, dtype, target, schedule, limits)
     name = src.stem if src.is_file() else src.name
     out = Path(output) if output is not None else cache_dir() / "models" / f"{name}-{dtype}-{target}-{chash}"
     if not force and _is_current(out, chash):
         return out
-    return _compile(src, dtype, target, out, chash, progress, schedule)
+    return _compile(src, dtype, target, out, chash, progress, schedule, limits)
 
 
-def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress: bool, schedule: bool) -> Path:
+def _apply_limits(cfg, limits: dict) -> None:
+    if limits.get("context_window_size"):
+        cfg.context_window_size = limits["context_window_size"]
+        cfg.prefill_chunk_size = min(cfg.prefill_chunk_size, cfg.context_window_size)
+    if limits.get("prefill_chunk_size"):
+        cfg.prefill_chunk_size = limits["prefill_chunk_size"]
+    if limits.get("max_batch_size"):
+        cfg.max_batch_size = limits["max_batch_size"]
+    if cfg.prefill_chunk_size > cfg.context_window_size:
+        raise CompileError(f"prefill_chunk_size: {cfg.prefill_chunk_size} exceeds the context window "
+                           f"{cfg.context_window_size}")
+
+
+def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress: bool, schedule: bool,
+             limits: dict) -> Path:
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     from .loaders import load_checkpoint  # pylint: disable=import-outside-toplevel
@@ -91,6 +114,7 @@ def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress
     t0 = time.time()
     steps.set_postfix_str("reading checkpoint")
     ckpt = load_checkpoint(src)
+    _apply_limits(ckpt.config, limits)
     steps.update(1)
     embed_fmt = embedding_format(dtype, ckpt.weights.get("embed_tokens.weight"))
     head_fmt = embedding_format(dtype, ckpt.weights.get("lm_head.weight"))

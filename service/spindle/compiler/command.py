@@ -31,6 +31,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
                    help=f"weight format (default {DEFAULT_DTYPE}; q8_0/q4_1 are GGUF's block formats)")
     p.add_argument("--target", choices=TARGETS, default="llvm", help="llvm (CPU, default) or cuda")
+    p.add_argument("--max-batch-size", type=int, default=None,
+                   help="largest decode batch the library is planned for (default 16)")
+    p.add_argument("--prefill-chunk-size", type=int, default=None,
+                   help="largest packed prefill in tokens (default min(context, 2048))")
+    p.add_argument("--context-window-size", type=int, default=None, help="cap the model's context length")
     p.add_argument("--force", action="store_true", help="recompile even when a current artifact exists")
     p.add_argument("--no-schedule", action="store_true", help="skip the CPU schedule rules (slow reference build)")
     p.add_argument("--check", action="store_true",
@@ -47,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     try:
         out = compile_model(args.model, dtype=args.dtype, target=args.target, output=args.output,
-                            progress=not args.quiet, force=args.force, schedule=not args.no_schedule)
+                            progress=not args.quiet, force=args.force, schedule=not args.no_schedule,
+                            max_batch_size=args.max_batch_size, prefill_chunk_size=args.prefill_chunk_size,
+                            context_window_size=args.context_window_size)
     except CompileError as exc:
         print(f"spindle compile: error: {exc}", file=sys.stderr)
         return 2
