@@ -45,6 +45,12 @@ def _add_serve(subparsers) -> None:
                    help=f"largest gRPC message in either direction (default {d.max_message_bytes})")
     p.add_argument("--grace-period", type=float, default=d.grace_period_s,
                    help=f"seconds live requests get to finish on SIGTERM (default {d.grace_period_s:g})")
+    p.add_argument("--engine-mode", choices=("server", "local", "interactive"), default=d.engine_mode,
+                   help="engine sizing preset: server runs the model's full batch (default), local 4 sequences, "
+                        "interactive 1")
+    p.add_argument("--max-num-sequence", type=int, default=None, help="sequences run at once (default: the preset's)")
+    p.add_argument("--max-total-sequence-length", type=int, default=None,
+                   help="KV cache size in tokens over all sequences (default: the preset's)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     p.set_defaults(func=_serve)
 
@@ -71,7 +77,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     options = ServerOptions(host=args.host, port=args.port, mode=args.mode,
                             max_queued_requests=args.max_queued_requests, max_message_bytes=args.max_message_bytes,
-                            grace_period_s=args.grace_period, device=args.device)
+                            grace_period_s=args.grace_period, device=args.device, engine_mode=args.engine_mode,
+                            max_num_sequence=args.max_num_sequence,
+                            max_total_sequence_length=args.max_total_sequence_length)
     try:
         asyncio.run(serve(model_dir, options))
     except OSError as exc:

@@ -37,8 +37,13 @@ def finish_reason_proto(reason: Any) -> int:
     return FINISH_REASONS.get(name, pb.FINISH_REASON_UNSPECIFIED)
 
 
-def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -> list[int]:
-    """Token ids of a Prompt message; raises INVALID_ARGUMENT naming the bad field."""
+def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",
+                  max_sequence_length: int | None = None) -> list[int]:
+    """Token ids of a Prompt message; raises INVALID_ARGUMENT naming the bad field.
+
+    The prompt must leave room for one generated token within ``max_sequence_length`` (default: the
+    model's context window).
+    """
     kind = prompt.WhichOneof("kind")
     errors = FieldErrors()
     ids: list[int] = []
@@ -61,8 +66,9 @@ def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -
     errors.raise_if_any()
     if not ids:
         raise invalid_argument([(name, "the prompt tokenizes to no tokens")])
-    if len(ids) >= model.context_window_size:
-        raise prompt_too_long(name, len(ids), model.context_window_size)
+    limit = max_sequence_length or model.context_window_size
+    if len(ids) >= limit:
+        raise prompt_too_long(name, len(ids), limit)
     return ids
 
 

@@ -26,7 +26,8 @@ class EngineHost:
     """The engine of one server, in threaded or stepped mode, with async methods for the servicer."""
 
     def __init__(self, model_dir: str, mode: str, loop: asyncio.AbstractEventLoop,
-                 on_outputs: Callable[[list[Any]], Any], device: str = "cpu", **engine_options: Any):
+                 on_outputs: Callable[[list[Any]], Any], device: str = "cpu", engine_mode: str = "server",
+                 **engine_options: Any):
         from spindle import engine as engine_mod  # the only module that touches the FFI library
 
         if mode not in MODES:
@@ -35,7 +36,7 @@ class EngineHost:
         self._mod = engine_mod
         self._loop = loop
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spindle-engine")
-        config = engine_mod.EngineConfig(model=str(model_dir), device=device, **engine_options)
+        config = engine_mod.EngineConfig(model=str(model_dir), device=device, mode=engine_mode, **engine_options)
         if mode == THREADED:
             def callback(outputs: list[Any]) -> None:
                 try:
@@ -45,6 +46,11 @@ class EngineHost:
             self.engine = engine_mod.ThreadedEngine(config, callback)
         else:
             self.engine = engine_mod.Engine(config)
+        limits = dict(getattr(self.engine, "limits", {}) or {})
+        #: Longest prompt + output the engine accepts for one sequence.
+        self.max_sequence_length = int(limits.get("max_single_sequence_length") or 0) or None
+        #: Sequences the engine runs at once.
+        self.max_num_sequence = int(limits.get("max_num_sequence") or 0) or None
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod

@@ -79,8 +79,8 @@ def invalid_argument(violations: Iterable[tuple[str, str]], reason: str = "INVAL
 
 def prompt_too_long(field: str, prompt_tokens: int, limit: int) -> ServiceError:
     return invalid_argument(
-        [(field, f"the prompt has {prompt_tokens} tokens; the model's context window is {limit} tokens, "
-                 f"so the prompt must have at most {limit - 1}")],
+        [(field, f"the prompt has {prompt_tokens} tokens; sequences are limited to {limit} tokens (prompt "
+                 f"and output), so the prompt must have at most {limit - 1}")],
         reason="PROMPT_TOO_LONG", metadata={"prompt_tokens": str(prompt_tokens), "context_window_size": str(limit)})
 
 

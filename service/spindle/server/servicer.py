@@ -86,7 +86,7 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
         ids: list[int] = []
         resolved = None
         try:
-            ids = convert.prompt_to_ids(prompt, self.model)
+            ids = convert.prompt_to_ids(prompt, self.model, max_sequence_length=host.max_sequence_length)
         except ServiceError as err:
             if err.reason != "INVALID_FIELD":
                 raise
@@ -109,11 +109,17 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
     async def _stream(self, req: LiveRequest, queue: OutputQueue, response_type) -> AsyncIterator[Any]:
         while True:
             deltas, final = await queue.get_all()
+            failure = None
             if final is not None and any(b.finish_reason == pb.FINISH_REASON_ERROR for b in final.branches):
-                raise internal(f"generation failed: {final.error_message or 'engine error'}")
-            if (final is not None and self.table.draining
+                failure = internal(f"generation failed: {final.error_message or 'engine error'}")
+            elif (final is not None and self.table.draining
                     and any(b.finish_reason == pb.FINISH_REASON_ABORT for b in final.branches)):
-                raise shutting_down()
+                failure = shutting_down()
+            if failure is not None:
+                # what was generated before the failure still reaches the client, then the status ends the RPC
+                if deltas:
+                    yield response_type(request_id=req.request_id, deltas=deltas)
+                raise failure
             yield response_type(request_id=req.request_id, deltas=deltas, final=final)
             if final is not None:
                 return
