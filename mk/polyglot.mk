@@ -5,9 +5,11 @@
 #                           examples against live servers (tests/polyglot)
 # The pytest suite under tests/polyglot also runs as part of `make test-python`; it needs the tools, so
 # test-python depends on polyglot-tools.
-# Go tools come from the Go module proxy; protoc and the grpc-java plugin from Maven Central; buf
-# (@bufbuild/buf, its prebuilt binary) and ts-proto from npm, pinned in clients/typescript/package-lock.json.
+# Go tools come from the Go module proxy; protoc and the grpc-java plugin from Maven Central; buf from
+# npm (@bufbuild/buf ships the prebuilt binary: seconds instead of minutes of compiling); ts-proto from
+# npm, pinned in clients/typescript/package-lock.json.
 
+BUF_VERSION ?= 1.75.0
 GRPCURL_VERSION ?= v1.9.3
 PROTOC_GEN_GO_VERSION ?= v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
@@ -22,7 +24,7 @@ POLYGLOT_CLASSIFIER := linux-$(POLYGLOT_ARCH)
 MVN ?= mvn -B -q
 
 .PHONY: polyglot-tools polyglot-generate test-polyglot
-polyglot-tools: .stamp/polyglot-go-tools .stamp/polyglot-java-tools .stamp/polyglot-npm
+polyglot-tools: .stamp/polyglot-go-tools .stamp/polyglot-java-tools .stamp/polyglot-buf .stamp/polyglot-npm
 
 .stamp/polyglot-go-tools: mk/polyglot.mk
 	@mkdir -p $(POLYGLOT_BIN) .stamp
@@ -40,6 +42,14 @@ polyglot-tools: .stamp/polyglot-go-tools .stamp/polyglot-java-tools .stamp/polyg
 	install -m 755 $(POLYGLOT_BIN)/protoc-$(PROTOC_VERSION)-$(POLYGLOT_CLASSIFIER).exe $(POLYGLOT_BIN)/protoc
 	install -m 755 $(POLYGLOT_BIN)/protoc-gen-grpc-java-$(GRPC_JAVA_VERSION)-$(POLYGLOT_CLASSIFIER).exe $(POLYGLOT_BIN)/protoc-gen-grpc-java
 	rm -f $(POLYGLOT_BIN)/*.exe
+	@touch $@
+
+.stamp/polyglot-buf: mk/polyglot.mk
+	@mkdir -p $(POLYGLOT_BIN) .stamp
+	npm install --prefix .cache/buf --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+	  @bufbuild/buf@$(BUF_VERSION)
+	ln -sf ../buf/node_modules/.bin/buf $(POLYGLOT_BIN)/buf
+	$(POLYGLOT_BIN)/buf --version
 	@touch $@
 
 .stamp/polyglot-npm: clients/typescript/package.json clients/typescript/package-lock.json

@@ -5,8 +5,8 @@
 #   scripts/generate-stubs.sh --check   regenerate into a scratch directory and exit 1 when a committed
 #                                       stub differs (or is missing, or is left over)
 #
-# Go, Java and TypeScript come from buf.gen.yaml (the pinned plugins that `make polyglot-tools` puts in
-# .cache/bin, and buf and ts-proto from clients/typescript/node_modules); the TypeScript client also gets the
+# Go, Java and TypeScript come from buf.gen.yaml (buf and the pinned plugins that `make polyglot-tools`
+# puts in .cache/bin, and ts-proto from clients/typescript/node_modules); the TypeScript client also gets the
 # google.rpc error-detail messages from clients/typescript/proto/. Python comes from
 # clients/python/generate.py. Needs: make polyglot-tools (or the same tools on PATH) and `make setup`.
 set -euo pipefail
