@@ -48,7 +48,9 @@ std::unique_ptr<Engine> Engine::Create(const EngineConfig& config, Status* statu
   return engine;
 }
 
-Status Engine::Validate(const Request& request) const { return ValidateRequest(request, model_->info(), config_); }
+Status Engine::Validate(const Request& request) const {
+  return ValidateRequest(request, model_->info(), config_, metrics_.kv_pages_total);
+}
 
 Status Engine::AddRequest(RequestPtr request) {
   Status s = Validate(*request);
@@ -277,7 +279,22 @@ std::vector<RequestOutput> Engine::Step() {
   try {
     acted = PrefillAction();
     if (!acted) acted = DecodeAction();
-    if (!acted && !active_.empty()) {
+    if (!acted && active_.size() == 1) {
+      // The only request holding pages cannot grow into the rest of the cache (its n branches
+      // cannot fork): it never will.
+      RequestState* st = active_.front();
+      last_error_ = "the request does not fit in the KV cache (max_total_sequence_length " +
+                    std::to_string(config_.max_total_sequence_length) + ")";
+      FinishRequest(st, FinishReason::kError, last_error_);
+      metrics_.finished += 1;
+    } else if (!acted && active_.empty() && !waiting_.empty()) {
+      // Nothing holds a page, yet the oldest waiting request cannot start: it never will.
+      RequestState* st = waiting_.front();
+      last_error_ = "the request does not fit in the KV cache (max_total_sequence_length " +
+                    std::to_string(config_.max_total_sequence_length) + ")";
+      FinishRequest(st, FinishReason::kError, last_error_);
+      metrics_.finished += 1;
+    } else if (!acted && !active_.empty()) {
       // Prefilling requests hold pages that none of them can grow into: free the newest.
       Preempt(active_.back());
     }

@@ -43,8 +43,13 @@ class Request {
 
 using RequestPtr = std::shared_ptr<const Request>;
 
-/*! \brief Check a request against the model and the resolved engine limits (no state involved). */
-Status ValidateRequest(const Request& request, const ModelInfo& model, const EngineConfig& engine);
+/*!
+ * \brief Check a request against the model and the resolved engine limits (no state involved).
+ * \param kv_pages_total the KV cache size in pages; a request that could not fit in an empty cache is
+ *        rejected (0 skips the check).
+ */
+Status ValidateRequest(const Request& request, const ModelInfo& model, const EngineConfig& engine,
+                       int64_t kv_pages_total = 0);
 
 }  // namespace spindle
 

@@ -26,7 +26,7 @@ FinishReason CheckStop(int32_t token, int64_t completion_tokens, int64_t total_l
   return FinishReason::kNone;
 }
 
-Status ValidateRequest(const Request& r, const ModelInfo& model, const EngineConfig& engine) {
+Status ValidateRequest(const Request& r, const ModelInfo& model, const EngineConfig& engine, int64_t kv_pages_total) {
   if (r.id().empty()) return Status::Invalid("request_id", "must not be empty");
   if (r.prompt().empty()) return Status::Invalid("token_ids", "the prompt must hold at least one token");
   const int64_t len = static_cast<int64_t>(r.prompt().size());
@@ -44,7 +44,18 @@ Status ValidateRequest(const Request& r, const ModelInfo& model, const EngineCon
                                               ")");
     }
   }
-  return ValidateGenerationConfig(r.config(), model, engine);
+  Status s = ValidateGenerationConfig(r.config(), model, engine);
+  if (!s.ok() || kv_pages_total <= 0) return s;
+  // The prompt's pages plus, for n > 1, a page per forked branch must fit in an empty cache.
+  const int64_t n = r.config().n;
+  const int64_t needed = PagesToAdd(0, len, engine.kv_cache_page_size) + (n > 1 ? n : 0);
+  if (needed > kv_pages_total) {
+    return Status::Invalid(n > 1 ? "n" : "token_ids",
+                           "the prompt and its " + std::to_string(n) + " branch(es) need " + std::to_string(needed) +
+                               " KV pages; the cache holds " + std::to_string(kv_pages_total) +
+                               " (raise max_total_sequence_length)");
+  }
+  return Status::OK();
 }
 
 }  // namespace spindle

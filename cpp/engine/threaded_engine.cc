@@ -25,7 +25,7 @@ std::unique_ptr<ThreadedEngine> ThreadedEngine::Create(const EngineConfig& confi
 
 void ThreadedEngine::SetLimitsLocked() {
   if (engine_) {
-    limits_ = std::make_shared<const Limits>(Limits{engine_->model_info(), engine_->config()});
+    limits_ = std::make_shared<const Limits>(Limits{engine_->model_info(), engine_->config(), engine_->Metrics().kv_pages_total});
   } else {
     limits_ = nullptr;
   }
@@ -50,7 +50,7 @@ Status ThreadedEngine::AddRequest(RequestPtr request) {
   std::shared_ptr<const Limits> limits = this->limits();
   if (!limits) return Status::Unavailable("no model is loaded");
   // The limits are an immutable snapshot; the step loop validates again in case of a reload since.
-  Status s = ValidateRequest(*request, limits->model, limits->config);
+  Status s = ValidateRequest(*request, limits->model, limits->config, limits->kv_pages_total);
   if (!s.ok()) return s;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -57,6 +57,7 @@ class ThreadedEngine {
   struct Limits {
     ModelInfo model;
     EngineConfig config;
+    int64_t kv_pages_total;
   };
   /*! \brief The current limits, or nullptr while no model is loaded. */
   std::shared_ptr<const Limits> limits() const;

@@ -135,6 +135,18 @@ TEST(Request, Validation) {
   EXPECT_EQ(ValidateRequest(Request("a", {1}, g), m, e).field, "top_k");
 }
 
+TEST(Request, MustFitAnEmptyCache) {
+  const ModelInfo m = TinyModel();
+  const EngineConfig e = Resolved();
+  GenerationConfig g;
+  EXPECT_TRUE(ValidateRequest(Request("a", std::vector<int32_t>(32, 1), g), m, e, 2).ok());
+  EXPECT_EQ(ValidateRequest(Request("a", std::vector<int32_t>(33, 1), g), m, e, 2).field, "token_ids");
+  g.n = 3;  // 1 prompt page + 3 fork pages
+  EXPECT_TRUE(ValidateRequest(Request("a", std::vector<int32_t>(10, 1), g), m, e, 4).ok());
+  EXPECT_EQ(ValidateRequest(Request("a", std::vector<int32_t>(10, 1), g), m, e, 3).field, "n");
+  EXPECT_TRUE(ValidateRequest(Request("a", std::vector<int32_t>(10, 1), g), m, e, 0).ok());  // unchecked
+}
+
 TEST(Request, PromptUniqueIsSortedAndDistinct) {
   Request r("a", {5, 3, 5, 9, 3}, {});
   EXPECT_EQ(r.prompt_unique(), (std::vector<int32_t>{3, 5, 9}));

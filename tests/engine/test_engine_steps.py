@@ -285,3 +285,20 @@ def test_preempted_forked_branches_are_recomputed(make_engine):
     assert [c.tokens["forked"][0], c.tokens["forked"][1]] == alone
     assert len(c.finishes["forked"]) == 1 and not c.after_finish
     assert small.metrics().kv_pages_used == 0
+
+
+def test_a_request_that_cannot_fit_the_cache_is_rejected(make_engine):
+    from spindle.engine import InvalidRequestError  # pylint: disable=import-outside-toplevel
+
+    small = make_engine(max_num_sequence=8, max_total_sequence_length=32, max_single_sequence_length=32)
+    assert small.metrics().kv_pages_total == 3
+    # 20 prompt tokens (2 pages) and 6 branches that each need a page of their own: more than the cache.
+    with pytest.raises(InvalidRequestError) as err:
+        small.add_request("wide", prompt(7, 20), GenerationConfig(n=6, max_tokens=4, ignore_eos=True))
+    assert err.value.field == "n" and "KV pages" in err.value.message
+    c = Collector()
+    small.add_request("narrow", prompt(7, 20), GenerationConfig(n=1, max_tokens=4, ignore_eos=True))
+    small.add_request("fits", prompt(8, 5), greedy(max_tokens=3))
+    c.run(small, max_steps=100)
+    assert len(c.tokens["narrow"][0]) == 4 and len(c.tokens["fits"][0]) == 3
+    assert small.metrics().kv_pages_used == 0
