@@ -85,7 +85,7 @@ def main() -> None:
     if args.model:
         model = args.model
     else:
-        from spindle.compiler import compile_model  # pylint: disable=import-outside-toplevel
+        from spindle.compiler.api import compile_model  # pylint: disable=import-outside-toplevel
 
         model = str(compile_model(None, dtype=args.dtype, progress=False))
     engine = Engine(EngineConfig(model=model, mode="server", max_num_sequence=8))
