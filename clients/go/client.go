@@ -52,7 +52,9 @@ func Chat(messages ...*pb.ChatMessage) *pb.Prompt {
 }
 
 // Message is one chat message.
-func Message(role, content string) *pb.ChatMessage { return &pb.ChatMessage{Role: role, Content: content} }
+func Message(role, content string) *pb.ChatMessage {
+	return &pb.ChatMessage{Role: role, Content: content}
+}
 
 // Tokens is a prompt of token ids, used as they are.
 func Tokens(ids ...int32) *pb.Prompt {

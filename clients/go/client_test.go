@@ -230,3 +230,44 @@ func TestFromErrorReadsDetails(t *testing.T) {
 		t.Fatal("nil or status-less errors are not handled")
 	}
 }
+
+func TestFollowChatTokenizeAndModelInfo(t *testing.T) {
+	c, e := dial(t, "SPINDLE_TEST_TARGET"), want(t)
+	ctx := ctxT(t)
+	info, err := c.ModelInfo(ctx)
+	if err != nil || info.GetMode() != pb.ServerMode_SERVER_MODE_THREADED || !info.GetHasChatTemplate() {
+		t.Fatalf("model info %v, error %v", info, err)
+	}
+	ids, err := c.Tokenize(ctx, e.Prompt)
+	if err != nil || len(ids) == 0 {
+		t.Fatalf("tokenize gave %v, %v", ids, err)
+	}
+	// Token ids in, the same greedy continuation out.
+	r, err := c.Generate(ctx, Tokens(ids...), Greedy(e.MaxTokens))
+	if err != nil || !equalIDs(r.TokenIDs, e.TokenIDs) {
+		t.Fatalf("generation from token ids: %v, error %v", r, err)
+	}
+	text, err := c.Detokenize(ctx, r.TokenIDs, false)
+	if err != nil || text != e.Text {
+		t.Fatalf("detokenize gave %q, %v; want %q", text, err, e.Text)
+	}
+	chat, err := c.Generate(ctx, Chat(Message("user", "Hello there")), Greedy(4))
+	if err != nil || len(chat.TokenIDs) == 0 || chat.Usage.GetPromptTokens() <= 2 {
+		t.Fatalf("chat generation: %v, error %v", chat, err)
+	}
+	// AddRequest, then follow its outputs to the end.
+	cfg := Greedy(24)
+	cfg.IgnoreEos = true
+	added, err := c.AddRequest(ctx, "go-follow", Text(e.Prompt), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	followed, err := c.Follow(ctx, added.GetRequestId())
+	switch {
+	case IsNotFound(err): // it finished before FollowRequest reached the server
+	case err != nil:
+		t.Fatal(err)
+	case followed.FinishReason != pb.FinishReason_FINISH_REASON_LENGTH || followed.Usage.GetCompletionTokens() != 24:
+		t.Fatalf("followed request ended with %v", followed)
+	}
+}

@@ -95,6 +95,7 @@ func Code(err error) codes.Code {
 
 // IsInvalidArgument, IsNotFound, ... tell an error's status code at a glance.
 func IsInvalidArgument(err error) bool    { return Code(err) == codes.InvalidArgument }
+func IsNotFound(err error) bool           { return Code(err) == codes.NotFound }
 func IsAlreadyExists(err error) bool      { return Code(err) == codes.AlreadyExists }
 func IsFailedPrecondition(err error) bool { return Code(err) == codes.FailedPrecondition }
 func IsResourceExhausted(err error) bool  { return Code(err) == codes.ResourceExhausted }
