@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { status } from "@grpc/grpc-js";
-import { FinishReason, SpindleClient, SpindleError } from "../src";
+import { FinishReason, ServerMode, SpindleClient, SpindleError } from "../src";
 
 function env(name: string): string {
   const v = process.env[name];
@@ -86,4 +86,28 @@ test("stepped mode: AddRequest then Step to completion", async () => {
   assert.equal((await c.step()).engineEmpty, true);
   await assert.rejects(client("SPINDLE_TEST_TARGET").step(),
     (err: unknown) => err instanceof SpindleError && err.code === status.FAILED_PRECONDITION);
+});
+
+test("token ids, chat, tokenize/detokenize, model info and AddRequest + follow", async () => {
+  const e = expected();
+  const c = client("SPINDLE_TEST_TARGET");
+  const info = await c.modelInfo();
+  assert.equal(info.mode, ServerMode.SERVER_MODE_THREADED);
+  assert.ok(info.hasChatTemplate);
+  const ids = await c.tokenize(e.prompt);
+  assert.ok(ids.length > 0);
+  const fromIds = await c.generate({ tokenIds: ids }, greedy(e.max_tokens));
+  assert.deepEqual(fromIds.tokenIds, e.token_ids);
+  assert.equal(await c.detokenize(fromIds.tokenIds), e.text);
+  const chat = await c.generate({ messages: [{ role: "user", content: "Hello there" }] }, greedy(4));
+  assert.ok(chat.tokenIds.length > 0 && (chat.usage?.promptTokens ?? 0) > 2);
+  const added = await c.addRequest(e.prompt, { ...greedy(24), ignoreEos: true }, { requestId: "ts-follow" });
+  try {
+    const followed = await c.follow(added.requestId);
+    assert.equal(followed.finishReason, FinishReason.FINISH_REASON_LENGTH);
+    assert.equal(followed.usage?.completionTokens, 24);
+  } catch (err) {
+    // it may finish before FollowRequest reaches the server
+    assert.ok(err instanceof SpindleError && err.code === status.NOT_FOUND, String(err));
+  }
 });
