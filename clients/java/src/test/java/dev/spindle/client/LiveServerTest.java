@@ -10,6 +10,9 @@ import static org.junit.jupiter.api.Assertions.fail;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import dev.spindle.v1.AddRequestResponse;
+import dev.spindle.v1.FinishReason;
+import dev.spindle.v1.GetModelInfoResponse;
+import dev.spindle.v1.ServerMode;
 import dev.spindle.v1.GenerateResponse;
 import dev.spindle.v1.GenerationConfig;
 import dev.spindle.v1.MetricsResponse;
@@ -123,5 +126,32 @@ class LiveServerTest {
     SpindleException wrongMode = assertThrows(SpindleException.class, () -> threaded.step());
     assertEquals(Status.Code.FAILED_PRECONDITION, wrongMode.code());
     assertNotNull(wrongMode.reason());
+  }
+
+  @Test
+  void tokenIdsChatTokenizeModelInfoAndFollow() {
+    GetModelInfoResponse info = threaded.modelInfo();
+    assertEquals(ServerMode.SERVER_MODE_THREADED, info.getMode());
+    assertTrue(info.getHasChatTemplate());
+    List<Integer> ids = threaded.tokenize(prompt);
+    assertFalse(ids.isEmpty());
+    GenerationResult fromIds = threaded.generate(
+        SpindleClient.tokens(ids.stream().mapToInt(Integer::intValue).toArray()), SpindleClient.greedy(maxTokens));
+    assertEquals(expectedIds, fromIds.tokenIds());
+    assertEquals(expectedText, threaded.detokenize(fromIds.tokenIds(), false));
+    GenerationResult chat = threaded.generate(SpindleClient.chat(SpindleClient.message("user", "Hello there")),
+        SpindleClient.greedy(4));
+    assertFalse(chat.tokenIds().isEmpty());
+    assertTrue(chat.usage().getPromptTokens() > 2);
+    GenerationConfig cfg = SpindleClient.greedy(24).toBuilder().setIgnoreEos(true).build();
+    AddRequestResponse added = threaded.addRequest(SpindleClient.text(prompt), cfg, "java-follow");
+    try {
+      GenerationResult followed = threaded.follow(added.getRequestId());
+      assertEquals(FinishReason.FINISH_REASON_LENGTH, followed.finishReason());
+      assertEquals(24, followed.usage().getCompletionTokens());
+    } catch (SpindleException e) {
+      // it may finish before FollowRequest reaches the server
+      assertEquals(Status.Code.NOT_FOUND, e.code(), e.getMessage());
+    }
   }
 }
