@@ -85,7 +85,7 @@ def check_output(cmd: str, out: str, sync_generate) -> str:
             assert f"rpc {rpc} (" in out, out
         return "describe-service"
     if " describe spindle.v1." in cmd:
-        assert "message " in out, out
+        assert "message " in out and "  // " in out, "no documented fields:\n" + out
         return "describe-message"
     assert method, f"the checks do not know this example: {cmd}"
     messages = json_messages(out)
