@@ -6,7 +6,8 @@
 #   make test-engine-tsan  the same under ThreadSanitizer (build/cpp-tsan)
 ENGINE_JOBS ?= $(shell nproc)
 ENGINE_STRESS_REQUESTS ?= 300
-ENGINE_TINY_MODEL = $(shell PYTHONPATH=service:$$PYTHONPATH $(PYTHON) tests/engine/tiny_artifact.py)
+# The tiny test artifact (built into the shared test cache on first use); a failure stops the recipe.
+ENGINE_TINY_MODEL = model="$$(PYTHONPATH=service:$$PYTHONPATH $(PYTHON) tests/engine/tiny_artifact.py)"
 ENGINE_SAN_ENV = UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/cpp/tests/sanitizers.supp
 ENGINE_TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/cpp/tests/tsan.supp"
@@ -21,18 +22,18 @@ test-python: build-engine
 
 test-engine-cpp: build-engine
 	cd build/cpp && ctest --output-on-failure
-	OPENBLAS_NUM_THREADS=1 build/cpp/spindle_stress "$(ENGINE_TINY_MODEL)" $(ENGINE_STRESS_REQUESTS) 4
+	$(ENGINE_TINY_MODEL) && build/cpp/spindle_stress "$$model" $(ENGINE_STRESS_REQUESTS) 4
 
 test-engine-asan: setup
 	cmake --preset asan -S cpp >/dev/null
 	cmake --build build/cpp-asan -j $(ENGINE_JOBS) --target spindle_engine_tests spindle_stress
 	$(ENGINE_SAN_ENV) build/cpp-asan/spindle_engine_tests
-	$(ENGINE_SAN_ENV) build/cpp-asan/spindle_stress "$(ENGINE_TINY_MODEL)" 150 4
+	$(ENGINE_TINY_MODEL) && $(ENGINE_SAN_ENV) build/cpp-asan/spindle_stress "$$model" 150 4
 
 test-engine-tsan: setup
 	cmake --preset tsan -S cpp >/dev/null
 	cmake --build build/cpp-tsan -j $(ENGINE_JOBS) --target spindle_engine_tests spindle_stress
 	$(ENGINE_TSAN_ENV) build/cpp-tsan/spindle_engine_tests
-	$(ENGINE_TSAN_ENV) TVM_NUM_THREADS=1 build/cpp-tsan/spindle_stress "$(ENGINE_TINY_MODEL)" 150 4
+	$(ENGINE_TINY_MODEL) && $(ENGINE_TSAN_ENV) TVM_NUM_THREADS=1 build/cpp-tsan/spindle_stress "$$model" 150 4
 
 EXTRA_TESTS += test-engine-cpp test-engine-asan test-engine-tsan

@@ -166,6 +166,10 @@ def test_stress_500_requests_from_several_threads(threaded):
     assert m.kv_pages_used == 0 and m.running == 0 and m.waiting == 0
     assert m.finished + m.aborted == 500
     assert m.preempted > 0, "the small cache forces preemption"
+    start = time.monotonic()
+    engine.shutdown()
+    assert time.monotonic() - start < 5
+    assert not [t for t in threading.enumerate() if t.name.startswith("spindle-")], "the loops have stopped"
 
 
 def test_shutdown_with_requests_in_flight(threaded):
