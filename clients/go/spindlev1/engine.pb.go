@@ -2795,5 +2795,3 @@ func file_spindle_v1_engine_proto_init() {
 	file_spindle_v1_engine_proto_goTypes = nil
 	file_spindle_v1_engine_proto_depIdxs = nil
 }
-
-// stale
