@@ -1,6 +1,8 @@
 """Weight formats: build the nn model for a format and convert checkpoint parts to its packed parameters.
 
-- ``float32`` / ``float16``: every tensor dequantized to float and cast (activations in that dtype).
+- ``float32``: every tensor dequantized to float32.
+- ``float16``: weight matrices (linears, embedding, output head) in float16, norms and biases float32,
+  activations float32 (``model.HalfLinear``).
 - ``q8_0`` / ``q4_1``: every linear layer a ``quantization.QuantizedLinear`` in that format, activations
   float32. A GGUF tensor already in the format keeps its blocks bit for bit; anything else is quantized
   the way llama.cpp does. The embedding table (and a tied or untied output head) stays in the quantized
@@ -18,7 +20,7 @@ from tvm.relax.frontend import nn
 
 from .build import DTYPES, CompileError, activation_dtype
 from .loaders import Part
-from .model import LlamaForCausalLM, ModelConfig
+from .model import HalfLinear, LlamaForCausalLM, ModelConfig, half_linear
 
 QUANTIZED = ("q8_0", "q4_1")
 
@@ -38,8 +40,12 @@ def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fm
     if dtype not in DTYPES:
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
     act = activation_dtype(dtype)
-    if dtype not in QUANTIZED:
+    if dtype == "float32":
         return LlamaForCausalLM(cfg, target, dtype=act)
+    if dtype == "float16":
+        embed = HalfLinear(cfg.hidden_size, cfg.vocab_size)
+        head = None if cfg.tie_word_embeddings else HalfLinear(cfg.hidden_size, cfg.vocab_size)
+        return LlamaForCausalLM(cfg, target, dtype=act, linear=half_linear, embedding=embed, lm_head=head)
     from .quantization import QuantizedLinear  # pylint: disable=import-outside-toplevel
 
     for name, dim in (("hidden_size", cfg.hidden_size), ("intermediate_size", cfg.intermediate_size),
@@ -83,13 +89,14 @@ def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: st
                  disable=not progress, leave=False)
     for name, parts in items:
         stem, _, leaf = name.rpartition(".")
-        if dtype in QUANTIZED and leaf == "weight" and (parts[0].array is None or len(parts[0].shape) == 2) \
-                and "norm" not in stem:
+        matrix = len(parts[0].shape) == 2
+        if dtype in QUANTIZED and leaf == "weight" and matrix:
             fmt = embed_fmt if stem == "embed_tokens" else head_fmt if stem == "lm_head" else dtype
             for key, arr in _quantized_arrays(parts, fmt or "q8_0").items():
                 yield f"{stem}.{key}", arr
         else:
-            yield name, np.ascontiguousarray(_concat_float(parts), dtype=act)
+            out_dtype = "float16" if dtype == "float16" and matrix else act
+            yield name, np.ascontiguousarray(_concat_float(parts), dtype=out_dtype)
 
 
 def convert_params(params: Mapping[str, np.ndarray], cfg: ModelConfig, dtype: str) -> dict[str, np.ndarray]:
