@@ -73,3 +73,14 @@ def test_serve_process_serves_then_drains_on_sigterm(tiny_model_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_on_a_busy_port_fails_cleanly(threaded_server, tiny_model_dir):
+    port = threaded_server.port
+    proc = subprocess.run([sys.executable, "-m", "spindle.cli", "serve", str(tiny_model_dir), "--port", str(port)],
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(ROOT / "service"), str(ROOT / "clients" / "python")])},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr

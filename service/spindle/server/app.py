@@ -69,7 +69,8 @@ class SpindleServer:
         opts = self.options
         limit = opts.max_message_bytes
         self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort)
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
@@ -77,7 +78,10 @@ class SpindleServer:
         reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                            grpc_reflection.SERVICE_NAME), self._server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        try:
+            self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {opts.host}:{opts.port}: {exc}") from exc
         if not self.port:
             raise OSError(f"cannot listen on {opts.host}:{opts.port}")
         await self._server.start()
