@@ -5,6 +5,7 @@ Used by ``mk/engine.mk`` to give the C++ stress driver the same model the Python
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     from spindle.compiler.testing import cached_tiny_artifact  # pylint: disable=import-outside-toplevel
 
-    path = cached_tiny_artifact(root, dtype="float32")
+    with contextlib.redirect_stdout(sys.stderr):  # only the path goes to stdout
+        path = cached_tiny_artifact(root, dtype="float32")
     sys.stdout.write(f"{path}\n")
 
 
