@@ -19,6 +19,10 @@ MVN = ["mvn", "-B", "--no-transfer-progress"]
 
 
 def test_go_client_suite(polyglot_env, idle_after):
+    fmt = run(["gofmt", "-l", "."], cwd=GO, env=polyglot_env)
+    assert fmt.returncode == 0 and not fmt.stdout.strip(), "not gofmt-clean:\n" + tail(fmt)
+    vet = run(["go", "vet", "./..."], cwd=GO, env=polyglot_env)
+    assert vet.returncode == 0, tail(vet)
     proc = run(["go", "test", "-count=1", "-v", "./..."], cwd=GO, env=polyglot_env)
     assert proc.returncode == 0, tail(proc)
     passed = set(re.findall(r"^--- PASS: (\w+)", proc.stdout, re.M))
