@@ -164,7 +164,8 @@ def test_every_kernel_is_scheduled(kernels):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tiny_llama_scheduled_matches_unscheduled(artifact_cache_root, dtype):
     """The compiler's tiny Llama: batched prefill of sequences of different lengths, then batched
-    decode steps (batch 3, and batch 1 through the one-row kernels), scheduled against unscheduled."""
+    decode steps (batch 3, and batch 1 through the one-row kernels), then a chunk on cached prefixes,
+    scheduled against unscheduled."""
     outputs = []
     for schedule in (False, True):
         runner = ModelRunner(cached_tiny_artifact(artifact_cache_root, dtype=dtype, seed=3, schedule=schedule))
@@ -175,6 +176,8 @@ def test_tiny_llama_scheduled_matches_unscheduled(artifact_cache_root, dtype):
         for t in range(2):
             steps.append(runner.decode(kv, [0, 1, 2], [40 + t, 50 + t, 60 + t]))
         steps.append(runner.decode(kv, [1], [70]))
+        # A second chunk on a cached prefix runs the paged prefill kernel.
+        steps.append(runner.prefill(kv, [2, 0], [[80, 81, 82], [90]]))
         outputs.append(steps)
     for plain, sched in zip(*outputs):
         if dtype == "float16":
