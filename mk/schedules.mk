@@ -1,0 +1,12 @@
+# CPU schedules and quantized formats (service/spindle/compiler/schedules, quantization.py). Their tests run
+# inside `make test-python`; these targets are for working on them alone.
+#   make test-schedules   the schedule-rule and quantization tests
+#   make bench-compile    prefill/decode speed of every weight format against the memory-bandwidth bound
+BENCH_COMPILE_ARGS ?=
+
+.PHONY: test-schedules bench-compile
+test-schedules: setup
+	$(PYTHON) -m pytest -q tests/compiler/test_schedules.py tests/compiler/test_quantization.py
+
+bench-compile: setup
+	TVM_NUM_THREADS=$$(nproc) OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/bench_compile.py $(BENCH_COMPILE_ARGS)
