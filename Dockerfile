@@ -25,7 +25,7 @@ RUN /opt/spindle/bin/spindle compile --quiet
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1 libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /opt/spindle spindle
 COPY --from=build --chown=spindle /opt/spindle /opt/spindle
