@@ -302,3 +302,18 @@ def test_a_request_that_cannot_fit_the_cache_is_rejected(make_engine):
     c.run(small, max_steps=100)
     assert len(c.tokens["narrow"][0]) == 4 and len(c.tokens["fits"][0]) == 3
     assert small.metrics().kv_pages_used == 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "q4_1"])
+def test_other_weight_formats_run_on_the_engine(tiny_model_factory, dtype):
+    from spindle.engine import Engine, EngineConfig  # pylint: disable=import-outside-toplevel
+
+    engine = Engine(EngineConfig(model=str(tiny_model_factory(dtype)), mode="server", max_num_sequence=4))
+    c = Collector()
+    for i in range(3):
+        engine.add_request(f"{dtype}-{i}", prompt(100 + i, 9 + i), greedy(max_tokens=5, logprobs=True))
+    c.run(engine)
+    for i in range(3):
+        rid = f"{dtype}-{i}"
+        assert len(c.tokens[rid][0]) == 5 and c.branch_finish[rid][0] is FinishReason.LENGTH
+    assert engine.metrics().kv_pages_used == 0
