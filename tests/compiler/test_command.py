@@ -80,3 +80,17 @@ def test_compile_limits(hf_folder, tmp_path):
 def test_compile_rejects_unknown_dtype(tmp_path):
     res = _spindle_compile("--dtype", "int3", cache=tmp_path)
     assert res.returncode == 2 and "invalid choice: 'int3'" in res.stderr
+
+
+def test_concurrent_compiles_share_one_artifact(hf_folder, tmp_path):
+    env = {**os.environ, "SPINDLE_CACHE_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "service"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "spindle.compiler.command", "compile", str(hf_folder), "--dtype", "q8_0", "-q"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    paths = {Path(o[0].strip()) for o in outs}
+    assert len(paths) == 1
+    (out,) = paths
+    assert json.loads((out / "spindle-config.json").read_text())["dtype"] == "q8_0"
+    assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".tmp-")]
