@@ -39,11 +39,31 @@ RANDOM_125M = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads
                "context_window_size": 2048, "prefill_chunk_size": 512}
 
 
+def _random_artifact(dtype: str, schedule: bool) -> pathlib.Path:
+    """The compiler's Llama with random weights, built like `spindle.compiler.testing.build_tiny_artifact`
+    but with a small stand-in tokenizer (the benchmark never tokenizes)."""
+    from spindle.compiler import testing  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.build import write_artifact  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.convert import convert_params, embedding_format, make_model  # pylint: disable=import-outside-toplevel
+
+    key = testing.tiny_content_hash(dtype=dtype, seed=0, target="llvm", schedule=schedule, **RANDOM_125M)
+    out = CACHE / f"random125m-{dtype}-{key}"
+    if (out / "spindle-config.json").exists():
+        return out
+    cfg = testing.tiny_config(**RANDOM_125M)
+    fmt = embedding_format(dtype, None)
+    model = make_model(cfg, make_target("llvm"), dtype, embed_fmt=fmt, head_fmt=fmt)
+    params = convert_params(testing.random_params(cfg, 0), cfg, dtype)
+    meta = {"bos_token_id": None, "eos_token_ids": [0], "pad_token_id": 0, "chat_template": None,
+            "add_bos_token": False}
+    return write_artifact(out, model=model, params=params, tokenizer_json=testing.tiny_tokenizer_json(384),
+                          meta=meta, dtype=dtype, target="llvm", content_hash=key,
+                          source="random-llama-125m(seed=0)", schedule=schedule)
+
+
 def artifact(model: str, dtype: str, schedule: bool) -> pathlib.Path:
     if model == "random125m":
-        from spindle.compiler.testing import cached_tiny_artifact  # pylint: disable=import-outside-toplevel
-
-        return cached_tiny_artifact(CACHE, dtype=dtype, seed=0, schedule=schedule, **RANDOM_125M)
+        return _random_artifact(dtype, schedule)
     from spindle.compiler.api import compile_model  # pylint: disable=import-outside-toplevel
 
     return compile_model(None, dtype=dtype, progress=False, schedule=schedule)

@@ -6,6 +6,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+from .fp16 import fp16_matmuls
+
 
 def schedule_rules() -> list:
     """The ordered CPU schedule rules; the first rule that accepts a kernel schedules it."""
@@ -55,8 +57,9 @@ def cpu_pipeline(target: tvm.target.Target, schedule: bool = True) -> tvm.transf
 
     @tvm.transform.module_pass(opt_level=0, name="SpindleCPUPipeline")
     def _pipeline(mod: tvm.ir.IRModule, _ctx: tvm.transform.PassContext) -> tvm.ir.IRModule:
+        passes = [fp16_matmuls()] if schedule else []
         # x @ W.T stays one matmul reading W[n, k] instead of transposing the weight on every call.
-        passes = [relax.transform.FuseTransposeMatmul()]
+        passes.append(relax.transform.FuseTransposeMatmul())
         passes += list(cpu_generic.library_dispatch_passes(target))
         passes += list(cpu_generic.legalize_passes(target))
         if schedule:
