@@ -1,6 +1,7 @@
 """Engine benchmark on the default model (SmolLM2-135M-Instruct, compiled by spindle.compiler).
 
-Measures, on the stepped Engine and the ThreadedEngine:
+Measures, on the stepped Engine and the ThreadedEngine (the 1-request and 8-request engines step in
+turn, so that both rates are taken under the same machine load):
   * single-request decode rate (tokens/s, median over decode steps),
   * aggregate decode rate with 8 concurrent requests, and its ratio to the single rate (target >= 3x),
   * the engine's own share of a batch-8 decode step: Step() wall time (scheduling, sampling, output
@@ -32,23 +33,36 @@ def prompt(i: int, length: int = 32) -> list[int]:
     return [(1000 + 37 * i + 11 * k) % 40000 + 100 for k in range(length)]
 
 
-def decode_steps(engine: Engine, batch: int, tokens: int) -> tuple[list[float], list[float]]:
-    """Run `batch` requests; return (wall time, model time) of every decode step at full batch."""
+def add_batch(engine: Engine, batch: int, tokens: int) -> None:
     cfg = GenerationConfig(temperature=0.0, max_tokens=tokens, ignore_eos=True)
     for i in range(batch):
         engine.add_request(f"b{batch}-{i}-{time.monotonic_ns()}", prompt(i), cfg)
-    walls, models = [], []
-    while not engine.empty():
-        before = engine.metrics()
-        t0 = time.perf_counter()
-        outputs = engine.step()
-        wall = time.perf_counter() - t0
-        after = engine.metrics()
-        full = after.decode_tokens - before.decode_tokens == batch
-        if after.decode_steps > before.decode_steps and full and not any(o.finished for o in outputs):
-            walls.append(wall)
-            models.append(after.decode_time_s - before.decode_time_s)
-    return walls, models
+
+
+def timed_step(engine: Engine, batch: int, walls: list[float], models: list[float]) -> None:
+    """One step; record (wall, model) time when it was a decode step over the full batch."""
+    before = engine.metrics()
+    t0 = time.perf_counter()
+    outputs = engine.step()
+    wall = time.perf_counter() - t0
+    after = engine.metrics()
+    full = after.decode_tokens - before.decode_tokens == batch
+    if after.decode_steps > before.decode_steps and full and not any(o.finished for o in outputs):
+        walls.append(wall)
+        models.append(after.decode_time_s - before.decode_time_s)
+
+
+def interleaved_decode(single: Engine, batched: Engine, tokens: int):
+    """Decode 1 request on `single` and 8 on `batched`, alternating steps so both see the same machine load."""
+    add_batch(single, 1, tokens)
+    add_batch(batched, 8, tokens)
+    w1, m1, w8, m8 = [], [], [], []
+    while not (single.empty() and batched.empty()):
+        if not single.empty():
+            timed_step(single, 1, w1, m1)
+        if not batched.empty():
+            timed_step(batched, 8, w8, m8)
+    return w1, w8, m8
 
 
 def threaded_throughput(model: str, batch: int, tokens: int) -> float:
@@ -88,17 +102,18 @@ def main() -> None:
         from spindle.compiler.api import compile_model  # pylint: disable=import-outside-toplevel
 
         model = str(compile_model(None, dtype=args.dtype, progress=False))
-    engine = Engine(EngineConfig(model=model, mode="server", max_num_sequence=8))
-    decode_steps(engine, 1, 8)  # warm up: thread pool, allocator
+    single_engine = Engine(EngineConfig(model=model, mode="server", max_num_sequence=1))
+    batch_engine = Engine(EngineConfig(model=model, mode="server", max_num_sequence=8))
+    interleaved_decode(single_engine, batch_engine, 8)  # warm up: thread pool, allocator
 
     single, batch8, overhead, overhead_ms = [], [], [], []
     for _ in range(args.repeats):
-        walls, _models = decode_steps(engine, 1, args.tokens)
-        single.append(1.0 / statistics.median(walls))
-        walls, models = decode_steps(engine, 8, args.tokens)
-        batch8.append(8.0 / statistics.median(walls))
-        overhead.append(statistics.median([(w - m) / w for w, m in zip(walls, models)]))
-        overhead_ms.append(1000 * statistics.median([w - m for w, m in zip(walls, models)]))
+        w1, w8, m8 = interleaved_decode(single_engine, batch_engine, args.tokens)
+        single.append(1.0 / statistics.median(w1))
+        batch8.append(8.0 / statistics.median(w8))
+        overhead.append(statistics.median([(w - m) / w for w, m in zip(w8, m8)]))
+        overhead_ms.append(1000 * statistics.median([w - m for w, m in zip(w8, m8)]))
+    del single_engine, batch_engine
     threaded = statistics.median(threaded_throughput(model, 8, args.tokens) for _ in range(args.repeats))
 
     s1, s8, ov = statistics.median(single), statistics.median(batch8), statistics.median(overhead)
