@@ -37,7 +37,11 @@ TINY_DIMS: dict[str, Any] = {
 
 
 def tiny_tokenizer_json(vocab_size: int) -> str:
-    """A byte-level BPE with ``vocab_size`` tokens (256 bytes, 3 specials, merges) trained on a fixed text."""
+    """A byte-level BPE with exactly ``vocab_size`` tokens: 3 specials, 256 bytes and merges learned from a
+    fixed text; when the text runs out of merges the rest are filler tokens ``<|unused_N|>`` (in the
+    vocabulary, never produced by encoding, decoded as their own text)."""
+    import json as _json  # pylint: disable=import-outside-toplevel
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=import-outside-toplevel
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
@@ -45,15 +49,14 @@ def tiny_tokenizer_json(vocab_size: int) -> str:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=min(vocab_size, 1024), special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), min_frequency=1)
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
-    # Pad with unused merges-free tokens if the corpus ran out of merges, so the vocab matches exactly.
-    i = 0
-    while tok.get_vocab_size() < vocab_size:
-        tok.add_tokens([f"<|unused_{i}|>"])
-        i += 1
-    return tok.to_str()
+    data = _json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    for i in range(vocab_size - len(vocab)):
+        vocab[f"<|unused_{i}|>"] = len(vocab)
+    return _json.dumps(data, ensure_ascii=False)
 
 
 def random_params(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
