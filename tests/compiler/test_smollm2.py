@@ -23,6 +23,17 @@ def _greedy(artifact, n=30):
     return tok.decode(ModelRunner(artifact).generate_greedy(ids, n))
 
 
+def test_package_api_returns_the_cached_artifact(smollm2_model_dir):
+    """``spindle.compiler.compile_model`` with the fixture's output returns at once (content hash matches)."""
+    import time
+
+    import spindle.compiler
+
+    t0 = time.time()
+    assert spindle.compiler.compile_model(None, dtype="float32", output=smollm2_model_dir, progress=False) == smollm2_model_dir
+    assert time.time() - t0 < 10
+
+
 def test_config_from_gguf_metadata(smollm2_model_dir):
     cfg = json.loads((smollm2_model_dir / "spindle-config.json").read_text())
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"],
