@@ -44,23 +44,19 @@ def test_float32_matches_reference(tiny_model_dir):
 
 
 def test_float16_matches_reference(tiny_model_factory):
-    """fp16 weight matrices, float32 activations: float32 accuracy against the reference on those weights."""
-    params = {k: v.astype(np.float16).astype(np.float32) if v.ndim == 2 else v
-              for k, v in random_params(tiny_config(), seed=0).items()}
-    diffs = compare_with_reference(tiny_model_factory("float16"), params)
-    assert max(diffs) < 1e-4, diffs
+    """fp16 weights and activations: logits within 0.1 of the float64 reference (logits span about +-30)."""
+    params = {k: v.astype(np.float16).astype(np.float32) for k, v in random_params(tiny_config(), seed=0).items()}
+    diffs = compare_with_reference(tiny_model_factory("float16"), params, min_gap=0.2)
+    assert max(diffs) < 0.1, diffs
     cfg = json.loads((tiny_model_factory("float16") / "params" / "tensor-cache.json").read_text())
-    dtypes = {r["name"]: r["dtype"] for shard in cfg["records"] for r in shard["records"]}
-    assert dtypes["layers.0.mlp.down_proj.weight"] == "float16" and dtypes["embed_tokens.weight"] == "float16"
-    assert dtypes["norm.weight"] == "float32"
+    assert {r["dtype"] for shard in cfg["records"] for r in shard["records"]} == {"float16"}
 
 
 def test_float16_untied_with_bias(tiny_model_factory):
     dims = {"tie_word_embeddings": False, "attention_bias": True, "model_type": "qwen2"}
-    params = {k: v.astype(np.float16).astype(np.float32) if v.ndim == 2 else v
-              for k, v in random_params(tiny_config(**dims), seed=0).items()}
-    diffs = compare_with_reference(tiny_model_factory("float16", **dims), params, decode_steps=2)
-    assert max(diffs) < 1e-4, diffs
+    params = {k: v.astype(np.float16).astype(np.float32) for k, v in random_params(tiny_config(**dims), seed=0).items()}
+    diffs = compare_with_reference(tiny_model_factory("float16", **dims), params, decode_steps=2, min_gap=0.2)
+    assert max(diffs) < 0.1, diffs
 
 
 @pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])

@@ -32,15 +32,8 @@ class CompileError(ValueError):
 
 
 def activation_dtype(dtype: str) -> str:
-    """The activation (and KV cache) dtype of a weight format: float32 for every format.
-
-    float16 keeps its weights in float16 and computes in float32: on these CPUs that was faster than
-    float16 activations (no native fp16 arithmetic: every op converts) and 8x closer to the float32
-    model (docs/compiler.md, "Weight formats").
-    """
-    if dtype not in DTYPES:
-        raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
-    return "float32"
+    """The activation (and KV cache) dtype of a weight format (docs/design.md, section 1)."""
+    return "float16" if dtype == "float16" else "float32"
 
 
 def make_target(target: str) -> tvm.target.Target:

@@ -1,8 +1,6 @@
 """Weight formats: build the nn model for a format and convert checkpoint parts to its packed parameters.
 
-- ``float32``: every tensor dequantized to float32.
-- ``float16``: weight matrices (linears, embedding, output head) in float16, norms and biases float32,
-  activations float32 (``model.HalfLinear``).
+- ``float32`` / ``float16``: every tensor dequantized to float and cast (activations in that dtype).
 - ``q8_0`` / ``q4_1``: every linear layer a ``quantization.QuantizedLinear`` in that format, activations
   float32. A GGUF tensor already in the format keeps its blocks bit for bit; anything else is quantized
   the way llama.cpp does. The embedding table (and a tied or untied output head) stays in the quantized
@@ -20,7 +18,7 @@ from tvm.relax.frontend import nn
 
 from .build import DTYPES, CompileError, activation_dtype
 from .loaders import Part
-from .model import HalfLinear, LlamaForCausalLM, ModelConfig, half_linear
+from .model import LlamaForCausalLM, ModelConfig
 
 QUANTIZED = ("q8_0", "q4_1")
 
@@ -40,12 +38,8 @@ def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fm
     if dtype not in DTYPES:
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
     act = activation_dtype(dtype)
-    if dtype == "float32":
+    if dtype not in QUANTIZED:
         return LlamaForCausalLM(cfg, target, dtype=act)
-    if dtype == "float16":
-        embed = HalfLinear(cfg.hidden_size, cfg.vocab_size)
-        head = None if cfg.tie_word_embeddings else HalfLinear(cfg.hidden_size, cfg.vocab_size)
-        return LlamaForCausalLM(cfg, target, dtype=act, linear=half_linear, embedding=embed, lm_head=head)
     from .quantization import QuantizedLinear  # pylint: disable=import-outside-toplevel
 
     for name, dim in (("hidden_size", cfg.hidden_size), ("intermediate_size", cfg.intermediate_size),
@@ -89,14 +83,13 @@ def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: st
                  disable=not progress, leave=False)
     for name, parts in items:
         stem, _, leaf = name.rpartition(".")
-        matrix = len(parts[0].shape) == 2
-        if dtype in QUANTIZED and leaf == "weight" and matrix:
+        if dtype in QUANTIZED and leaf == "weight" and (parts[0].array is None or len(parts[0].shape) == 2) \
+                and "norm" not in stem:
             fmt = embed_fmt if stem == "embed_tokens" else head_fmt if stem == "lm_head" else dtype
             for key, arr in _quantized_arrays(parts, fmt or "q8_0").items():
                 yield f"{stem}.{key}", arr
         else:
-            out_dtype = "float16" if dtype == "float16" and matrix else act
-            yield name, np.ascontiguousarray(_concat_float(parts), dtype=out_dtype)
+            yield name, np.ascontiguousarray(_concat_float(parts), dtype=act)
 
 
 def convert_params(params: Mapping[str, np.ndarray], cfg: ModelConfig, dtype: str) -> dict[str, np.ndarray]:

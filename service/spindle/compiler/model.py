@@ -88,28 +88,6 @@ def float_linear(dtype: str) -> LinearFactory:
     return make
 
 
-class HalfLinear(nn.Module):
-    """``y = x @ float32(W).T (+ b)`` with W stored in float16: half the bytes per decode step, float32
-    activations and accumulation (the cast fuses into the matmul kernel's weight load)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = False):
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter((out_features, in_features), "float16")
-        self.bias = nn.Parameter((out_features,), "float32") if bias else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = op.matmul(x, op.permute_dims(self.weight.astype("float32")))
-        return y + self.bias if self.bias is not None else y
-
-    def lookup(self, ids: Tensor, dtype: str = "float32") -> Tensor:
-        """Rows ``W[ids]`` in ``dtype``: the embedding lookup when this is the (tied) embedding table."""
-        return op.take(self.weight, ids, axis=0).astype(dtype)
-
-
-def half_linear(in_features: int, out_features: int, bias: bool) -> nn.Module:
-    return HalfLinear(in_features, out_features, bias)
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, linear: LinearFactory):
         self.num_q = cfg.num_attention_heads
