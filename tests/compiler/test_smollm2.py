@@ -55,6 +55,11 @@ def test_default_format_uses_file_blocks_and_matches(smollm2_model_factory):
     assert _greedy(artifact) == CONTINUATION
 
 
+def test_float16_greedy_continuation(smollm2_model_factory):
+    """fp16 weights and activations still produce the reference text."""
+    assert _greedy(smollm2_model_factory("float16")) == CONTINUATION
+
+
 def test_batched_prefill_and_decode_agree_with_single(smollm2_model_dir):
     """Two prompts prefilled together decode the same tokens as each alone."""
     runner = ModelRunner(smollm2_model_dir)
