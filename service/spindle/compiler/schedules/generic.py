@@ -43,12 +43,25 @@ def _inline_spatial(sch: s_tir.Schedule, keep_last: bool = True) -> list:
     return sch.get_child_blocks(sch.get_sblock("root"))
 
 
-class Elementwise(ScheduleRule):
-    """Injective kernels: fuse the chain into one loop nest, parallel chunks, vector lanes inside."""
+class _SafeRule(ScheduleRule):
+    """A rule whose failure on an unexpected kernel leaves that kernel to the next rule."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
+        try:
+            return self._apply(func)
+        except Exception:  # pylint: disable=broad-except
+            return None
+
+    def _apply(self, func: tirx.PrimFunc):
+        raise NotImplementedError
+
+
+class Elementwise(_SafeRule):
+    """Injective kernels: fuse the chain into one loop nest, parallel chunks, vector lanes inside."""
+
+    def _apply(self, func: tirx.PrimFunc):
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         if not blocks or not all(_is_spatial(sch, b) for b in blocks):
@@ -58,18 +71,14 @@ class Elementwise(ScheduleRule):
         return sch
 
 
-class RowReduction(ScheduleRule):
+class RowReduction(_SafeRule):
     """Reductions over the innermost axis followed by elementwise work on the same rows (RMSNorm,
     softmax): all blocks run under one parallel loop over rows; elementwise parts are vectorised."""
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):  # pylint: disable=too-many-locals
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
+    def _apply(self, func: tirx.PrimFunc):  # pylint: disable=too-many-locals
         sch = s_tir.Schedule(func)
         blocks = _inline_spatial(sch)
-        if not blocks or _is_spatial(sch, blocks[-1]):
-            pass
-        else:
+        if not blocks or not _is_spatial(sch, blocks[-1]):
             return None
         reductions = [b for b in blocks if not _is_spatial(sch, b)]
         if not reductions:

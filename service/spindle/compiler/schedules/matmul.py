@@ -78,9 +78,15 @@ class Matmul(ScheduleRule):
         return {"lhs": lhs, "rhs": rhs, "dom": dom}
 
     # -- scheduling -----------------------------------------------------------------------------------
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):  # pylint: disable=too-many-locals
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
+        try:
+            return self._apply(func, target)
+        except Exception:  # pylint: disable=broad-except
+            return None  # a kernel this rule cannot transform is left to the next rule
+
+    def _apply(self, func: tirx.PrimFunc, target: Target):  # pylint: disable=too-many-locals
         sch = s_tir.Schedule(func)
         root = sch.get_sblock("root")
         blocks = sch.get_child_blocks(root)
@@ -159,20 +165,18 @@ class Matmul(ScheduleRule):
         """`if rows == 1` runs a kernel scheduled for exactly one row (batch-1 decode: no padding, no
         wasted FMAs, dequantized weights used once); otherwise the padded multi-row kernel runs."""
         general = Matmul(self.row_tile, self.col_tile, self.max_const_rows, self.accumulators, False)
-        big = general.apply(func, target, False)
+        big = general._apply(func, target)  # pylint: disable=protected-access
         if big is None:
             return None
         # The one-row variant views the same parameter memory through buffers whose `rows` extent is 1.
         one = tirx.IntImm(str(rows.ty), 1)
-        views, param_map = [], {}
+        param_map = {}
         for param in func.params:
             if not any(isinstance(d, tirx.Var) and d.same_as(rows) for d in getattr(param, "shape", [])):
                 continue
             shape = [one if isinstance(d, tirx.Var) and d.same_as(rows) else d for d in param.shape]
-            view = tirx.decl_buffer(shape, param.dtype, param.name + "_1row", data=param.data)
-            views.append((view, param))
-            param_map[param] = view
-        small = general.apply(func.specialize(param_map), target, False)
+            param_map[param] = tirx.decl_buffer(shape, param.dtype, param.name + "_1row", data=param.data)
+        small = general.apply(func.specialize(param_map), target, False)  # None: keep the general kernel
         if small is None:
             return big
         small_func = small.mod["main"]
