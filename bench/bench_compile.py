@@ -3,8 +3,8 @@
 For each model and format it compiles the library (cached on disk), drives it through the KV-cache
 builtins exactly as the engine does, and prints medians over repeats of:
   prefill tok/s for a 128-token prompt, decode tok/s at batch 1 and batch 8 (aggregate),
-  the memory-bandwidth bound of a batch-1 decode step (weight bytes read per step / streaming read
-  bandwidth measured in the same run) and the ratio bound/measured (1.00 = at the bound).
+  the memory-bandwidth bound of a batch-1 decode step (streaming read bandwidth measured in the same run /
+  weight bytes read per step) and the ratio measured/bound (1.00 = at the bound).
 
 Usage:
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py [--models random125m,smollm2]
