@@ -30,7 +30,7 @@ class ReferenceLlama:
 
     def forward(self, seq_id: int, tokens: list[int]) -> np.ndarray:
         c, p = self.cfg, self.p
-        nq, nkv, d, h = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["hidden_size"]
+        nq, nkv, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
         cache = self.kv.setdefault(seq_id, [(np.zeros((0, nkv, d)), np.zeros((0, nkv, d)))
                                             for _ in range(c["num_hidden_layers"])])
         start = cache[0][0].shape[0]

@@ -171,7 +171,7 @@ def load_gguf(path: Path) -> Checkpoint:
                           tensor=name)
 
     c = cfg
-    d, q_rows, kv_rows = c.head_dim, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    q_rows, kv_rows = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
     permuted = a != "qwen2"  # llama.cpp permutes Q/K rows of llama-style models for its RoPE layout
     w: dict[str, list[Part]] = {"embed_tokens.weight": [part("token_embd.weight", (c.vocab_size, c.hidden_size))]}
     for i in range(c.num_hidden_layers):

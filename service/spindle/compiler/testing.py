@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .build import DTYPES, CompileError, compiler_fingerprint, make_target, write_artifact
-from .model import LlamaForCausalLM, ModelConfig
+from .model import ModelConfig
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
