@@ -9,10 +9,26 @@ def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def _rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
+def _llama3_scaling(inv: np.ndarray, sc: dict) -> np.ndarray:
+    """Llama 3.1 frequency scaling, as Hugging Face transformers defines it."""
+    orig, factor = sc["original_max_position_embeddings"], sc["factor"]
+    low, high = sc["low_freq_factor"], sc["high_freq_factor"]
+    wavelen = 2 * np.pi / inv
+    scaled = np.where(wavelen > orig / low, inv / factor, inv)
+    smooth = (orig / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < orig / high) & ~(wavelen > orig / low)
+    return np.where(medium, smoothed, scaled)
+
+
+def _rope(x: np.ndarray, positions: np.ndarray, theta: float, scaling: dict | None = None) -> np.ndarray:
     """Rotate-half RoPE. x: [seq, heads, dim]."""
     d = x.shape[-1]
     inv = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    if scaling and scaling.get("rope_type") == "llama3":
+        inv = _llama3_scaling(inv, scaling)
+    elif scaling:
+        raise NotImplementedError(f"reference RoPE scaling {scaling}")
     ang = positions[:, None].astype(np.float64) * inv[None, :]
     cos = np.concatenate([np.cos(ang), np.cos(ang)], -1)[:, None, :]
     sin = np.concatenate([np.sin(ang), np.sin(ang)], -1)[:, None, :]
@@ -46,7 +62,8 @@ class ReferenceLlama:
             q = qkv[:, : nq * d].reshape(n, nq, d)
             k = qkv[:, nq * d: (nq + nkv) * d].reshape(n, nkv, d)
             v = qkv[:, (nq + nkv) * d:].reshape(n, nkv, d)
-            q, k = _rope(q, pos, c["rope_theta"]), _rope(k, pos, c["rope_theta"])
+            sc = c.get("rope_scaling")
+            q, k = _rope(q, pos, c["rope_theta"], sc), _rope(k, pos, c["rope_theta"], sc)
             k_all = np.concatenate([cache[i][0], k]); v_all = np.concatenate([cache[i][1], v])
             cache[i] = (k_all, v_all)
             group = nq // nkv
