@@ -7,9 +7,6 @@ kernels right after fusion, so every kernel that the rules recognise is tiled, p
 
 from __future__ import annotations
 
-import tvm
-from tvm import relax
-
 from .pipeline import cpu_pipeline, schedule_rules, apply_schedules
 
 __all__ = ["cpu_pipeline", "schedule_rules", "apply_schedules"]
