@@ -50,7 +50,7 @@ def hf_folder(tmp_path_factory, tokenizer_json):
 def test_hf_folder_float32(hf_folder, artifact_cache_root):
     out = compile_model(hf_folder, dtype="float32", output=artifact_cache_root / "hf-tiny-float32", progress=False)
     cfg = json.loads((out / "spindle-config.json").read_text())
-    assert cfg["eos_token_ids"] == [2] and cfg["bos_token_id"] == 1 and cfg["source"] == str(hf_folder.resolve())
+    assert cfg["eos_token_ids"] == [2] and cfg["bos_token_id"] == 1 and cfg["source"].endswith("tiny-llama")
     assert max(compare_with_reference(out, PARAMS, decode_steps=3)) < 1e-4
 
 
