@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
-from .build import DTYPES, TARGETS, CompileError, compiler_fingerprint, make_target, set_runtime_threads, write_artifact
+from .build import (DTYPES, TARGETS, CompileError, artifact_lock, compiler_fingerprint, make_target,
+                    set_runtime_threads, write_artifact)
 from .convert import convert_weights, embedding_format, make_model
 from .loaders import default_model_path
 
@@ -88,23 +88,10 @@ def compile_model(source: str | os.PathLike | None = None, dtype: str = DEFAULT_
     out = Path(output) if output is not None else cache_dir() / "models" / f"{name}-{dtype}-{target}-{chash}"
     if not force and _is_current(out, chash):
         return out
-    with _lock(out):  # another process may be compiling the same artifact: wait, then reuse its result
+    with artifact_lock(out):  # another process may be compiling the same artifact: wait, then reuse its result
         if not force and _is_current(out, chash):
             return out
         return _compile(src, dtype, target, out, chash, progress, schedule, limits)
-
-
-@contextlib.contextmanager
-def _lock(out: Path):
-    import fcntl  # pylint: disable=import-outside-toplevel
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _apply_limits(cfg, limits: dict) -> None:

@@ -142,6 +142,21 @@ def check_params(params: Mapping[str, np.ndarray], names: list[str], layout: dic
                 f"expected {shape} {dtype}")
 
 
+@contextlib.contextmanager
+def artifact_lock(out_dir: Path):
+    """An exclusive file lock next to ``out_dir``: one process at a time builds or replaces an artifact."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_artifact(out_dir: Path, *, model: LlamaForCausalLM, params: Mapping[str, np.ndarray],
                    tokenizer_json: str, meta: dict[str, Any], dtype: str, target: str,
                    content_hash: str, source: str, extra: dict[str, Any] | None = None,

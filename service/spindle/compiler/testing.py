@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .build import DTYPES, CompileError, compiler_fingerprint, make_target, write_artifact
+from .build import DTYPES, CompileError, artifact_lock, compiler_fingerprint, make_target, write_artifact
 from .model import ModelConfig
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -129,5 +129,7 @@ def cached_tiny_artifact(cache_root: str | Path, *, dtype: str = "float32", seed
     key = tiny_content_hash(dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)
     out = Path(cache_root) / f"tiny-{dtype}-{key}"
     if not (out / "spindle-config.json").exists():
-        build_tiny_artifact(out, dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)
+        with artifact_lock(out):  # test sessions running side by side share the cache
+            if not (out / "spindle-config.json").exists():
+                build_tiny_artifact(out, dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)
     return out
