@@ -210,10 +210,15 @@ def dequantize_te(fmt: str, qweight, scales, mins=None):
         return weight
 
     def weight(n, k):
-        shift = ((k % 8) * 4).astype("uint32")
-        code = (qweight[n, k // 8] >> shift) & tirx.const(15, "uint32")
+        # The code is masked in place, not shifted down: `word & (15 << 4j)` converts exactly to the float
+        # code * 2^(4j), and the scale takes the factor 2^(-4j) (exact, a power of two). Per weight that is
+        # one AND and one conversion; the per-lane mask and scale factor are constants of the vector lane.
+        lane = k % 8
+        code = qweight[n, k // 8] & (tirx.const(15, "uint32") << (lane * 4).astype("uint32"))
+        unit = tirx.const(1.0, "float32") / (tirx.const(1, "uint32") << (lane * 4).astype("uint32")).astype("float32")
         group = k // BLOCK_SIZE
-        return code.astype("float32") * scales[n, group].astype("float32") + mins[n, group].astype("float32")
+        return (code.astype("float32") * (scales[n, group].astype("float32") * unit)
+                + mins[n, group].astype("float32"))
 
     return weight
 

@@ -29,7 +29,8 @@ class Matmul(ScheduleRule):
     """Register-tiled, lane-split matmul rule for weights stored `[out, in]`."""
 
     def __init__(self, row_tile: int = 4, col_tile: int = 2, max_const_rows: int = 4, accumulators: int = 8,
-                 specialize_single_row: bool = True):
+                 specialize_single_row: bool = True, lanes: int = LANES):
+        self.lanes = lanes
         self.row_tile = row_tile
         self.col_tile = col_tile
         self.max_const_rows = max_const_rows
@@ -139,14 +140,15 @@ class Matmul(ScheduleRule):
         loops = sch.get_loops(block)
         m = sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0]
         n, k = loops[-2], loops[-1]
-        ko, kl = sch.split(k, [None, LANES])
+        lanes = self.lanes if k_ext % self.lanes == 0 else LANES
+        ko, kl = sch.split(k, [None, lanes])
         rf = sch.rfactor(kl, factor_axis=len(dom) - 1)
         m, n, ko, kl = sch.get_loops(rf)
         mo, mi = sch.split(m, [None, row_tile])
         no, ni = sch.split(n, [None, col_tile])
-        if k_ext % GROUP == 0:
+        if k_ext % GROUP == 0 and GROUP % lanes == 0:
             # Unrolling a quantization group lets LLVM load and convert its scale once per group.
-            kb, kq = sch.split(ko, [None, GROUP // LANES])
+            kb, kq = sch.split(ko, [None, GROUP // lanes])
             sch.reorder(no, mo, kb, kq, mi, ni, kl)
             sch.unroll(kq)
             ko = kb
@@ -176,7 +178,8 @@ class Matmul(ScheduleRule):
                 continue
             shape = [one if isinstance(d, tirx.Var) and d.same_as(rows) else d for d in param.shape]
             param_map[param] = tirx.decl_buffer(shape, param.dtype, param.name + "_1row", data=param.data)
-        small = general.apply(func.specialize(param_map), target, False)  # None: keep the general kernel
+        single = self._single_row_rule(func)
+        small = single.apply(func.specialize(param_map), target, False)  # None: keep the general kernel
         if small is None:
             return big
         small_func = small.mod["main"]
@@ -185,6 +188,18 @@ class Matmul(ScheduleRule):
         small_body = tirx.SeqStmt([*decls, small_func.body])
         big_func = big.mod["main"]
         return big_func.with_body(tirx.IfThenElse(rows == one, small_body, big_func.body))
+
+    def _single_row_rule(self, func: tirx.PrimFunc) -> "Matmul":
+        """The rule for the one-row kernel. Quantized weights are small per row (q8_0: 1 byte, q4_1: half a
+        byte per weight), so many interleaved short row streams defeat the hardware prefetchers: q8_0
+        streams one weight row at a time (16 lanes, one column per tile), q4_1 reads 4 rows at a time with
+        one vector accumulator each (its dequantization needs the cycles that more columns would take)."""
+        storage = {str(p.dtype) for p in func.params if len(getattr(p, "shape", ())) == 2}
+        if "int8" in storage:
+            return Matmul(self.row_tile, 1, self.max_const_rows, 1, False, lanes=16)
+        if "uint32" in storage:
+            return Matmul(self.row_tile, 4, self.max_const_rows, 4, False)
+        return Matmul(self.row_tile, self.col_tile, self.max_const_rows, self.accumulators, False)
 
     @staticmethod
     def _schedule_side_blocks(sch: s_tir.Schedule, block, side: list[str]) -> None:
