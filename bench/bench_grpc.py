@@ -76,7 +76,8 @@ class InProcess:
         self._traces: dict[str, Trace] = {}
         self._done: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
-        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir)), self._on_outputs)
+        # the same engine preset as `spindle serve` (batch = the model's), so both paths schedule alike
+        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir), mode="server"), self._on_outputs)
         self._n = 0
 
     def _on_outputs(self, outputs) -> None:
