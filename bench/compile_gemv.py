@@ -1,0 +1,105 @@
+"""Batch-1 quantized matmul (GEMV) speed inside a real Relax-built library, against the read bandwidth.
+
+Each shape is one `QuantizedLinear` compiled with Spindle's CPU pipeline and called with one row, cycling
+over several copies of the weights so that every call streams them from memory (as a decode step does).
+Prints medians of weights/s and of weight bytes/s, and the ratio to the streaming read bandwidth measured
+in the same run (1.00 = at the bandwidth).
+
+Usage:
+  TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/compile_gemv.py [--dtypes q8_0,q4_1]
+      [--shapes 768x2048,2048x768,768x32000] [--copies 6] [--rounds 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(_ROOT / "service"), str(_ROOT / "bench")]
+
+import numpy as np  # noqa: E402
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+from tvm.relax.frontend import nn  # noqa: E402
+
+from compile_bandwidth import stream_read_bandwidth  # noqa: E402
+from spindle.compiler import quantization as Q  # noqa: E402
+from spindle.compiler.build import make_target  # noqa: E402
+from spindle.compiler.schedules import cpu_pipeline  # noqa: E402
+
+
+class _Gemv(nn.Module):
+    def __init__(self, k: int, n: int, fmt: str):
+        super().__init__()
+        self.linear = Q.QuantizedLinear(k, n, fmt)
+
+    def forward(self, x: nn.Tensor):  # pylint: disable=arguments-differ
+        return self.linear(x)
+
+
+def build(fmt: str, k: int, n: int, target):
+    model = _Gemv(k, n, fmt)
+    spec = {"forward": {"x": nn.spec.Tensor(["rows", 1, k], "float32"),
+                        "$": {"param_mode": "packed", "effect_mode": "none"}}}
+    mod, _ = model.export_tvm(spec=spec)
+    ex = tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))
+    return relax.VirtualMachine(ex, tvm.cpu())["forward"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtypes", default="q8_0,q4_1")
+    parser.add_argument("--shapes", default="768x2048,2048x768,768x32000", help="KxN (in x out) list")
+    parser.add_argument("--copies", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args(argv)
+    target = make_target("llvm")
+    rng = np.random.default_rng(0)
+    cases = []
+    for fmt in args.dtypes.split(","):
+        if fmt not in Q.FORMATS:
+            parser.error(f"--dtypes: unknown quantized format {fmt!r}")
+        for shape in args.shapes.split(","):
+            try:
+                k, n = (int(v) for v in shape.split("x"))
+            except ValueError:
+                parser.error(f"--shapes: expected KxN, got {shape!r}")
+            arrays = Q.quantize(fmt, rng.standard_normal((n, k)).astype(np.float32))
+            names = [a for a in ("qweight", "scales", "mins") if a in arrays]
+            copies = [[tvm.runtime.tensor(arrays[a]) for a in names] for _ in range(args.copies)]
+            x = rng.standard_normal((1, 1, k)).astype(np.float32)
+            fn = build(fmt, k, n, target)
+            got = fn(tvm.runtime.tensor(x), copies[0]).numpy()
+            want = x @ Q.dequantize(fmt, arrays).T
+            err = float(np.abs(got - want).max() / np.abs(want).max())
+            nbytes = sum(arrays[a].nbytes for a in names)
+            cases.append({"fmt": fmt, "k": k, "n": n, "fn": fn, "copies": copies, "x": tvm.runtime.tensor(x),
+                          "err": err, "bytes": nbytes, "times": []})
+    bandwidth = []
+    for _ in range(args.rounds):  # interleaved, so that every case sees the same machine load
+        bandwidth.append(stream_read_bandwidth(target, size_mb=256, repeats=3))
+        for case in cases:
+            calls = 4 * args.copies
+            t = time.perf_counter()
+            for i in range(calls):
+                case["fn"](case["x"], case["copies"][i % args.copies])
+            case["times"].append((time.perf_counter() - t) / calls)
+    bw = float(np.median(bandwidth))
+    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} mcpu={target.attrs.get('mcpu')} "
+          f"read bandwidth {bw / 1e9:.1f} GB/s (median of {args.rounds})")
+    print("| format | K x N | us / call | G weights/s | GB/s read | / bandwidth | max rel. error |")
+    print("|" + "---|" * 7)
+    for case in cases:
+        t = float(np.median(case["times"]))
+        print(f"| {case['fmt']} | {case['k']}x{case['n']} | {t * 1e6:.0f} | {case['k'] * case['n'] / t / 1e9:.1f} "
+              f"| {case['bytes'] / t / 1e9:.1f} | {case['bytes'] / t / bw:.2f} | {case['err']:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
