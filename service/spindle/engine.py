@@ -298,7 +298,20 @@ def _request_args(request_id: Any, token_ids: Any, generation_config: Generation
 
 
 class _Base:
+    """The verbs both engines share; ``_mod`` is the FFI module and ``_add`` its cached add_request."""
     _mod: Any
+    _add: Any
+
+    def add_request(self, request_id: str, token_ids: Sequence[int],
+                    generation_config: GenerationConfig | None = None) -> None:
+        rid, tokens, gen = _request_args(request_id, token_ids, generation_config)
+        _raise_status(self._add(rid, tokens, gen), rid)
+
+    def abort_request(self, request_id: str) -> None:
+        self._mod["abort_request"](str(request_id))
+
+    def reset(self) -> None:
+        self._mod["reset"]()
 
     @property
     def limits(self) -> dict[str, Any]:
@@ -320,19 +333,8 @@ class Engine(_Base):
         self._add = self._mod["add_request"]
         self._step = self._mod["step"]
 
-    def add_request(self, request_id: str, token_ids: Sequence[int],
-                    generation_config: GenerationConfig | None = None) -> None:
-        rid, tokens, gen = _request_args(request_id, token_ids, generation_config)
-        _raise_status(self._add(rid, tokens, gen), rid)
-
-    def abort_request(self, request_id: str) -> None:
-        self._mod["abort_request"](str(request_id))
-
     def step(self) -> list[RequestOutput]:
         return _convert_outputs(self._step())
-
-    def reset(self) -> None:
-        self._mod["reset"]()
 
     def empty(self) -> bool:
         return bool(self._mod["empty"]())
@@ -373,17 +375,6 @@ class ThreadedEngine(_Base):
             self._callback(_convert_outputs(raw))
         except Exception:  # pylint: disable=broad-except
             logger.exception("the engine output callback raised")
-
-    def add_request(self, request_id: str, token_ids: Sequence[int],
-                    generation_config: GenerationConfig | None = None) -> None:
-        rid, tokens, gen = _request_args(request_id, token_ids, generation_config)
-        _raise_status(self._add(rid, tokens, gen), rid)
-
-    def abort_request(self, request_id: str) -> None:
-        self._mod["abort_request"](str(request_id))
-
-    def reset(self) -> None:
-        self._mod["reset"]()
 
     def reload(self, config: EngineConfig) -> None:
         """Load ``config`` (another model or other limits), blocking until done; active requests end with ABORT.
