@@ -50,6 +50,25 @@ AnyMap ModelInfoToMap(const ModelInfo& info, const EngineConfig& c) {
   return m;
 }
 
+// The verbs both engine modules expose the same way; `self` keeps the module alive in the closure.
+template <typename E, typename Self>
+Optional<Function> SharedVerb(const String& name, const Self& self, E* e) {
+  if (name == "add_request") {
+    return Function::FromTyped([self, e](String id, Any token_ids, AnyMap generation) -> Any {
+      RequestPtr request;
+      Status s = MakeRequest(id, token_ids, generation, &request);
+      if (s.ok()) s = e->AddRequest(std::move(request));
+      return StatusToAny(s);
+    });
+  }
+  if (name == "abort_request") {
+    return Function::FromTyped([self, e](String id) { e->AbortRequest(std::string(id)); });
+  }
+  if (name == "reset") return Function::FromTyped([self, e]() { e->Reset(); });
+  if (name == "metrics") return Function::FromTyped([self, e]() { return MetricsToMap(e->Metrics()); });
+  return std::nullopt;
+}
+
 class EngineModule : public ffi::ModuleObj {
  public:
   explicit EngineModule(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
@@ -58,20 +77,8 @@ class EngineModule : public ffi::ModuleObj {
   Optional<Function> GetFunction(const String& name) final {
     auto self = ffi::GetObjectPtr<EngineModule>(this);
     Engine* e = engine_.get();
-    if (name == "add_request") {
-      return Function::FromTyped([self, e](String id, Any token_ids, AnyMap generation) -> Any {
-        RequestPtr request;
-        Status s = MakeRequest(id, token_ids, generation, &request);
-        if (s.ok()) s = e->AddRequest(std::move(request));
-        return StatusToAny(s);
-      });
-    }
-    if (name == "abort_request") {
-      return Function::FromTyped([self, e](String id) { e->AbortRequest(std::string(id)); });
-    }
+    if (auto verb = SharedVerb(name, self, e)) return verb;
     if (name == "step") return Function::FromTyped([self, e]() { return OutputsToArray(e->Step()); });
-    if (name == "reset") return Function::FromTyped([self, e]() { e->Reset(); });
-    if (name == "metrics") return Function::FromTyped([self, e]() { return MetricsToMap(e->Metrics()); });
     if (name == "empty") return Function::FromTyped([self, e]() { return e->Empty(); });
     if (name == "info") {
       return Function::FromTyped([self, e]() { return ModelInfoToMap(e->model_info(), e->config()); });
@@ -91,19 +98,7 @@ class ThreadedEngineModule : public ffi::ModuleObj {
   Optional<Function> GetFunction(const String& name) final {
     auto self = ffi::GetObjectPtr<ThreadedEngineModule>(this);
     ThreadedEngine* e = engine_.get();
-    if (name == "add_request") {
-      return Function::FromTyped([self, e](String id, Any token_ids, AnyMap generation) -> Any {
-        RequestPtr request;
-        Status s = MakeRequest(id, token_ids, generation, &request);
-        if (s.ok()) s = e->AddRequest(std::move(request));
-        return StatusToAny(s);
-      });
-    }
-    if (name == "abort_request") {
-      return Function::FromTyped([self, e](String id) { e->AbortRequest(std::string(id)); });
-    }
-    if (name == "reset") return Function::FromTyped([self, e]() { e->Reset(); });
-    if (name == "metrics") return Function::FromTyped([self, e]() { return MetricsToMap(e->Metrics()); });
+    if (auto verb = SharedVerb(name, self, e)) return verb;
     if (name == "run_background_loop") return Function::FromTyped([self, e]() { e->RunBackgroundLoop(); });
     if (name == "run_background_stream_back_loop") {
       return Function::FromTyped([self, e]() { e->RunBackgroundStreamBackLoop(); });
