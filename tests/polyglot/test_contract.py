@@ -25,8 +25,8 @@ def test_buf_lint_is_clean(polyglot_tools):
 
 
 def test_no_breaking_change_against_any_committed_version(polyglot_tools):
-    commits = proto_history()
-    assert commits, "protos/ has no committed history in this clone"
+    # A shallow clone may reach no commit that touched protos/: then the committed HEAD is the baseline.
+    commits = proto_history() or ["HEAD"]
     for commit in commits:
         proc = run(["buf", "breaking", "--against", f".git#ref={commit},subdir=protos"], env=polyglot_tools)
         assert proc.returncode == 0, f"breaking change against {commit}:\n" + tail(proc)
