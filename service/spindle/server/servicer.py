@@ -34,27 +34,30 @@ def _status_errors(method):
             try:
                 async for item in method(self, request, context):
                     yield item
-            except ServiceError as err:
-                await context.abort_with_status(err.to_grpc_status())
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:  # noqa: BLE001
-                log.exception("%s failed", method.__name__)
-                await context.abort_with_status(internal(f"{type(exc).__name__}: {exc}").to_grpc_status())
+                await _abort(context, method.__name__, exc)
         return stream
 
     @functools.wraps(method)
     async def unary(self, request, context):
         try:
             return await method(self, request, context)
-        except ServiceError as err:
-            await context.abort_with_status(err.to_grpc_status())
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:  # noqa: BLE001
-            log.exception("%s failed", method.__name__)
-            await context.abort_with_status(internal(f"{type(exc).__name__}: {exc}").to_grpc_status())
+            await _abort(context, method.__name__, exc)
     return unary
+
+
+async def _abort(context: grpc.aio.ServicerContext, name: str, exc: Exception) -> None:
+    """End the RPC with the status for ``exc``: its own for a ServiceError, INTERNAL (logged) otherwise."""
+    if isinstance(exc, ServiceError):
+        await context.abort_with_status(exc.to_grpc_status())
+        return
+    log.exception("%s failed", name, exc_info=exc)
+    await context.abort_with_status(internal(f"{type(exc).__name__}: {exc}").to_grpc_status())
 
 
 class EngineServicer(pb_grpc.EngineServiceServicer):
