@@ -164,7 +164,9 @@ void Engine::SampleBranch(RequestState* st, BranchState* b, const float* logits)
   const int64_t total_len = st->prompt_len() + static_cast<int64_t>(b->tokens.size()) + 1;
   FinishReason reason = CheckStop(res.token, b->completion_tokens, total_len, g, model_->info().eos_token_ids,
                                   config_.max_single_sequence_length, &is_stop);
-  if (!is_stop) {
+  if (is_stop) {
+    b->stop_token_id = res.token;
+  } else {
     b->tokens.push_back(res.token);
     b->counts[res.token] += 1;
     if (g.logprobs) b->pending_logprobs.push_back(TokenLogprob{res.token, res.logprob, std::move(res.top)});
@@ -240,6 +242,7 @@ void Engine::CollectOutputs(std::vector<RequestOutput>* out) {
       b.pending_logprobs.clear();
       if (new_finish) {
         d.finish_reason = b.finish;
+        if (b.finish == FinishReason::kStop) d.stop_token_id = b.stop_token_id;
         b.finish_delivered = true;
       }
       o.branches.push_back(std::move(d));

@@ -25,6 +25,7 @@ struct BranchDelta {
   std::vector<int32_t> token_ids;
   std::vector<TokenLogprob> logprobs;  // one per token when the request asked for logprobs
   FinishReason finish_reason = FinishReason::kNone;
+  int32_t stop_token_id = -1;  // with kStop: the stop / end-of-sequence token that matched (not in token_ids); else -1
 };
 
 struct Usage {

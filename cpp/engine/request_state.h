@@ -26,6 +26,7 @@ struct BranchState {
   int64_t completion_tokens = 0;                 // sampled tokens, a final stop token included
   Rng rng;
   FinishReason finish = FinishReason::kNone;
+  int32_t stop_token_id = -1;  // the stop / end-of-sequence token that finished it, -1 when none
   bool finish_delivered = false;
 
   bool finished() const { return finish != FinishReason::kNone; }

@@ -196,7 +196,8 @@ ffi::Array<ffi::Any> OutputsToArray(const std::vector<RequestOutput>& outputs) {
         }
         logprobs = lps;
       }
-      branches.push_back(ffi::Array<ffi::Any>{d.index, ffi::Shape(ids), logprobs, static_cast<int64_t>(d.finish_reason)});
+      branches.push_back(ffi::Array<ffi::Any>{d.index, ffi::Shape(ids), logprobs, static_cast<int64_t>(d.finish_reason),
+                                              static_cast<int64_t>(d.stop_token_id)});
     }
     ffi::Any usage(nullptr);
     if (o.usage.has_value()) {

@@ -90,12 +90,24 @@ TEST(Convert, OutputsAndStatus) {
   EXPECT_EQ(branch[1].cast<ffi::Shape>().size(), 2u);
   EXPECT_EQ(branch[2].cast<ffi::Array<ffi::Any>>().size(), 2u);
   EXPECT_EQ(branch[3].cast<int64_t>(), static_cast<int64_t>(FinishReason::kLength));
+  EXPECT_EQ(branch[4].cast<int64_t>(), -1);
   EXPECT_EQ(item[3].cast<ffi::Array<ffi::Any>>()[1].cast<int64_t>(), 2);
 
   EXPECT_EQ(StatusToAny(Status::OK()), nullptr);
   auto err = StatusToAny(Status::Invalid("top_p", "bad")).cast<ffi::Array<ffi::Any>>();
   EXPECT_EQ(err[0].cast<int64_t>(), 1);
   EXPECT_EQ(std::string(err[1].cast<ffi::String>()), "top_p");
+
+  RequestOutput stop;
+  stop.request_id = "s";
+  BranchDelta sd;
+  sd.finish_reason = FinishReason::kStop;
+  sd.stop_token_id = 7;
+  stop.branches.push_back(sd);
+  auto sb = OutputsToArray({stop})[0].cast<ffi::Array<ffi::Any>>()[1].cast<ffi::Array<ffi::Any>>()[0]
+                .cast<ffi::Array<ffi::Any>>();
+  EXPECT_EQ(sb[3].cast<int64_t>(), static_cast<int64_t>(FinishReason::kStop));
+  EXPECT_EQ(sb[4].cast<int64_t>(), 7);
 }
 
 TEST(Convert, MetricsAreTyped) {

@@ -212,6 +212,7 @@ class BranchDelta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None
     finish_reason: FinishReason | None
+    stop_token_id: int | None = None  # with "stop": the stop / end-of-sequence token that matched (not in token_ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,11 +269,12 @@ def _convert_outputs(raw: Any) -> list[RequestOutput]:
     outputs = []
     for request_id, branches, finished, usage, error in raw:
         deltas = []
-        for index, token_ids, logprobs, finish in branches:
+        for index, token_ids, logprobs, finish, stop_token in branches:
             lps = None
             if logprobs is not None:
                 lps = [TokenLogprob(int(t), float(lp), [(int(a), float(b)) for a, b in top]) for t, lp, top in logprobs]
-            deltas.append(BranchDelta(int(index), list(token_ids), lps, _FINISH[int(finish)]))
+            deltas.append(BranchDelta(int(index), list(token_ids), lps, _FINISH[int(finish)],
+                                      int(stop_token) if stop_token >= 0 else None))
         outputs.append(RequestOutput(str(request_id), deltas, bool(finished),
                                      Usage(*usage) if usage is not None else None, str(error) or None))
     return outputs

@@ -16,6 +16,7 @@ class Collector:
         self.tokens: dict[str, dict[int, list[int]]] = {}
         self.finishes: dict[str, list[RequestOutput]] = {}
         self.branch_finish: dict[str, dict[int, object]] = {}
+        self.stop_tokens: dict[str, dict[int, int | None]] = {}
         self.after_finish: list[str] = []
 
     def add(self, outputs: list[RequestOutput]) -> None:
@@ -29,6 +30,7 @@ class Collector:
                 per.setdefault(b.index, []).extend(b.token_ids)
                 if b.finish_reason is not None:
                     self.branch_finish.setdefault(o.request_id, {})[b.index] = b.finish_reason
+                    self.stop_tokens.setdefault(o.request_id, {})[b.index] = b.stop_token_id
             if o.finished:
                 assert o.usage is not None, o
                 self.finishes.setdefault(o.request_id, []).append(o)

@@ -215,6 +215,7 @@ def test_stop_token_and_eos(make_engine):
     c.run(engine)
     assert c.tokens["stop"][0] == ref[:idx]  # the stop token itself is not returned
     assert c.branch_finish["stop"][0] is FinishReason.STOP
+    assert c.stop_tokens["stop"][0] == stop_tok  # which stop token matched is reported
     assert c.finishes["stop"][0].usage.completion_tokens == idx + 1
 
     eos = 2  # the tiny artifact's eos_token_ids are [0, 2]
@@ -224,7 +225,9 @@ def test_stop_token_and_eos(make_engine):
                                                      ignore_eos=True))
     c.run(engine)
     assert c.tokens["eos"][0] == [] and c.branch_finish["eos"][0] is FinishReason.STOP
+    assert c.stop_tokens["eos"][0] == eos
     assert c.tokens["no-eos"][0] == [eos] * 5 and c.branch_finish["no-eos"][0] is FinishReason.LENGTH
+    assert c.stop_tokens["no-eos"][0] is None  # finished by length: no stop token
 
 
 def test_context_limit_gives_length(make_engine):

@@ -75,6 +75,13 @@ def test_stop_token_id_ends_generation(client):
     assert r.matched_stop == stop_tok
     assert r.token_ids == full.token_ids[:first]  # the stop token itself is not part of the output
 
+    # several stop tokens: the one that matched is reported
+    other = next(t for t in range(5, 100) if t not in full.token_ids)
+    r = client.generate(PROMPT, max_tokens=20, temperature=0, ignore_eos=True, stop_token_ids=[other, stop_tok])
+    assert r.finish_reason == "stop"
+    assert r.matched_stop == stop_tok
+    assert r.token_ids == full.token_ids[:first]
+
 
 def test_logprobs_and_top_logprobs(client):
     r = client.generate(PROMPT, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)

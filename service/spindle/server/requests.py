@@ -155,15 +155,9 @@ class LiveRequest:
             self.t_first = time.perf_counter()
         b.tokens += len(toks)
         reason = finish_reason_proto(bd.finish_reason)
-        text_toks = toks
         if reason == pb.FINISH_REASON_STOP:
-            stops = self.resolved.stop_token_ids
-            if toks and toks[-1] in stops:  # an engine that returns the stop token: keep its text out
-                b.stop_token = toks[-1]
-                text_toks = toks[:-1]
-            elif len(stops) == 1:  # the engine leaves the stop token out; it is known when only one can stop
-                b.stop_token = next(iter(stops))
-        text = b.detok.push(text_toks)
+            b.stop_token = bd.stop_token_id  # the engine leaves the stop token out of token_ids
+        text = b.detok.push(toks)
         if reason != pb.FINISH_REASON_UNSPECIFIED:
             text += b.detok.flush()
         released = b.stops.push(text)
