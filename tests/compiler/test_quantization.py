@@ -112,13 +112,16 @@ def _build(module: nn.Module, spec: dict):
 
 @pytest.mark.parametrize("fmt", Q.FORMATS)
 @pytest.mark.parametrize("bias, out_dtype", [(False, "float32"), (True, "float16")])
-def test_compiled_quantized_linear_matches_numpy(fmt, bias, out_dtype):
+@pytest.mark.parametrize("kernel", Q.KERNELS)
+def test_compiled_quantized_linear_matches_numpy(fmt, bias, out_dtype, kernel):
+    """Both matmul kernels, in memory (no exported library): the float kernel against x @ W.T, the int8
+    kernel against the same with x rounded as it rounds it (`int8_matmul_reference`)."""
     rng = np.random.default_rng(2)
     in_features, out_features = 96, 40
     w = rng.standard_normal((out_features, in_features)).astype(np.float32)
     arrays = Q.quantize(fmt, w)
     b = rng.standard_normal(out_features).astype(out_dtype)
-    layer = Q.QuantizedLinear(in_features, out_features, fmt, bias=bias, out_dtype=out_dtype)
+    layer = Q.QuantizedLinear(in_features, out_features, fmt, bias=bias, out_dtype=out_dtype, kernel=kernel)
     vm, names = _build(layer, {
         "forward": {"x": nn.spec.Tensor([1, "seq_len", in_features], "float32")},
         "lookup": {"ids": nn.spec.Tensor(["n"], "int32")},
@@ -129,7 +132,9 @@ def test_compiled_quantized_linear_matches_numpy(fmt, bias, out_dtype):
     for seq_len in (1, 5, 33):
         x = rng.standard_normal((1, seq_len, in_features)).astype(np.float32)
         y = vm["forward"](tvm.runtime.tensor(x), params).numpy()
-        expected = x.astype(np.float64) @ ref_w.T.astype(np.float64) + (b.astype(np.float64) if bias else 0)
+        product = (Q.int8_matmul_reference(fmt, x, arrays) if kernel == "int8"
+                   else x.astype(np.float64) @ ref_w.T.astype(np.float64))
+        expected = product + (b.astype(np.float64) if bias else 0)
         assert y.dtype == np.dtype(out_dtype) and y.shape == (1, seq_len, out_features)
         tol = 1e-4 if out_dtype == "float32" else 2e-2
         np.testing.assert_allclose(y.astype(np.float64), expected, rtol=tol, atol=tol)

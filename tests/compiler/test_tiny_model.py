@@ -10,7 +10,7 @@ import pytest
 from spindle.compiler.runner import ModelRunner
 from spindle.compiler.testing import random_params, tiny_config
 
-from .reference import PROMPTS, ReferenceLlama, compare_with_reference
+from .reference import PROMPTS, ReferenceLlama, compare_quantized_with_reference, compare_with_reference
 
 
 def quantized_reference_params(params: dict[str, np.ndarray], fmt: str) -> dict[str, np.ndarray]:
@@ -61,9 +61,33 @@ def test_float16_untied_with_bias(tiny_model_factory):
 
 @pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
 def test_quantized_matches_reference_on_its_weights(tiny_model_factory, fmt):
-    """Against the reference run on the dequantized weights the library holds: float32 accuracy."""
+    """Against the reference run on the dequantized weights the library holds, with every matmul input
+    rounded to int8 per group of 32 as the int8 kernels round it.
+
+    A sequence in which the reference met no near tie (an activation within `reference.TIE` of a rounding
+    boundary) must match within 1e-4 (measured <= 9e-6 for both formats). A near tie may round the other
+    way in the library's float32 arithmetic and stays in that sequence's KV cache, so such a sequence is
+    held to the same argmax and 0.5 (logits span about +-30; measured 0.27 for the one q4_1 sequence with
+    a tie). Without the activation rounding the reference is 0.25-0.42 away, so 1e-4 tells them apart.
+    """
     params = quantized_reference_params(random_params(tiny_config(), seed=0), fmt)
-    diffs = compare_with_reference(tiny_model_factory(fmt), params)
+    diffs, ties = compare_quantized_with_reference(tiny_model_factory(fmt), params)
+    clean = ties == 0
+    assert clean.sum() >= clean.size // 2, ties  # the check below is not vacuous
+    assert diffs[clean].max() < 1e-4, diffs
+    assert diffs.max() < 0.5, diffs
+
+
+@pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
+def test_float_kernel_matches_reference_on_its_weights(tmp_path, monkeypatch, fmt):
+    """The float-activation kernel (``SPINDLE_QMATMUL=float``, kept for comparison) against the reference
+    on the dequantized weights: float32 accuracy (measured 1.5e-5 / 0.9e-5)."""
+    from spindle.compiler.testing import build_tiny_artifact
+
+    monkeypatch.setenv("SPINDLE_QMATMUL", "float")
+    artifact = build_tiny_artifact(tmp_path / fmt, dtype=fmt, seed=0)
+    params = quantized_reference_params(random_params(tiny_config(), seed=0), fmt)
+    diffs = compare_with_reference(artifact, params)
     assert max(diffs) < 1e-4, diffs
 
 

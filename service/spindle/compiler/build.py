@@ -119,7 +119,9 @@ def compile_library(mod: tvm.IRModule, target: tvm.target.Target, out_path: Path
     if target.kind.name == "cuda":
         _check_cuda_toolchain()
     ex = tvm.compile(mod, target=target, relax_pipeline=_relax_pipeline(target, schedule))
-    ex.export_library(str(out_path))
+    from .kernels import object_file  # pylint: disable=import-outside-toplevel
+
+    ex.export_library(str(out_path), addons=[object_file()])  # the C kernels the int8 matmuls call
 
 
 def write_params(params: Iterable[tuple[str, np.ndarray]], params_dir: Path) -> None:

@@ -21,6 +21,7 @@ in registers, so a decode step streams the quantized bytes, not float32 weights.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -195,6 +196,46 @@ def to_gguf_blocks(fmt: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row int8 quantization of float activations `[..., in]` in groups of 32, as the int8 kernels do.
+
+    Returns `(q, d, s)`: int8 `q[..., in] = rint(x / d)`, float32 `d[..., in/32] = max|x_group| / 127` and
+    `s = d * sum(q_group)`, computed in float32 exactly as `kernels/qmatmul.c` does (bit-identical).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[-1] % BLOCK_SIZE:
+        raise QuantizationError("x", f"last dimension {x.shape[-1]} is not a multiple of {BLOCK_SIZE}")
+    groups = x.reshape(*x.shape[:-1], x.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)
+    amax = np.abs(groups).max(axis=-1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(groups * inv[..., None]), -127, 127).astype(np.int8)
+    s = (d * q.astype(np.int32).sum(axis=-1).astype(np.float32)).astype(np.float32)
+    return q.reshape(x.shape), d, s
+
+
+def int8_matmul_reference(fmt: str, x: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """float64 `x @ W.T` with x quantized by `quantize_activations`: what the int8 kernels compute.
+
+    q4_1: `sum_g dw*dx*dot(code, q) + mw*s`; q8_0: `sum_g dw*dx*dot(w, q)`, dots per group of 32.
+    """
+    _check_format(fmt)
+    out_features, in_features = _check_arrays(fmt, arrays)
+    x = np.asarray(x, dtype=np.float32)
+    lead = x.shape[:-1]
+    q, d, s = quantize_activations(x.reshape(-1, in_features))
+    groups = in_features // BLOCK_SIZE
+    codes = unpack_nibbles(arrays["qweight"]) if fmt == "q4_1" else arrays["qweight"]
+    dots = np.einsum("rgk,ngk->rng", q.reshape(-1, groups, BLOCK_SIZE).astype(np.float64),
+                     codes.reshape(out_features, groups, BLOCK_SIZE).astype(np.float64))
+    dw = arrays["scales"].astype(np.float64)
+    y = np.einsum("rng,ng,rg->rn", dots, dw, d.astype(np.float64))
+    if fmt == "q4_1":
+        y += s.astype(np.float64) @ arrays["mins"].astype(np.float64).T
+    return y.reshape(*lead, out_features)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Compiled side: TE expressions and the nn layer.
 
@@ -248,6 +289,51 @@ def quantized_matmul_te(fmt: str, in_features: int, out_features: int, out_dtype
     return compute
 
 
+KERNELS = ("int8", "float")
+KERNEL_ENV = "SPINDLE_QMATMUL"
+
+
+def resolve_kernel(kernel: str | None = None) -> str:
+    """Which matmul a `QuantizedLinear` emits: `kernel` if given, else `$SPINDLE_QMATMUL`, else by target.
+
+    ``int8`` (the default on CPU targets): activations quantized to int8 per group of 32 and integer dot
+    products with the stored blocks (`kernels/qmatmul.c`, called from a TIR PrimFunc). ``float``: the
+    dequantize-in-registers float kernel (`quantized_matmul_te`, scheduled by `schedules.matmul`); GPU
+    targets always use it. An unset kernel follows the target of the model being exported (`_export_target`).
+    """
+    if kernel is None:
+        kernel = os.environ.get(KERNEL_ENV) or None
+        if kernel is not None and kernel not in KERNELS:
+            raise QuantizationError(KERNEL_ENV, f"expected one of {KERNELS}, got {kernel!r}")
+    target = _export_target()
+    if target is not None and target.kind.name != "llvm":
+        return "float"
+    return kernel or "int8"
+
+
+def _export_target():
+    """The target of the model whose `forward` is being exported, if a caller's `self` carries one.
+
+    `QuantizedLinear` is built without the target (the model factory passes only the format); the
+    enclosing `LlamaForCausalLM` holds it as `.target` and is on the call stack while it is exported.
+    """
+    import inspect  # pylint: disable=import-outside-toplevel
+
+    from tvm.target import Target  # pylint: disable=import-outside-toplevel
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            target = getattr(owner, "target", None) if isinstance(owner, nn.Module) else None
+            if isinstance(target, Target):
+                return target
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
 class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attributes
     """`y = x @ dequantize(W).T (+ bias)` with W held in a GGUF block format (q8_0 or q4_1).
 
@@ -256,11 +342,14 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
     """
 
     def __init__(self, in_features: int, out_features: int, fmt: str, bias: bool = False,
-                 out_dtype: str = "float32"):
+                 out_dtype: str = "float32", kernel: str | None = None):
         super().__init__()
         _check_format(fmt)
         if out_dtype not in ("float32", "float16"):
             raise QuantizationError("out_dtype", f"expected float32 or float16, got {out_dtype!r}")
+        if kernel is not None and kernel not in KERNELS:
+            raise QuantizationError("kernel", f"expected one of {KERNELS}, got {kernel!r}")
+        self.kernel = kernel
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.fmt = fmt
@@ -282,14 +371,35 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
             raise QuantizationError(
                 "x", f"last dimension {x.shape[-1]} does not match in_features {self.in_features}"
             )
-        y = nn.op.tensor_expr_op(
-            quantized_matmul_te(self.fmt, self.in_features, self.out_features, self.out_dtype),
-            f"{self.fmt}_matmul",
-            [x, *self._arrays()],
-        )
+        if resolve_kernel(self.kernel) == "int8":
+            y = self._int8_matmul(x)
+        else:
+            y = nn.op.tensor_expr_op(
+                quantized_matmul_te(self.fmt, self.in_features, self.out_features, self.out_dtype),
+                f"{self.fmt}_matmul",
+                [x, *self._arrays()],
+            )
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _int8_matmul(self, x: nn.Tensor) -> nn.Tensor:
+        """The integer-dot kernel (`kernels.int8_matmul_func`) on x viewed as `[rows, in]`."""
+        from . import kernels  # pylint: disable=import-outside-toplevel
+
+        lead = list(x.shape[:-1])
+        rows = 1
+        for dim in lead:
+            rows = rows * dim
+        flat = nn.op.reshape(x if x.dtype == "float32" else x.astype("float32"), [rows, self.in_features])
+        y = nn.op.tensor_ir_op(
+            kernels.int8_matmul_func(self.fmt, self.in_features, self.out_features),
+            f"{self.fmt}_matmul_int8",
+            [flat, *self._arrays()],
+            nn.Tensor.placeholder([rows, self.out_features], "float32"),
+        )
+        y = nn.op.reshape(y, [*lead, self.out_features])
+        return y if self.out_dtype == "float32" else y.astype(self.out_dtype)
 
     def lookup(self, ids: nn.Tensor, dtype: str = "float32") -> nn.Tensor:
         """Dequantized rows `W[ids]` of shape `[len(ids), in]`: an embedding lookup on a tied weight."""

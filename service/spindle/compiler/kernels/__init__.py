@@ -1,0 +1,153 @@
+"""Hand-written CPU kernels linked into model libraries: integer-dot matmuls by q4_1 / q8_0 weights.
+
+`qmatmul.c` holds the C micro-kernels (AVX-512 VNNI with a portable fallback picked at run time; see the
+comment at its top). `int8_matmul_func` builds the TIR PrimFunc a `QuantizedLinear` calls: it quantizes the
+activation rows to int8 into a scratch buffer, then runs the C tile kernel over column tiles in TVM's
+parallel loop. `object_file` compiles the C source with the compiler TVM links with; `build.py` passes it to
+`export_library(addons=...)` so every model library carries the symbols its kernels call.
+
+`SOURCE_DIGEST` is the SHA-256 of `qmatmul.c`. It lives in this Python file so that the compiler fingerprint
+(a hash of the compiler's `.py` sources, part of every artifact cache key) changes when the C source does;
+`object_file` refuses a source that does not match it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("qmatmul.c")
+SOURCE_DIGEST = "9695c840c7ec7c72317024b19aa9c8c5673e142e72f28359654896f2871434a0"
+BLOCK = 32
+TILE_COLUMNS = 16  # output columns per parallel task
+PARALLEL_QUANTIZE_ROWS = 8  # activation rows from which the quantization runs in parallel
+FORMAT_CODES = {"q8_0": 0, "q4_1": 1}
+
+
+class KernelBuildError(RuntimeError):
+    """The C kernels could not be compiled (no compiler, or a source that does not match its digest)."""
+
+
+def source_digest() -> str:
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+
+
+def compiler() -> str:
+    """The C compiler TVM links libraries with (`tvm.support.cc.get_cc`: $CXX, $CC, g++, gcc, clang...)."""
+    from tvm.support import cc  # pylint: disable=import-outside-toplevel
+
+    path = cc.get_cc()
+    if not path:
+        raise KernelBuildError("no C compiler found (set CC or CXX)")
+    return path
+
+
+def _compile(out: Path, shared: bool) -> Path:
+    if source_digest() != SOURCE_DIGEST:
+        raise KernelBuildError(f"{SOURCE.name} does not match kernels.SOURCE_DIGEST; update the digest to "
+                               f"{source_digest()} so that compiled artifacts are rebuilt")
+    cmd = [compiler(), "-x", "c", "-std=gnu11", "-O3", "-fPIC", "-fno-math-errno", "-Wall",
+           *(["-shared"] if shared else ["-c"]), str(SOURCE), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise KernelBuildError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr}")
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def object_file() -> str:
+    """Path of `qmatmul.c` compiled to a position-independent object (once per process, in a temp dir)."""
+    tmp = Path(tempfile.mkdtemp(prefix="spindle-kernels-"))
+    return str(_compile(tmp / "qmatmul.o", shared=False))
+
+
+def shared_library(out_dir: os.PathLike) -> Path:
+    """`qmatmul.c` as a shared library in `out_dir` (for calling the kernels directly, e.g. with ctypes)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _compile(out_dir / "libspindle_qmatmul.so", shared=True)
+
+
+@functools.lru_cache(maxsize=None)
+def load_into_process() -> str:
+    """Load the kernels as a shared library with global symbols, once per process.
+
+    A library compiled and run in memory (`tvm.compile(...)` then `relax.VirtualMachine`, without
+    `export_library`) resolves the kernels' symbols in the process; exported libraries carry their own copy.
+    """
+    import ctypes  # pylint: disable=import-outside-toplevel
+
+    path = shared_library(tempfile.mkdtemp(prefix="spindle-kernels-"))
+    ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    return str(path)
+
+
+def act_row_bytes(in_features: int) -> int:
+    """Bytes of int8 activation scratch per row (mirrors `spindle_qact_row_bytes` in qmatmul.c)."""
+    return (2 * in_features + 8 * (in_features // BLOCK) + 63) // 64 * 64
+
+
+def int8_matmul_func(fmt: str, in_features: int, out_features: int):
+    """The PrimFunc `(x[rows, K] float32, *weight arrays, y[rows, N] float32)` of the integer-dot kernel."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    load_into_process()
+    k, n, groups = int(in_features), int(out_features), int(in_features) // BLOCK
+    row_bytes, tile, code = act_row_bytes(k), TILE_COLUMNS, FORMAT_CODES[fmt]
+    tiles = (n + tile - 1) // tile
+    par_rows = PARALLEL_QUANTIZE_ROWS
+
+    # pylint: disable=no-member,invalid-name,unused-variable
+    if fmt == "q4_1":
+
+        @T.prim_func(private=True)
+        def func(var_x: T.handle, qweight: T.Buffer((n, k // 8), "uint32"), scales: T.Buffer((n, groups), "float16"),
+                 mins: T.Buffer((n, groups), "float16"), var_y: T.handle):
+            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True})
+            rows = T.int64()
+            x = T.match_buffer(var_x, (rows, k), "float32")
+            y = T.match_buffer(var_y, (rows, n), "float32")
+            act = T.decl_buffer((rows * row_bytes,), "int8")
+            if rows >= par_rows:
+                for r in T.parallel(rows):
+                    T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
+                                             T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
+            else:
+                for r in range(rows):
+                    T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
+                                             T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
+            for t in T.parallel(T.int64(tiles)):
+                T.evaluate(T.call_extern(
+                    "int32", "spindle_qmm_q4_1", T.tvm_access_ptr(T.type_annotation("int8"), act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
+                    T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.address_of(mins[0, 0]), T.int64(k),
+                    t * tile, T.min(t * tile + tile, T.int64(n)), T.address_of(y[0, 0]), T.int64(n)))
+
+        return func
+
+    @T.prim_func(private=True)
+    def func(var_x: T.handle, qweight: T.Buffer((n, k), "int8"), scales: T.Buffer((n, groups), "float16"),
+             var_y: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True})
+        rows = T.int64()
+        x = T.match_buffer(var_x, (rows, k), "float32")
+        y = T.match_buffer(var_y, (rows, n), "float32")
+        act = T.decl_buffer((rows * row_bytes,), "int8")
+        if rows >= par_rows:
+            for r in T.parallel(rows):
+                T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
+                                         T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
+        else:
+            for r in range(rows):
+                T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
+                                         T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
+        for t in T.parallel(T.int64(tiles)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_qmm_q8_0", T.tvm_access_ptr(T.type_annotation("int8"), act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
+                T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.int64(k),
+                t * tile, T.min(t * tile + tile, T.int64(n)), T.address_of(y[0, 0]), T.int64(n)))
+
+    return func

@@ -1,0 +1,315 @@
+/* Integer-dot kernels for matmuls by GGUF block-quantized weights (q4_1, q8_0) on the CPU.
+ *
+ * Activations are quantized per row to int8 in groups of 32 (spindle_qact_quantize), once per matmul
+ * call; the weights stay the stored GGUF blocks (spindle/compiler/quantization.py, device layout). A
+ * tile kernel (spindle_qmm_q4_1 / spindle_qmm_q8_0) computes y[r, n] for all rows r and one range of
+ * output columns n, rows blocked by 4 so that each weight chunk is decoded once per 4 rows:
+ *
+ *   q4_1: y = sum_g dw[g] * dx[g] * dot(code_w, q_x)[g] + sum_g mw[g] * sx[g]
+ *   q8_0: y = sum_g dw[g] * dx[g] * dot(w, q_x)[g]
+ *
+ * where dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] * sum(q_x)[g]. The dots are exact
+ * integer sums; the float part is one multiply-add per group. Two implementations, picked at run time:
+ * AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32) and portable C. SPINDLE_QKERNEL=scalar forces the portable one.
+ *
+ * Activation scratch layout, one row of spindle_qact_row_bytes(K) bytes per activation row:
+ *   [0, K)             int8 q_x; q4_1 stores each chunk of 128 weights (the last may be shorter, w wide)
+ *                      as its w/2 even-indexed values, then its w/2 odd-indexed ones, matching the low and
+ *                      high nibbles of the packed weight bytes; q8_0 stores them in order
+ *   [K, K + 4G)        float dx[G]
+ *   [K + 4G, K + 8G)   float sx[G]
+ *   [K + 8G, 2K + 8G)  int32 corr[K / 4] (q8_0): -128 * (sum of the 4 q_x of each 4-byte lane), so that
+ *                      vpdpbusd on the unsigned weights w + 128 sums to the signed dot exactly
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SPINDLE_X86 1
+#include <immintrin.h>
+#endif
+
+#define QK 32
+
+int64_t spindle_qact_row_bytes(int64_t K) {
+  int64_t bytes = 2 * K + 8 * (K / QK);
+  return (bytes + 63) / 64 * 64;
+}
+
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else { /* subnormal: normalise */
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) {
+        man <<= 1;
+        exp--;
+      }
+      bits = sign | (exp << 23) | ((man & 0x3FF) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7F800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Activation quantization (shared by both implementations, so they see identical q_x). */
+
+/* fmt: 0 = q8_0 order (and corr), 1 = q4_1 order (evens / odds per chunk of 128). */
+int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fmt) {
+  const int64_t G = K / QK;
+  float *dx = (float *)(dst + K), *sx = dx + G;
+  int32_t *corr = (int32_t *)(dst + K + 8 * G);
+  for (int64_t g = 0; g < G; g++) {
+    const float *xg = x + g * QK;
+    float amax = 0.0f;
+    for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(xg[i]));
+    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int8_t q[QK];
+    int32_t sum = 0;
+    for (int i = 0; i < QK; i++) {
+      float v = rintf(xg[i] * id);
+      v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+      q[i] = (int8_t)v;
+      sum += q[i];
+    }
+    dx[g] = d;
+    sx[g] = d * (float)sum;
+    const int64_t k0 = g * QK;
+    if (fmt == 1) {
+      const int64_t c0 = k0 / 128 * 128, w = K - c0 < 128 ? K - c0 : 128;
+      for (int i = 0; i < QK; i++) {
+        const int64_t kl = k0 - c0 + i;
+        dst[c0 + (kl & 1) * (w / 2) + kl / 2] = q[i];
+      }
+    } else {
+      memcpy(dst + k0, q, QK);
+      for (int i = 0; i < QK / 4; i++)
+        corr[k0 / 4 + i] = -128 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Portable implementation. */
+
+static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
+                        const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1, float *y,
+                        int64_t ystride) {
+  const int64_t G = K / QK;
+  for (int64_t r = 0; r < rows; r++) {
+    const int8_t *q = act + r * astride;
+    const float *dx = (const float *)(q + K), *sx = dx + G;
+    for (int64_t n = n0; n < n1; n++) {
+      const uint8_t *w = qw + n * (K / 2);
+      float acc = 0.0f, macc = 0.0f;
+      for (int64_t g = 0; g < G; g++) {
+        const int64_t k0 = g * QK, c0 = k0 / 128 * 128, half = (K - c0 < 128 ? K - c0 : 128) / 2;
+        int32_t isum = 0;
+        for (int64_t b = k0 / 2; b < k0 / 2 + QK / 2; b++) { /* byte b: weight 2b low, 2b + 1 high */
+          const int64_t pos = c0 + (b - c0 / 2);
+          isum += (int32_t)(w[b] & 0x0F) * q[pos] + (int32_t)(w[b] >> 4) * q[pos + half];
+        }
+        acc += half_to_float(sc[n * G + g]) * dx[g] * (float)isum;
+        macc += half_to_float(mn[n * G + g]) * sx[g];
+      }
+      y[r * ystride + n] = acc + macc;
+    }
+  }
+}
+
+static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, const uint16_t *sc,
+                        int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
+  const int64_t G = K / QK;
+  for (int64_t r = 0; r < rows; r++) {
+    const int8_t *q = act + r * astride;
+    const float *dx = (const float *)(q + K);
+    for (int64_t n = n0; n < n1; n++) {
+      const int8_t *w = qw + n * K;
+      float acc = 0.0f;
+      for (int64_t g = 0; g < G; g++) {
+        int32_t isum = 0;
+        for (int64_t k = g * QK; k < (g + 1) * QK; k++) isum += (int32_t)w[k] * q[k];
+        acc += half_to_float(sc[n * G + g]) * dx[g] * (float)isum;
+      }
+      y[r * ystride + n] = acc;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * AVX-512 VNNI implementation. */
+
+#ifdef SPINDLE_X86
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+#define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
+
+/* One output column for NR (1..4) activation rows. */
+AVX512_INLINE void q4_1_col(const int8_t *act, int64_t astride, int NR, const uint8_t *w, const uint16_t *s,
+                            const uint16_t *m, int64_t K, float *y, int64_t ystride) {
+  const int64_t G = K / QK;
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+  __m512 acc[4], macc[4];
+  for (int j = 0; j < NR; j++) acc[j] = macc[j] = _mm512_setzero_ps();
+  for (int64_t g16 = 0; g16 < G; g16 += 16) {
+    const int64_t gm = G - g16 < 16 ? G - g16 : 16;
+    const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + g16));
+    const __m512 mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, m + g16));
+    __m512 scale[4];
+    for (int j = 0; j < NR; j++) {
+      const float *dx = (const float *)(act + j * astride + K);
+      scale[j] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
+      macc[j] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(gmask, dx + G + g16), macc[j]);
+    }
+    for (int c = 0; c < 4; c++) {
+      const int64_t k0 = g16 * QK + 128 * c;
+      if (k0 >= K) break;
+      const int64_t half = (K - k0 < 128 ? K - k0 : 128) / 2;
+      const __mmask64 bmask = half == 64 ? ~(__mmask64)0 : (((__mmask64)1 << half) - 1);
+      const __m512i bytes = _mm512_maskz_loadu_epi8(bmask, w + k0 / 2);
+      const __m512i lo = _mm512_and_si512(bytes, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
+      const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(4 * c));
+      for (int j = 0; j < NR; j++) {
+        const int8_t *q = act + j * astride + k0;
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_maskz_loadu_epi8(bmask, q));
+        dot = _mm512_dpbusd_epi32(dot, hi, _mm512_maskz_loadu_epi8(bmask, q + half));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j]), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < NR; j++) y[j * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j], macc[j]));
+}
+
+AVX512_INLINE void q8_0_col(const int8_t *act, int64_t astride, int NR, const int8_t *w, const uint16_t *s,
+                            int64_t K, float *y, int64_t ystride) {
+  const int64_t G = K / QK;
+  const __m512i bias = _mm512_set1_epi8((char)0x80);
+  const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 3);
+  __m512 acc[4];
+  for (int j = 0; j < NR; j++) acc[j] = _mm512_setzero_ps();
+  for (int64_t g16 = 0; g16 < G; g16 += 16) {
+    const int64_t gm = G - g16 < 16 ? G - g16 : 16;
+    const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + g16));
+    __m512 scale[4];
+    for (int j = 0; j < NR; j++)
+      scale[j] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, (const float *)(act + j * astride + K) + g16));
+    for (int c = 0; c < 8; c++) {
+      const int64_t k0 = g16 * QK + 64 * c;
+      if (k0 >= K) break;
+      const int64_t width = K - k0 < 64 ? K - k0 : 64;
+      const __mmask64 bmask = width == 64 ? ~(__mmask64)0 : (((__mmask64)1 << width) - 1);
+      const __mmask16 lmask = (__mmask16)(width == 64 ? 0xFFFF : ((1u << (width / 4)) - 1));
+      const __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bmask, w + k0), bias);
+      const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(2 * c));
+      for (int j = 0; j < NR; j++) {
+        const int8_t *q = act + j * astride;
+        const int32_t *corr = (const int32_t *)(q + K + 8 * G) + k0 / 4;
+        __m512i dot = _mm512_maskz_loadu_epi32(lmask, corr);
+        dot = _mm512_dpbusd_epi32(dot, wu, _mm512_maskz_loadu_epi8(bmask, q + k0));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j]), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < NR; j++) y[j * ystride] = _mm512_reduce_add_ps(acc[j]);
+}
+
+#define ROW_BLOCKS(COL_CALL)                                                                    \
+  for (int64_t r0 = 0; r0 < rows; r0 += 4) {                                                    \
+    const int64_t nr = rows - r0 < 4 ? rows - r0 : 4;                                           \
+    const int8_t *a = act + r0 * astride;                                                       \
+    float *yr = y + r0 * ystride;                                                               \
+    for (int64_t n = n0; n < n1; n++) {                                                         \
+      switch (nr) {                                                                             \
+        case 1: COL_CALL(1); break;                                                             \
+        case 2: COL_CALL(2); break;                                                             \
+        case 3: COL_CALL(3); break;                                                             \
+        default: COL_CALL(4); break;                                                            \
+      }                                                                                         \
+    }                                                                                           \
+  }
+
+AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
+                               const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1,
+                               float *y, int64_t ystride) {
+  const int64_t G = K / QK;
+#define Q4_1_COL(NR) q4_1_col(a, astride, NR, qw + n * (K / 2), sc + n * G, mn + n * G, K, yr + n, ystride)
+  ROW_BLOCKS(Q4_1_COL)
+#undef Q4_1_COL
+}
+
+AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw,
+                               const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
+  const int64_t G = K / QK;
+#define Q8_0_COL(NR) q8_0_col(a, astride, NR, qw + n * K, sc + n * G, K, yr + n, ystride)
+  ROW_BLOCKS(Q8_0_COL)
+#undef Q8_0_COL
+}
+#endif /* SPINDLE_X86 */
+
+/* ---------------------------------------------------------------------------------------------------
+ * Run-time dispatch. */
+
+enum { ISA_UNKNOWN = -1, ISA_SCALAR = 0, ISA_AVX512_VNNI = 1 };
+static volatile int spindle_isa = ISA_UNKNOWN;
+
+/* The implementation the tile kernels use: 0 = portable C, 1 = AVX-512 VNNI. */
+int32_t spindle_qkernel_isa(void) {
+  int isa = spindle_isa;
+  if (isa != ISA_UNKNOWN) return isa;
+  isa = ISA_SCALAR;
+  const char *force = getenv("SPINDLE_QKERNEL");
+#ifdef SPINDLE_X86
+  if (!(force && strcmp(force, "scalar") == 0)) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni"))
+      isa = ISA_AVX512_VNNI;
+  }
+#else
+  (void)force;
+#endif
+  spindle_isa = isa;
+  return isa;
+}
+
+/* y[r, n] for r < rows, n0 <= n < n1; act rows are astride bytes apart, y rows ystride floats apart. */
+int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const uint32_t *qweight,
+                         const uint16_t *scales, const uint16_t *mins, int64_t K, int64_t n0, int64_t n1,
+                         float *y, int64_t ystride) {
+  const uint8_t *qw = (const uint8_t *)qweight;
+#ifdef SPINDLE_X86
+  if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
+    q4_1_avx512(act, astride, rows, qw, scales, mins, K, n0, n1, y, ystride);
+    return 0;
+  }
+#endif
+  q4_1_scalar(act, astride, rows, qw, scales, mins, K, n0, n1, y, ystride);
+  return 0;
+}
+
+int32_t spindle_qmm_q8_0(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qweight,
+                         const uint16_t *scales, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
+#ifdef SPINDLE_X86
+  if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
+    q8_0_avx512(act, astride, rows, qweight, scales, K, n0, n1, y, ystride);
+    return 0;
+  }
+#endif
+  q8_0_scalar(act, astride, rows, qweight, scales, K, n0, n1, y, ystride);
+  return 0;
+}

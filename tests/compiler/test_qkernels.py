@@ -1,0 +1,211 @@
+"""The integer-dot q4_1 / q8_0 matmul kernels (spindle/compiler/kernels) against numpy references.
+
+The reference (`quantization.int8_matmul_reference`) quantizes the activations exactly as the kernels do
+(bit-identical int8 values and float32 scales: checked directly below) and sums in float64, so the only
+difference left is the kernels' float32 accumulation: tolerance 1e-5 of the largest output (measured
+~1e-7 to 4e-7).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+import tvm
+
+from spindle.compiler import kernels
+from spindle.compiler import quantization as Q
+from spindle.compiler.build import make_target
+
+ROWS = (1, 2, 3, 4, 5, 8, 17)
+# (K, N): K a multiple of 32 (tails of 32/64/96 after chunks of 128 weights), N not a multiple of the tile.
+SHAPES = ((768, 100), (2048, 72), (576, 1537), (1536, 50), (96, 20))
+RTOL = 1e-5
+
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(_PTR)
+
+
+def _load(path, scalar: bool):
+    """Loads a copy of the kernels (its own dispatch state); `scalar` forces the portable implementation."""
+    old = os.environ.get("SPINDLE_QKERNEL")
+    os.environ["SPINDLE_QKERNEL"] = "scalar" if scalar else "auto"
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.spindle_qkernel_isa.restype = ctypes.c_int32
+        isa = lib.spindle_qkernel_isa()  # the choice is made (and fixed) at the first call
+    finally:
+        if old is None:
+            del os.environ["SPINDLE_QKERNEL"]
+        else:
+            os.environ["SPINDLE_QKERNEL"] = old
+    return lib, isa
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    fast, fast_isa = _load(kernels.shared_library(tmp_path_factory.mktemp("qk-auto")), scalar=False)
+    scalar, scalar_isa = _load(kernels.shared_library(tmp_path_factory.mktemp("qk-scalar")), scalar=True)
+    assert scalar_isa == 0
+    return {"auto": fast, "scalar": scalar, "auto_isa": fast_isa}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """fmt, K, N -> the PrimFunc `int8_matmul_func` built and exported with the kernels linked in."""
+    target, cache, root = make_target("llvm"), {}, tmp_path_factory.mktemp("qk-tir")
+
+    def get(fmt: str, k: int, n: int):
+        if (fmt, k, n) not in cache:
+            func = kernels.int8_matmul_func(fmt, k, n).with_attr("global_symbol", "main")
+            lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
+            path = root / f"{fmt}_{k}_{n}.so"
+            lib.export_library(str(path), addons=[kernels.object_file()])
+            cache[fmt, k, n] = tvm.runtime.load_module(str(path))["main"]
+        return cache[fmt, k, n]
+
+    return get
+
+
+def _weights(fmt: str, k: int, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return Q.quantize(fmt, (rng.standard_normal((n, k)) * rng.uniform(0.1, 2.0, (n, 1))).astype(np.float32))
+
+
+def _activations(rows: int, k: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, k)).astype(np.float32) * rng.uniform(0.01, 10.0, (rows, 1)).astype(np.float32)
+    x[0, :32] = 0.0  # an all-zero group: scale 0
+    return x
+
+
+def _names(fmt: str) -> list[str]:
+    return ["qweight", "scales", "mins"] if fmt == "q4_1" else ["qweight", "scales"]
+
+
+def _rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+@pytest.mark.parametrize("k,n", SHAPES)
+def test_compiled_kernel_matches_reference(compiled, fmt, k, n):
+    fn, arrays = compiled(fmt, k, n), _weights(fmt, k, n)
+    weights = [tvm.runtime.tensor(arrays[a]) for a in _names(fmt)]
+    for rows in ROWS:
+        x = _activations(rows, k)
+        y = tvm.runtime.empty((rows, n), "float32")
+        fn(tvm.runtime.tensor(x), *weights, y)
+        want = Q.int8_matmul_reference(fmt, x, arrays)
+        assert _rel(y.numpy(), want) < RTOL, (rows, _rel(y.numpy(), want))
+        # and the rounding of the activations is the only approximation: near the float matmul
+        exact = x.astype(np.float64) @ Q.dequantize(fmt, arrays).T.astype(np.float64)
+        assert _rel(y.numpy(), exact) < 0.02
+
+
+def _act_scratch(lib, x: np.ndarray, fmt: str) -> np.ndarray:
+    rows, k = x.shape
+    stride = kernels.act_row_bytes(k)
+    scratch = np.zeros((rows, stride), np.int8)
+    for r in range(rows):
+        row = np.ascontiguousarray(x[r])
+        lib.spindle_qact_quantize(_ptr(row), _I64(k), _ptr(scratch[r]), ctypes.c_int32(kernels.FORMAT_CODES[fmt]))
+    return scratch
+
+
+@pytest.mark.parametrize("k", [96, 576, 768])
+def test_activation_quantization_is_bit_identical(libs, k):
+    x = _activations(5, k)
+    q, d, s = Q.quantize_activations(x)
+    groups = k // 32
+    for fmt in Q.FORMATS:
+        scratch = _act_scratch(libs["auto"], x, fmt)
+        got_q = scratch[:, :k]
+        if fmt == "q4_1":  # chunks of 128 (the last shorter) stored as evens then odds
+            expect = np.empty_like(q)
+            for c0 in range(0, k, 128):
+                w = min(128, k - c0)
+                expect[:, c0:c0 + w // 2] = q[:, c0:c0 + w:2]
+                expect[:, c0 + w // 2:c0 + w] = q[:, c0 + 1:c0 + w:2]
+        else:
+            expect = q
+        np.testing.assert_array_equal(got_q, expect)
+        floats = scratch[:, k:k + 8 * groups].copy().view(np.float32)
+        np.testing.assert_array_equal(floats[:, :groups], d)
+        np.testing.assert_array_equal(floats[:, groups:], s)
+        if fmt == "q8_0":
+            corr = scratch[:, k + 8 * groups:2 * k + 8 * groups].copy().view(np.int32)
+            np.testing.assert_array_equal(corr, -128 * q.reshape(5, -1, 4).astype(np.int32).sum(-1))
+
+
+def _tile(lib, fmt: str, scratch: np.ndarray, arrays, k: int, n: int, n0: int, n1: int) -> np.ndarray:
+    rows = scratch.shape[0]
+    y = np.full((rows, n), np.nan, np.float32)
+    ptrs = [_ptr(arrays[a]) for a in _names(fmt)]
+    fn = lib.spindle_qmm_q4_1 if fmt == "q4_1" else lib.spindle_qmm_q8_0
+    fn(_ptr(scratch), _I64(scratch.shape[1]), _I64(rows), *ptrs, _I64(k), _I64(n0), _I64(n1), _ptr(y), _I64(n))
+    return y
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+@pytest.mark.parametrize("k,n", [(768, 40), (2048, 19), (576, 33), (1536, 21)])
+def test_scalar_and_vector_paths_agree(libs, fmt, k, n):
+    """SPINDLE_QKERNEL=scalar (the portable C) gives the vector path's results, and a column range
+    [n0, n1) writes exactly those columns."""
+    arrays = _weights(fmt, k, n, seed=3)
+    for rows in ROWS:
+        x = _activations(rows, k, seed=rows)
+        want = Q.int8_matmul_reference(fmt, x, arrays)
+        scratch = _act_scratch(libs["auto"], x, fmt)
+        fast = _tile(libs["auto"], fmt, scratch, arrays, k, n, 0, n)
+        slow = _tile(libs["scalar"], fmt, scratch, arrays, k, n, 0, n)
+        assert _rel(fast, want) < RTOL and _rel(slow, want) < RTOL
+        assert _rel(slow, fast) < RTOL
+        part = _tile(libs["auto"], fmt, scratch, arrays, k, n, 5, 13)
+        assert np.isnan(part[:, :5]).all() and np.isnan(part[:, 13:]).all()
+        np.testing.assert_array_equal(part[:, 5:13], fast[:, 5:13])
+
+
+def test_vector_path_is_used_where_supported(libs):
+    flags = open("/proc/cpuinfo", encoding="utf-8").read() if os.path.exists("/proc/cpuinfo") else ""
+    if "avx512_vnni" in flags and "avx512bw" in flags and "avx512vl" in flags:
+        assert libs["auto_isa"] == 1
+    else:
+        assert libs["auto_isa"] == 0
+
+
+def test_source_digest_is_current():
+    """The C source is covered by the compiler fingerprint through `SOURCE_DIGEST` (a .py constant)."""
+    assert kernels.SOURCE_DIGEST == kernels.source_digest()
+
+
+def test_kernel_choice_errors(monkeypatch):
+    with pytest.raises(Q.QuantizationError, match="kernel"):
+        Q.QuantizedLinear(64, 64, "q4_1", kernel="fast")
+    monkeypatch.setenv("SPINDLE_QMATMUL", "fast")
+    with pytest.raises(Q.QuantizationError, match="SPINDLE_QMATMUL"):
+        Q.resolve_kernel()
+    monkeypatch.setenv("SPINDLE_QMATMUL", "float")
+    assert Q.resolve_kernel() == "float" and Q.resolve_kernel("int8") == "int8"
+    monkeypatch.delenv("SPINDLE_QMATMUL")
+    assert Q.resolve_kernel() == "int8"
+
+
+def test_gpu_models_keep_the_float_kernel():
+    """A model exported for a GPU target gets the float kernel (the C kernels run on the host only)."""
+    from tvm.relax.frontend import nn
+
+    class Holder(nn.Module):
+        def __init__(self, target):
+            self.target = tvm.target.Target(target)
+
+        def choose(self):
+            return Q.resolve_kernel()
+
+    assert Holder("cuda").choose() == "float"
+    assert Holder("llvm").choose() == "int8"
