@@ -130,19 +130,6 @@ def test_untied_head_and_qkv_bias(tiny_model_factory):
     assert max(diffs) < 1e-4, diffs
 
 
-def test_llama3_rope_scaling(tiny_model_factory):
-    """Llama 3.1 RoPE scaling (the three frequency bands) against the transformers formula.
-
-    Built without the CPU schedule rules: this checks the model's RoPE configuration on its own (the
-    schedule rules' handling of the scaled RoPE kernel is the schedules' own test)."""
-    dims = {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                             "original_max_position_embeddings": 64}, "rope_theta": 500000.0}
-    prompts = [list(range(3, 90)), [8, 99]]
-    artifact = tiny_model_factory("float32", schedule=False, **dims)
-    diffs = compare_with_reference(artifact, random_params(tiny_config(**dims), seed=0), decode_steps=3, prompts=prompts)
-    assert max(diffs) < 1e-4, diffs
-
-
 def test_prefill_in_chunks_continues_a_sequence(tiny_model_dir):
     """A second prefill on the same sequence attends to the first (the engine's chunked prefill)."""
     runner = ModelRunner(tiny_model_dir)

@@ -18,7 +18,10 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
+from .attention import CPUPagedKVCache
+
 MODEL_TYPES = ("llama", "qwen2", "mistral")
+ROPE_SCALING_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
 
 
 @dataclasses.dataclass
@@ -36,6 +39,7 @@ class ModelConfig:
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None
+    sliding_window: int = 0  # Mistral: attend to at most this many positions (0: full attention)
     tie_word_embeddings: bool = True
     attention_bias: bool = False
     context_window_size: int = 512
@@ -67,6 +71,37 @@ class ModelConfig:
             raise ValueError(f"rms_norm_eps: expected > 0, got {self.rms_norm_eps}")
         if self.rope_theta <= 0:
             raise ValueError(f"rope_theta: expected > 0, got {self.rope_theta}")
+        if self.sliding_window is None:
+            self.sliding_window = 0
+        if not isinstance(self.sliding_window, int) or isinstance(self.sliding_window, bool) or self.sliding_window < 0:
+            raise ValueError(f"sliding_window: expected a non-negative integer, got {self.sliding_window!r}")
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
+            if kind not in ROPE_SCALING_TYPES:
+                raise ValueError(f"rope_scaling: unsupported rope_type {kind!r} "
+                                 f"(supported: {', '.join(ROPE_SCALING_TYPES)})")
+            if kind == "linear":
+                factor = self.rope_scaling.get("factor")
+                if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+                    raise ValueError(f"rope_scaling: linear scaling needs a positive factor, got {factor!r}")
+
+    @property
+    def effective_sliding_window(self) -> int:
+        """The window the attention applies: 0 when there is none or it covers the whole context."""
+        w = self.sliding_window
+        return w if 0 < w < self.context_window_size else 0
+
+    def rope_parameters(self) -> tuple[float, dict[str, Any]]:
+        """``(position scale, scaling dict)`` for TVM's RoPE kernels. Linear scaling (positions divided
+        by ``factor``) is the kernels' position scale; the other types are passed on as they are."""
+        sc = dict(self.rope_scaling or {})
+        if "type" in sc and "rope_type" not in sc:
+            sc["rope_type"] = sc.pop("type")
+        if sc.get("rope_type") == "linear":
+            return 1.0 / float(sc["factor"]), {}
+        if sc.get("rope_type") == "default":
+            return 1, {}
+        return 1, sc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -182,7 +217,23 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
     def create_paged_kv_cache(self, max_batch_size: tirx.Var, max_total_seq_len: tirx.Var,
                               prefill_chunk_size: tirx.Var, page_size: tirx.Var,
                               support_sliding_window: tirx.Var) -> PagedKVCache:
+        """The paged KV cache. On the CPU it runs Spindle's attention kernels (``attention.py``), which
+        also apply Mistral's sliding window; ``support_sliding_window`` (TVM's own window mode, which
+        the engine leaves off) is accepted for the calling convention and not used there."""
         cfg = self.cfg
+        rope_scale, rope_scaling = cfg.rope_parameters()
+        if self.target.kind.name == "llvm":
+            return CPUPagedKVCache(
+                max_batch_size=max_batch_size, max_total_seq_len=max_total_seq_len,
+                prefill_chunk_size=prefill_chunk_size, page_size=page_size,
+                num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, rope_theta=cfg.rope_theta,
+                rope_scale=rope_scale, rope_scaling=rope_scaling, dtype=self.dtype, target=self.target,
+                sliding_window=cfg.effective_sliding_window)
+        if cfg.effective_sliding_window:
+            raise ValueError(f"sliding_window: a window of {cfg.sliding_window} below the context window "
+                             f"({cfg.context_window_size}) is applied on the llvm target only; compile for llvm "
+                             f"or cap --context-window-size at {cfg.sliding_window}")
         return TIRPagedKVCache(
             attn_kind="mha",
             max_batch_size=max_batch_size,
@@ -199,9 +250,9 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
             mla_original_qk_head_dim=0,
             mla_original_v_head_dim=0,
             rope_mode=RopeMode.NORMAL,
-            rope_scale=1,
+            rope_scale=rope_scale,
             rope_theta=cfg.rope_theta,
-            rope_scaling=dict(cfg.rope_scaling or {}),
+            rope_scaling=rope_scaling,
             rope_ext_factors=rx.prim_value(0),
             rotary_dim=cfg.head_dim,
             enable_disaggregation=False,

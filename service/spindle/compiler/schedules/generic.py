@@ -58,6 +58,28 @@ class _SafeRule(ScheduleRule):
         raise NotImplementedError
 
 
+def _has_let(func: tirx.PrimFunc) -> bool:
+    """Whether the kernel binds values with `T.Let` expressions (e.g. the scaled RoPE frequencies)."""
+    return "T.Let(" in func.script()
+
+
+def _schedule_rows(sch: s_tir.Schedule, block) -> None:
+    """Parallel over the fused outer loops, the innermost loop kept whole and vectorised in lanes.
+
+    Used for kernels with let-bound values: fusing the innermost loop into the others turns its index into
+    div/mod expressions that the common-subexpression pass hoists above the let binding they depend on
+    ("variable used before definition" when lowering)."""
+    loops = sch.get_loops(block)
+    if len(loops) > 1:
+        outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+        sch.parallel(outer)
+    inner = loops[-1]
+    extent = sch.get(inner).extent
+    if isinstance(extent, tirx.IntImm) and int(extent) % LANES == 0:
+        _, lane = sch.split(inner, [None, LANES])
+        sch.vectorize(lane)
+
+
 class Elementwise(_SafeRule):
     """Injective kernels: fuse the chain into one loop nest, parallel chunks, vector lanes inside."""
 
@@ -66,8 +88,9 @@ class Elementwise(_SafeRule):
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         if not blocks or not all(_is_spatial(sch, b) for b in blocks):
             return None
+        schedule = _schedule_rows if _has_let(func) else schedule_elementwise
         for block in _inline_spatial(sch):
-            schedule_elementwise(sch, block)
+            schedule(sch, block)
         return sch
 
 
