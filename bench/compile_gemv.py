@@ -1,13 +1,17 @@
-"""Batch-1 quantized matmul (GEMV) speed inside a real Relax-built library, against the read bandwidth.
+"""Quantized matmul speed inside a real Relax-built library, float against int8 kernels, vs the bandwidth.
 
-Each shape is one `QuantizedLinear` compiled with Spindle's CPU pipeline and called with one row, cycling
-over several copies of the weights so that every call streams them from memory (as a decode step does).
-Prints medians of weights/s and of weight bytes/s, and the ratio to the streaming read bandwidth measured
-in the same run (1.00 = at the bandwidth).
+Each case is one `QuantizedLinear` compiled with Spindle's CPU pipeline, once with the float kernel
+(weights dequantized in registers, float32 activations) and once with the int8 kernel (activations
+quantized to int8 per group of 32, integer dot products), called with `rows` rows (1: batch-1 decode,
+8: a batch-8 decode step), cycling over several copies of the weights so that every call streams them from
+memory (as a decode step does). All cases and the streaming read bandwidth are timed in alternating
+rounds, so that every case sees the same machine load. Prints medians of weights/s, weight bytes/s, the
+ratio to the bandwidth (1.00 = at the bandwidth) and int8 / float per shape.
 
 Usage:
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/compile_gemv.py [--dtypes q8_0,q4_1]
-      [--shapes 768x2048,2048x768,768x32000] [--copies 6] [--rounds 9]
+      [--shapes 768x2048,2048x768,768x32000,576x1536,1536x576,576x49152] [--rows 1,8]
+      [--kernels float,int8] [--copies 6] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -35,16 +39,16 @@ from spindle.compiler.schedules import cpu_pipeline  # noqa: E402
 
 
 class _Gemv(nn.Module):
-    def __init__(self, k: int, n: int, fmt: str):
+    def __init__(self, k: int, n: int, fmt: str, kernel: str):
         super().__init__()
-        self.linear = Q.QuantizedLinear(k, n, fmt)
+        self.linear = Q.QuantizedLinear(k, n, fmt, kernel=kernel)
 
     def forward(self, x: nn.Tensor):  # pylint: disable=arguments-differ
         return self.linear(x)
 
 
-def build(fmt: str, k: int, n: int, target):
-    model = _Gemv(k, n, fmt)
+def build(fmt: str, k: int, n: int, kernel: str, target):
+    model = _Gemv(k, n, fmt, kernel)
     spec = {"forward": {"x": nn.spec.Tensor(["rows", 1, k], "float32"),
                         "$": {"param_mode": "packed", "effect_mode": "none"}}}
     mod, _ = model.export_tvm(spec=spec)
@@ -52,15 +56,25 @@ def build(fmt: str, k: int, n: int, target):
     return relax.VirtualMachine(ex, tvm.cpu())["forward"]
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> None:  # pylint: disable=too-many-locals
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default="q8_0,q4_1")
-    parser.add_argument("--shapes", default="768x2048,2048x768,768x32000", help="KxN (in x out) list")
+    parser.add_argument("--shapes", default="768x2048,2048x768,768x32000,576x1536,1536x576,576x49152",
+                        help="KxN (in x out) list")
+    parser.add_argument("--rows", default="1,8", help="activation rows per call")
+    parser.add_argument("--kernels", default="float,int8")
     parser.add_argument("--copies", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     target = make_target("llvm")
     rng = np.random.default_rng(0)
+    kernels = args.kernels.split(",")
+    if any(kernel not in Q.KERNELS for kernel in kernels):
+        parser.error(f"--kernels: expected names from {Q.KERNELS}, got {args.kernels!r}")
+    try:
+        row_counts = [int(r) for r in args.rows.split(",")]
+    except ValueError:
+        parser.error(f"--rows: expected a list of integers, got {args.rows!r}")
     cases = []
     for fmt in args.dtypes.split(","):
         if fmt not in Q.FORMATS:
@@ -73,17 +87,21 @@ def main(argv=None) -> None:
             arrays = Q.quantize(fmt, rng.standard_normal((n, k)).astype(np.float32))
             names = [a for a in ("qweight", "scales", "mins") if a in arrays]
             copies = [[tvm.runtime.tensor(arrays[a]) for a in names] for _ in range(args.copies)]
-            x = rng.standard_normal((1, 1, k)).astype(np.float32)
-            fn = build(fmt, k, n, target)
-            got = fn(tvm.runtime.tensor(x), copies[0]).numpy()
-            want = x @ Q.dequantize(fmt, arrays).T
-            err = float(np.abs(got - want).max() / np.abs(want).max())
             nbytes = sum(arrays[a].nbytes for a in names)
-            cases.append({"fmt": fmt, "k": k, "n": n, "fn": fn, "copies": copies, "x": tvm.runtime.tensor(x),
-                          "err": err, "bytes": nbytes, "times": []})
-    bandwidth = []
+            for kernel in kernels:
+                fn = build(fmt, k, n, kernel, target)
+                for rows in row_counts:
+                    x = rng.standard_normal((rows, 1, k)).astype(np.float32)
+                    got = fn(tvm.runtime.tensor(x), copies[0]).numpy()
+                    want = x @ Q.dequantize(fmt, arrays).T
+                    err = float(np.abs(got - want).max() / np.abs(want).max())
+                    cases.append({"fmt": fmt, "k": k, "n": n, "kernel": kernel, "rows": rows, "fn": fn,
+                                  "copies": copies, "x": tvm.runtime.tensor(x), "err": err, "bytes": nbytes,
+                                  "times": []})
+    bandwidth, loads = [], []
     for _ in range(args.rounds):  # interleaved, so that every case sees the same machine load
         bandwidth.append(stream_read_bandwidth(target, size_mb=256, repeats=3))
+        loads.append(os.getloadavg()[0])
         for case in cases:
             calls = 4 * args.copies
             t = time.perf_counter()
@@ -92,13 +110,19 @@ def main(argv=None) -> None:
             case["times"].append((time.perf_counter() - t) / calls)
     bw = float(np.median(bandwidth))
     print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} mcpu={target.attrs.get('mcpu')} "
-          f"read bandwidth {bw / 1e9:.1f} GB/s (median of {args.rounds})")
-    print("| format | K x N | us / call | G weights/s | GB/s read | / bandwidth | max rel. error |")
-    print("|" + "---|" * 7)
+          f"read bandwidth {bw / 1e9:.1f} GB/s (median of {args.rounds}), load average "
+          f"{min(loads):.1f}-{max(loads):.1f}")
+    print("| format | K x N | rows | kernel | us / call | G weights/s | GB/s read | / bandwidth | vs float "
+          "| max rel. error vs float x @ W.T |")
+    print("|" + "---|" * 10)
+    base = {}
     for case in cases:
         t = float(np.median(case["times"]))
-        print(f"| {case['fmt']} | {case['k']}x{case['n']} | {t * 1e6:.0f} | {case['k'] * case['n'] / t / 1e9:.1f} "
-              f"| {case['bytes'] / t / 1e9:.1f} | {case['bytes'] / t / bw:.2f} | {case['err']:.1e} |")
+        key = (case["fmt"], case["k"], case["n"], case["rows"])
+        base.setdefault(key, t)
+        print(f"| {case['fmt']} | {case['k']}x{case['n']} | {case['rows']} | {case['kernel']} | {t * 1e6:.0f} "
+              f"| {case['k'] * case['n'] / t / 1e9:.1f} | {case['bytes'] / t / 1e9:.1f} "
+              f"| {case['bytes'] / t / bw:.2f} | {base[key] / t:.2f}x | {case['err']:.1e} |")
 
 
 if __name__ == "__main__":

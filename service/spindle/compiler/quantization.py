@@ -384,21 +384,25 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
         return y
 
     def _int8_matmul(self, x: nn.Tensor) -> nn.Tensor:
-        """The integer-dot kernel (`kernels.int8_matmul_func`) on x viewed as `[rows, in]`."""
+        """The integer-dot kernel (`kernels.int8_matmul_func`) on x `[d0, d1, in]` (other ranks are viewed so)."""
         from . import kernels  # pylint: disable=import-outside-toplevel
 
         lead = list(x.shape[:-1])
-        rows = 1
-        for dim in lead:
-            rows = rows * dim
-        flat = nn.op.reshape(x if x.dtype == "float32" else x.astype("float32"), [rows, self.in_features])
+        if x.dtype != "float32":
+            x = x.astype("float32")
+        if len(lead) != 2:
+            rows = 1
+            for dim in lead:
+                rows = rows * dim
+            x = nn.op.reshape(x, [1, rows, self.in_features])
         y = nn.op.tensor_ir_op(
             kernels.int8_matmul_func(self.fmt, self.in_features, self.out_features),
             f"{self.fmt}_matmul_int8",
-            [flat, *self._arrays()],
-            nn.Tensor.placeholder([rows, self.out_features], "float32"),
+            [x, *self._arrays()],
+            nn.Tensor.placeholder([*x.shape[:-1], self.out_features], "float32"),
         )
-        y = nn.op.reshape(y, [*lead, self.out_features])
+        if len(lead) != 2:
+            y = nn.op.reshape(y, [*lead, self.out_features])
         return y if self.out_dtype == "float32" else y.astype(self.out_dtype)
 
     def lookup(self, ids: nn.Tensor, dtype: str = "float32") -> nn.Tensor:

@@ -92,7 +92,12 @@ def act_row_bytes(in_features: int) -> int:
 
 
 def int8_matmul_func(fmt: str, in_features: int, out_features: int):
-    """The PrimFunc `(x[rows, K] float32, *weight arrays, y[rows, N] float32)` of the integer-dot kernel."""
+    """The PrimFunc `(x[d0, d1, K] float32, *weight arrays, y[d0, d1, N] float32)` of the integer-dot kernel.
+
+    The two leading dimensions are symbolic (decode `[batch, 1, K]`, prefill `[1, seq, K]`), so the layer
+    needs no reshapes around the call. Rows are `d0 * d1`; the activation rows are quantized into a scratch
+    buffer (in parallel from `PARALLEL_QUANTIZE_ROWS` rows), then the column tiles run in parallel.
+    """
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     load_into_process()
@@ -100,54 +105,56 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int):
     row_bytes, tile, code = act_row_bytes(k), TILE_COLUMNS, FORMAT_CODES[fmt]
     tiles = (n + tile - 1) // tile
     par_rows = PARALLEL_QUANTIZE_ROWS
+    i8, f32 = T.type_annotation("int8"), T.type_annotation("float32")
 
-    # pylint: disable=no-member,invalid-name,unused-variable
+    # pylint: disable=no-member,invalid-name,unused-variable,unused-argument
+    @T.macro
+    def quantize(x, act, rows):
+        if rows >= par_rows:
+            for r in T.parallel(rows):
+                T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.tvm_access_ptr(f32, x.data, r * k, k, 1),
+                                         T.int64(k), T.tvm_access_ptr(i8, act.data, r * row_bytes, row_bytes, 2),
+                                         code))
+        else:
+            for r in range(rows):
+                T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.tvm_access_ptr(f32, x.data, r * k, k, 1),
+                                         T.int64(k), T.tvm_access_ptr(i8, act.data, r * row_bytes, row_bytes, 2),
+                                         code))
+
     if fmt == "q4_1":
 
         @T.prim_func(private=True)
         def func(var_x: T.handle, qweight: T.Buffer((n, k // 8), "uint32"), scales: T.Buffer((n, groups), "float16"),
                  mins: T.Buffer((n, groups), "float16"), var_y: T.handle):
-            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True})
-            rows = T.int64()
-            x = T.match_buffer(var_x, (rows, k), "float32")
-            y = T.match_buffer(var_y, (rows, n), "float32")
-            act = T.decl_buffer((rows * row_bytes,), "int8")
-            if rows >= par_rows:
-                for r in T.parallel(rows):
-                    T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
-                                             T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
-            else:
-                for r in range(rows):
-                    T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
-                                             T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
+            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
+            d0, d1 = T.int64(), T.int64()
+            x = T.match_buffer(var_x, (d0, d1, k), "float32")
+            y = T.match_buffer(var_y, (d0, d1, n), "float32")
+            act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
+            quantize(x, act, d0 * d1)
             for t in T.parallel(T.int64(tiles)):
                 T.evaluate(T.call_extern(
-                    "int32", "spindle_qmm_q4_1", T.tvm_access_ptr(T.type_annotation("int8"), act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
-                    T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.address_of(mins[0, 0]), T.int64(k),
-                    t * tile, T.min(t * tile + tile, T.int64(n)), T.address_of(y[0, 0]), T.int64(n)))
+                    "int32", "spindle_qmm_q4_1", T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 1),
+                    T.int64(row_bytes), d0 * d1, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]),
+                    T.address_of(mins[0, 0]), T.int64(k), t * tile, T.min(t * tile + tile, T.int64(n)),
+                    T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2), T.int64(n)))
 
         return func
 
     @T.prim_func(private=True)
     def func(var_x: T.handle, qweight: T.Buffer((n, k), "int8"), scales: T.Buffer((n, groups), "float16"),
              var_y: T.handle):
-        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True})
-        rows = T.int64()
-        x = T.match_buffer(var_x, (rows, k), "float32")
-        y = T.match_buffer(var_y, (rows, n), "float32")
-        act = T.decl_buffer((rows * row_bytes,), "int8")
-        if rows >= par_rows:
-            for r in T.parallel(rows):
-                T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
-                                         T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
-        else:
-            for r in range(rows):
-                T.evaluate(T.call_extern("int32", "spindle_qact_quantize", T.address_of(x[r, 0]), T.int64(k),
-                                         T.tvm_access_ptr(T.type_annotation("int8"), act.data, r * row_bytes, row_bytes, 2), code))
+        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
+        d0, d1 = T.int64(), T.int64()
+        x = T.match_buffer(var_x, (d0, d1, k), "float32")
+        y = T.match_buffer(var_y, (d0, d1, n), "float32")
+        act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
+        quantize(x, act, d0 * d1)
         for t in T.parallel(T.int64(tiles)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qmm_q8_0", T.tvm_access_ptr(T.type_annotation("int8"), act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
-                T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.int64(k),
-                t * tile, T.min(t * tile + tile, T.int64(n)), T.address_of(y[0, 0]), T.int64(n)))
+                "int32", "spindle_qmm_q8_0", T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 1),
+                T.int64(row_bytes), d0 * d1, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.int64(k),
+                t * tile, T.min(t * tile + tile, T.int64(n)), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2),
+                T.int64(n)))
 
     return func
