@@ -19,19 +19,24 @@ _CONTEXT_TOKENS = 5
 
 
 class IncrementalDetokenizer:
-    """Feed token ids with ``push``; get only complete new text back."""
+    """Feed token ids with ``push``; get only complete new text back.
+
+    One decode per push: the text of the window's already released tokens is kept from the previous
+    push, and the window (a few released tokens of left context plus the unreleased ones) is cut back
+    to ``_CONTEXT_TOKENS`` tokens once it doubles, so the work per token stays constant.
+    """
 
     def __init__(self, decode: Decode, prompt_tail: Sequence[int] = ()):
         self._decode = decode
-        self._ids: list[int] = list(prompt_tail[-_CONTEXT_TOKENS:])
-        self._prefix = 0                 # start of the decode window
-        self._read = len(self._ids)      # tokens before this are released
+        self._ids: list[int] = [int(t) for t in prompt_tail[-_CONTEXT_TOKENS:]] if prompt_tail else []
+        self._read = len(self._ids)      # tokens before this are released; the window starts at 0
+        self._read_text = decode(self._ids) if self._ids else ""   # decode of the window's released tokens
 
     def push(self, token_ids: Sequence[int]) -> str:
         """Add tokens; return the newly complete text (possibly empty)."""
         if not token_ids:
             return ""
-        self._ids.extend(int(t) for t in token_ids)
+        self._ids.extend(token_ids)
         return self._release(final=False)
 
     def flush(self) -> str:
@@ -39,10 +44,11 @@ class IncrementalDetokenizer:
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
-        if self._read >= len(self._ids):
+        ids = self._ids
+        if self._read >= len(ids):
             return ""
-        before = self._decode(self._ids[self._prefix:self._read])
-        after = self._decode(self._ids[self._prefix:])
+        before = self._read_text
+        after = self._decode(ids)
         if not final and after.endswith(_REPLACEMENT):
             return ""
         # Usually ``after`` extends ``before``; when ``before`` ended inside a character (or the decoder
@@ -51,8 +57,12 @@ class IncrementalDetokenizer:
         new = after[start:]
         if not new and not final:
             return ""
-        self._read = len(self._ids)
-        self._prefix = max(0, self._read - _CONTEXT_TOKENS)
+        if len(ids) > 2 * _CONTEXT_TOKENS:
+            del ids[:len(ids) - _CONTEXT_TOKENS]
+            self._read_text = self._decode(ids)
+        else:
+            self._read_text = after
+        self._read = len(ids)
         return new
 
 

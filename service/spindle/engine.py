@@ -265,18 +265,46 @@ class EngineMetrics:
         return cls(**{f.name: m[f.name] for f in dataclasses.fields(cls)})
 
 
+def _array_getter() -> Callable[[Any, int], Any]:
+    """``get(array, i)`` for the engine's FFI arrays: tvm-ffi's element getter without the bounds-checking
+    Python wrapper when the installed tvm_ffi has it (a few times faster per element), else ``array[i]``."""
+    try:
+        from tvm_ffi import _ffi_api  # pylint: disable=import-outside-toplevel
+
+        return _ffi_api.ArrayGetItem
+    except (ImportError, AttributeError):  # pragma: no cover - other tvm_ffi layouts
+        return operator.getitem
+
+
+_get = _array_getter()
+
+
+def _convert_logprobs(raw: Any) -> list[TokenLogprob]:
+    return [TokenLogprob(int(t), float(lp), [(int(a), float(b)) for a, b in top]) for t, lp, top in raw]
+
+
 def _convert_outputs(raw: Any) -> list[RequestOutput]:
+    """The engine's output arrays as RequestOutput values (this runs once per step on the delivery thread).
+
+    Layout (cpp/ffi/convert.cc): [request_id, branches, finished, usage | None, error], each branch
+    [index, token_ids (Shape), logprobs | None, finish code, stop token id or -1].
+    """
+    get = _get
     outputs = []
-    for request_id, branches, finished, usage, error in raw:
+    for i in range(len(raw)):
+        o = get(raw, i)
+        raw_branches = get(o, 1)
         deltas = []
-        for index, token_ids, logprobs, finish, stop_token in branches:
-            lps = None
-            if logprobs is not None:
-                lps = [TokenLogprob(int(t), float(lp), [(int(a), float(b)) for a, b in top]) for t, lp, top in logprobs]
-            deltas.append(BranchDelta(int(index), list(token_ids), lps, _FINISH[int(finish)],
-                                      int(stop_token) if stop_token >= 0 else None))
-        outputs.append(RequestOutput(str(request_id), deltas, bool(finished),
-                                     Usage(*usage) if usage is not None else None, str(error) or None))
+        for j in range(len(raw_branches)):
+            b = get(raw_branches, j)
+            lps = get(b, 2)
+            stop_token = get(b, 4)
+            deltas.append(BranchDelta(get(b, 0), list(get(b, 1)),
+                                      None if lps is None else _convert_logprobs(lps),
+                                      _FINISH[get(b, 3)], stop_token if stop_token >= 0 else None))
+        usage = get(o, 3)
+        outputs.append(RequestOutput(str(get(o, 0)), deltas, bool(get(o, 2)),
+                                     None if usage is None else Usage(*usage), str(get(o, 4)) or None))
     return outputs
 
 

@@ -74,11 +74,15 @@ class AsyncClient:
     async def generate(self, prompt: Any = None, *, messages: Sequence[Mapping[str, str]] | None = None,
                        token_ids: Sequence[int] | None = None, request_id: str = "", timeout: float | None = None,
                        **config: Any) -> GenerationResult:
-        s = self.stream(prompt, messages=messages, token_ids=token_ids, request_id=request_id, timeout=timeout,
-                        **config)
-        async for _ in s:
-            pass
-        return s.result
+        request = generate_request(prompt, messages=messages, token_ids=token_ids, request_id=request_id, **config)
+        builder = ResultBuilder()
+        collect = builder.collect
+        try:
+            async for msg in self._stub.Generate(request, timeout=timeout if timeout is not None else self.timeout):
+                collect(msg)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return builder.result()
 
     def follow(self, request_id: str, timeout: float | None = None) -> AsyncGenerationStream:
         call = self._stub.FollowRequest(pb.FollowRequestRequest(request_id=request_id),

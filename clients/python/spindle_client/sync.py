@@ -93,11 +93,15 @@ class SyncClient:
                  token_ids: Sequence[int] | None = None, request_id: str = "", timeout: float | None = None,
                  **config: Any) -> GenerationResult:
         """Generate to the end and return the collected result (text, token ids, finish reason, usage...)."""
-        s = self.stream(prompt, messages=messages, token_ids=token_ids, request_id=request_id, timeout=timeout,
-                        **config)
-        for _ in s:
-            pass
-        return s.result
+        request = generate_request(prompt, messages=messages, token_ids=token_ids, request_id=request_id, **config)
+        builder = ResultBuilder()
+        collect = builder.collect
+        try:
+            for msg in self._stub.Generate(request, timeout=timeout if timeout is not None else self.timeout):
+                collect(msg)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return builder.result()
 
     def follow(self, request_id: str, timeout: float | None = None) -> GenerationStream:
         """Follow the outputs of a request queued with ``add_request`` (threaded servers)."""

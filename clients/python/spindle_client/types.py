@@ -126,34 +126,68 @@ class GenerationResult:
         return self.effective_config.seed if self.effective_config is not None else None
 
 
+class _Branch:
+    """What one branch has produced so far (text kept as parts, joined once at the end)."""
+
+    __slots__ = ("index", "texts", "token_ids", "logprobs", "finish_reason", "matched_stop")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.texts: list[str] = []
+        self.token_ids: list[int] = []
+        self.logprobs: list[pb.TokenLogprob] = []
+        self.finish_reason: str | None = None
+        self.matched_stop: str | int | None = None
+
+    def choice(self) -> Choice:
+        return Choice(self.index, "".join(self.texts), self.token_ids, self.logprobs, self.finish_reason,
+                      self.matched_stop)
+
+
 class ResultBuilder:
     """Accumulates streamed messages (GenerateResponse, FollowRequestResponse, RequestOutput)."""
 
     def __init__(self, n: int = 1):
         self.request_id = ""
-        self.choices: dict[int, Choice] = {}
+        self._branches: dict[int, _Branch] = {}
         self.final: pb.FinalOutput | None = None
 
+    def _branch(self, index: int) -> _Branch:
+        b = self._branches.get(index)
+        if b is None:
+            b = self._branches[index] = _Branch(index)
+        return b
+
     def add(self, msg: Any) -> list[Delta]:
-        self.request_id = msg.request_id or self.request_id
-        deltas = []
+        """Take one message; returns its deltas as Delta values."""
+        self.collect(msg)
+        return [Delta(d.index, d.text, list(d.token_ids), list(d.logprobs)) for d in msg.deltas]
+
+    def collect(self, msg: Any) -> None:
+        """Take one message without building Delta values (``generate`` only wants the result)."""
+        if not self.request_id:
+            self.request_id = msg.request_id
         for d in msg.deltas:
-            c = self.choices.setdefault(d.index, Choice(d.index))
-            c.text += d.text
-            c.token_ids.extend(d.token_ids)
-            c.logprobs.extend(d.logprobs)
-            deltas.append(Delta(d.index, d.text, list(d.token_ids), list(d.logprobs)))
+            b = self._branch(d.index)
+            if d.text:
+                b.texts.append(d.text)
+            b.token_ids.extend(d.token_ids)
+            if d.logprobs:
+                b.logprobs.extend(d.logprobs)
         if msg.HasField("final"):
             self.final = msg.final
-            for b in msg.final.branches:
-                c = self.choices.setdefault(b.index, Choice(b.index))
-                c.finish_reason = FINISH_REASONS.get(b.finish_reason)
-                which = b.WhichOneof("matched_stop")
-                c.matched_stop = getattr(b, which) if which else None
-        return deltas
+            for fb in msg.final.branches:
+                b = self._branch(fb.index)
+                b.finish_reason = FINISH_REASONS.get(fb.finish_reason)
+                which = fb.WhichOneof("matched_stop")
+                b.matched_stop = getattr(fb, which) if which else None
+
+    @property
+    def choices(self) -> dict[int, Choice]:
+        return {i: b.choice() for i, b in self._branches.items()}
 
     def result(self) -> GenerationResult:
         f = self.final
-        choices = [self.choices[i] for i in sorted(self.choices)] or [Choice(0)]
+        choices = [self._branches[i].choice() for i in sorted(self._branches)] or [Choice(0)]
         return GenerationResult(self.request_id, choices, Usage.from_proto(f.usage) if f else None,
                                 list(f.prompt_token_ids) if f else [], f.effective_config if f else None)

@@ -71,7 +71,8 @@ class SpindleServer:
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
-        self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort)
+        self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
+                                   finish_on_stop=opts.mode == STEPPED)
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -6,6 +6,7 @@ Validation happens here, at the edge: every bad field becomes a BadRequest field
 
 from __future__ import annotations
 
+import enum
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -29,12 +30,18 @@ FINISH_REASONS = {
 }
 
 
+_FINISH_BY_MEMBER: dict[Any, int] = {None: pb.FINISH_REASON_UNSPECIFIED}
+
+
 def finish_reason_proto(reason: Any) -> int:
     """The proto enum of an engine FinishReason (an enum member or its name)."""
-    if reason is None:
-        return pb.FINISH_REASON_UNSPECIFIED
-    name = getattr(reason, "name", str(reason)).upper()
-    return FINISH_REASONS.get(name, pb.FINISH_REASON_UNSPECIFIED)
+    value = _FINISH_BY_MEMBER.get(reason) if isinstance(reason, (enum.Enum, type(None))) else None
+    if value is None:
+        name = getattr(reason, "name", str(reason)).upper()
+        value = FINISH_REASONS.get(name, pb.FINISH_REASON_UNSPECIFIED)
+        if isinstance(reason, enum.Enum):
+            _FINISH_BY_MEMBER[reason] = value
+    return value
 
 
 def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",

@@ -22,6 +22,10 @@ STEPPED = "stepped"
 MODES = (THREADED, STEPPED)
 
 
+def _nothing() -> None:
+    return None
+
+
 class EngineHost:
     """The engine of one server, in threaded or stepped mode, with async methods for the servicer."""
 
@@ -87,6 +91,11 @@ class EngineHost:
             self.engine.abort_request(request_id)
         else:
             self._worker.submit(self.engine.abort_request, request_id)
+
+    async def barrier(self) -> None:
+        """Wait until every engine call queued so far (aborts included) has run (stepped mode)."""
+        if self.mode == STEPPED:
+            await self._run(_nothing)
 
     async def step(self) -> list[Any]:
         return list(await self._run(self.engine.step))

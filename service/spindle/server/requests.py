@@ -1,8 +1,9 @@
 """Live requests on the server: per-branch detokenization and stop strings, bounded output queues.
 
 Engine outputs reach ``RequestTable.dispatch`` on the event loop (threaded mode: the stream-back thread
-hands each batch over with ``loop.call_soon_threadsafe``; stepped mode: the Step RPC). Each output is
-turned into protobuf deltas once, here, and put on the request's bounded queue when someone follows it.
+hands each whole batch over with one ``loop.call_soon_threadsafe``; stepped mode: the Step RPC). Each
+output is detokenized once, here, into light ``Delta`` tuples that go straight onto the request's
+bounded queue; the protobuf message is built once per message sent (``build_response``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import deque
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from spindle_client.v1 import engine_pb2 as pb
 
@@ -22,21 +22,42 @@ from .errors import already_exists, queue_full, shutting_down
 from .model import ServedModel
 
 
-def merge_deltas(into: list[pb.OutputDelta], new: Iterable[pb.OutputDelta]) -> list[pb.OutputDelta]:
+class Delta(NamedTuple):
+    """New output of one branch: released text, token ids, and logprobs (protobuf) when asked for."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[pb.TokenLogprob] | None = None
+
+
+def merge_deltas(into: list[Delta], new: Iterable[Delta]) -> list[Delta]:
     """``into`` followed by ``new``, deltas of the same branch concatenated (inputs are not modified)."""
-    merged: dict[int, pb.OutputDelta] = {}
-    for d in list(into) + list(new):
+    merged: dict[int, Delta] = {}
+    for d in (*into, *new):
         old = merged.get(d.index)
         if old is None:
             merged[d.index] = d
             continue
-        combined = pb.OutputDelta()
-        combined.CopyFrom(old)
-        combined.text += d.text
-        combined.token_ids.extend(d.token_ids)
-        combined.logprobs.extend(d.logprobs)
-        merged[d.index] = combined
+        logprobs = old.logprobs
+        if d.logprobs:
+            logprobs = [*(logprobs or ()), *d.logprobs]
+        merged[d.index] = Delta(d.index, old.text + d.text, [*old.token_ids, *d.token_ids], logprobs)
     return list(merged.values())
+
+
+def build_response(message_type: Any, request_id: str, deltas: Iterable[Delta],
+                   final: pb.FinalOutput | None) -> Any:
+    """One GenerateResponse / FollowRequestResponse / RequestOutput; empty fields are left unset."""
+    msg = message_type(request_id=request_id)
+    add = msg.deltas.add
+    for d in deltas:
+        m = add(index=d.index, text=d.text, token_ids=d.token_ids)
+        if d.logprobs:
+            m.logprobs.extend(d.logprobs)
+    if final is not None:
+        msg.final.CopyFrom(final)
+    return msg
 
 
 class OutputQueue:
@@ -44,37 +65,58 @@ class OutputQueue:
 
     When the reader falls ``maxsize`` items behind, new deltas are merged into the newest queued item
     instead of growing the queue: a slow reader receives fewer, larger messages and loses nothing.
+    A waiting reader is woken through one future; it takes everything queued at once (a list swap).
     """
 
     def __init__(self, maxsize: int = 64):
         self.maxsize = max(1, maxsize)
-        self._items: deque[tuple[list[pb.OutputDelta], pb.FinalOutput | None]] = deque()
-        self._ready = asyncio.Event()
+        self._items: list[tuple[list[Delta], pb.FinalOutput | None]] = []
+        self._waiter: asyncio.Future | None = None
         self.merged = 0
 
-    def put(self, deltas: list[pb.OutputDelta], final: pb.FinalOutput | None) -> None:
+    def put(self, deltas: list[Delta], final: pb.FinalOutput | None) -> None:
         if not deltas and final is None:
             return
-        if len(self._items) >= self.maxsize:
-            last_deltas, last_final = self._items[-1]
-            self._items[-1] = (merge_deltas(last_deltas, deltas), final or last_final)
+        items = self._items
+        if len(items) >= self.maxsize:
+            last_deltas, last_final = items[-1]
+            items[-1] = (merge_deltas(last_deltas, deltas), final or last_final)
             self.merged += 1
         else:
-            self._items.append((list(deltas), final))
-        self._ready.set()
+            items.append((deltas, final))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def get(self) -> tuple[list[pb.OutputDelta], pb.FinalOutput | None]:
+    async def _wait(self) -> None:
         while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
 
-    async def get_all(self) -> tuple[list[pb.OutputDelta], pb.FinalOutput | None]:
-        """Wait for output, then take everything queued at once as one merged item (fewer messages)."""
-        deltas, final = await self.get()
-        while self._items and final is None:
-            more, final = self._items.popleft()
+    async def get(self) -> tuple[list[Delta], pb.FinalOutput | None]:
+        await self._wait()
+        return self._items.pop(0)
+
+    async def get_all(self) -> tuple[list[Delta], pb.FinalOutput | None]:
+        """Wait for output, then take everything queued up to a final at once as one merged item."""
+        await self._wait()
+        items = self._items
+        if len(items) == 1:
+            self._items = []
+            return items[0]
+        deltas, final = items[0]
+        taken = 1
+        while taken < len(items) and final is None:
+            more, final = items[taken]
             deltas = merge_deltas(deltas, more)
+            taken += 1
+        del items[:taken]
         return deltas, final
 
     def __len__(self) -> int:
@@ -129,11 +171,11 @@ class LiveRequest:
         if queue in self.queues:
             self.queues.remove(queue)
 
-    def publish(self, deltas: list[pb.OutputDelta], final: pb.FinalOutput | None) -> None:
+    def publish(self, deltas: list[Delta], final: pb.FinalOutput | None) -> None:
         for queue in self.queues:
             queue.put(deltas, final)
 
-    def process(self, out: Any) -> tuple[list[pb.OutputDelta], pb.FinalOutput | None, bool]:
+    def process(self, out: Any) -> tuple[list[Delta], pb.FinalOutput | None, bool]:
         """Turn one engine RequestOutput into (deltas, final or None, whether the engine should abort)."""
         deltas = []
         for bd in out.branches or ():
@@ -141,35 +183,38 @@ class LiveRequest:
             if d is not None:
                 deltas.append(d)
         want_abort = not out.finished and not self.abort_sent and all(b.done for b in self.branches)
-        final = None
-        if out.finished:
-            final = self._final(out)
+        final = self._final(out) if out.finished else None
         return deltas, final, want_abort
 
-    def _branch_delta(self, bd: Any) -> pb.OutputDelta | None:
+    def _branch_delta(self, bd: Any) -> Delta | None:
         b = self.branches[bd.index]
         if b.done:
             return None
-        toks = [int(t) for t in bd.token_ids or ()]
-        if toks and self.t_first is None:
-            self.t_first = time.perf_counter()
-        b.tokens += len(toks)
+        toks = bd.token_ids
+        if not isinstance(toks, list):
+            toks = [int(t) for t in toks or ()]
+        if toks:
+            if self.t_first is None:
+                self.t_first = time.perf_counter()
+            b.tokens += len(toks)
+            text = b.detok.push(toks)
+        else:
+            text = ""
         reason = finish_reason_proto(bd.finish_reason)
-        if reason == pb.FINISH_REASON_STOP:
-            b.stop_token = bd.stop_token_id  # the engine leaves the stop token out of token_ids
-        text = b.detok.push(toks)
-        if reason != pb.FINISH_REASON_UNSPECIFIED:
+        if reason:
+            if reason == pb.FINISH_REASON_STOP:
+                b.stop_token = bd.stop_token_id  # the engine leaves the stop token out of token_ids
             text += b.detok.flush()
-        released = b.stops.push(text)
+        released = b.stops.push(text) if text else ""
         if b.stops.matched is not None:
             b.done, b.finish, b.stop_string, b.stop_token = True, pb.FINISH_REASON_STOP, b.stops.matched, None
-        elif reason != pb.FINISH_REASON_UNSPECIFIED:
+        elif reason:
             released += b.stops.flush()
             b.done, b.finish = True, reason
-        delta = pb.OutputDelta(index=b.index, text=released, token_ids=toks)
-        if bd.logprobs:
-            delta.logprobs.extend(self._logprobs(bd.logprobs))
-        return delta
+        logprobs = self._logprobs(bd.logprobs) if bd.logprobs else None
+        if not released and not toks and not logprobs:
+            return None
+        return Delta(b.index, released, toks, logprobs)
 
     def _logprobs(self, entries: Iterable[Any]) -> list[pb.TokenLogprob]:
         text = self.model.token_text
@@ -212,8 +257,11 @@ class LiveRequest:
 class RequestTable:
     """The live requests of a server, keyed by id, with the admission rules (capacity, draining)."""
 
-    def __init__(self, max_live: int, queue_size: int, abort: Callable[[str], None]):
+    def __init__(self, max_live: int, queue_size: int, abort: Callable[[str], None], finish_on_stop: bool = False):
         self.max_live = max_live
+        #: Finish a request on the server as soon as a stop string ends it (stepped mode: the engine
+        #: confirms the abort only at its next step, which the client may never ask for).
+        self.finish_on_stop = finish_on_stop
         self.queue_size = queue_size
         self.live: dict[str, LiveRequest] = {}
         self.draining = False
@@ -244,24 +292,33 @@ class RequestTable:
         if not self.live:
             self.idle.set()
 
-    def dispatch(self, outputs: Iterable[Any]) -> list[pb.RequestOutput]:
-        """Apply a batch of engine outputs; returns them as protobuf (what a Step answers)."""
-        result = []
+    def dispatch(self, outputs: Iterable[Any], collect: bool = False) -> list[pb.RequestOutput]:
+        """Apply a batch of engine outputs, in order, to the live requests' queues.
+
+        With ``collect`` (the Step RPC) it returns what the batch produced as protobuf, and a request whose
+        every branch ended on a stop string is finished at once (``finish_on_stop``), after the engine abort
+        has been asked for: the Step that saw the stop string reports the request as finished with STOP.
+        """
+        result: list[pb.RequestOutput] = []
+        live = self.live
         for out in outputs:
-            req = self.live.get(out.request_id)
+            req = live.get(out.request_id)
             if req is None:
                 continue  # finished on the server side already (stop string, reset)
             deltas, final, want_abort = req.process(out)
             if want_abort:
                 req.abort_sent = True
                 self._abort(req.request_id)
-            req.publish(deltas, final)
+                if self.finish_on_stop:
+                    final = req.abort_locally()
+            if deltas or final is not None:
+                req.publish(deltas, final)
+                if collect:
+                    result.append(build_response(pb.RequestOutput, req.request_id, deltas, final))
             if final is not None:
                 req.final = final
                 req.done.set()
                 self.unregister(req.request_id)
-            if deltas or final is not None:
-                result.append(pb.RequestOutput(request_id=req.request_id, deltas=deltas, final=final))
         return result
 
     def finish_all_locally(self) -> int:

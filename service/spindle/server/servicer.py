@@ -18,7 +18,7 @@ from . import convert
 from .engine_host import STEPPED, THREADED, EngineHost
 from .errors import FieldErrors, ServiceError, internal, invalid_argument, not_found, shutting_down, wrong_mode
 from .model import ServedModel
-from .requests import LiveRequest, OutputQueue, RequestTable
+from .requests import LiveRequest, OutputQueue, RequestTable, build_response
 
 log = logging.getLogger("spindle.server")
 
@@ -110,22 +110,24 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
         return req
 
     async def _stream(self, req: LiveRequest, queue: OutputQueue, response_type) -> AsyncIterator[Any]:
+        request_id = req.request_id
         while True:
             deltas, final = await queue.get_all()
+            if final is None:
+                yield build_response(response_type, request_id, deltas, None)
+                continue
             failure = None
-            if final is not None and any(b.finish_reason == pb.FINISH_REASON_ERROR for b in final.branches):
+            if any(b.finish_reason == pb.FINISH_REASON_ERROR for b in final.branches):
                 failure = internal(f"generation failed: {final.error_message or 'engine error'}")
-            elif (final is not None and self.table.draining
-                    and any(b.finish_reason == pb.FINISH_REASON_ABORT for b in final.branches)):
+            elif self.table.draining and any(b.finish_reason == pb.FINISH_REASON_ABORT for b in final.branches):
                 failure = shutting_down()
             if failure is not None:
                 # what was generated before the failure still reaches the client, then the status ends the RPC
                 if deltas:
-                    yield response_type(request_id=req.request_id, deltas=deltas)
+                    yield build_response(response_type, request_id, deltas, None)
                 raise failure
-            yield response_type(request_id=req.request_id, deltas=deltas, final=final)
-            if final is not None:
-                return
+            yield build_response(response_type, request_id, deltas, final)
+            return
 
     async def _abort_and_wait(self, req: LiveRequest) -> None:
         """Abort an unfinished request and wait until the engine confirms (its KV pages are free then)."""
@@ -191,7 +193,10 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
         self._require("Step", STEPPED)
         host = self._engine()
         outputs = await host.step()
-        protos = self.table.dispatch(outputs)
+        protos = self.table.dispatch(outputs, collect=True)
+        # a stop string seen in this step aborted its request (queued on the engine thread): let that run
+        # first, so the request's KV pages are free and engine_empty is current when this Step answers
+        await host.barrier()
         return pb.StepResponse(outputs=protos, engine_empty=await host.empty())
 
     @_status_errors
