@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "9695c840c7ec7c72317024b19aa9c8c5673e142e72f28359654896f2871434a0"
+SOURCE_DIGEST = "c1e71a34899e2d461ee84c66014a23aea5356aaa31668cbfc5a471fa7cc8d539"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
 PARALLEL_QUANTIZE_ROWS = 8  # activation rows from which the quantization runs in parallel

@@ -151,6 +151,9 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
  * AVX-512 VNNI implementation. */
 
 #ifdef SPINDLE_X86
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 4096 /* software prefetch distance in the weight stream (the rows are contiguous) */
+#endif
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
 
@@ -178,6 +181,7 @@ AVX512_INLINE void q4_1_col(const int8_t *act, int64_t astride, int NR, const ui
       if (k0 >= K) break;
       const int64_t half = (K - k0 < 128 ? K - k0 : 128) / 2;
       const __mmask64 bmask = half == 64 ? ~(__mmask64)0 : (((__mmask64)1 << half) - 1);
+      _mm_prefetch((const char *)(w + k0 / 2) + PREFETCH_BYTES, _MM_HINT_T0);
       const __m512i bytes = _mm512_maskz_loadu_epi8(bmask, w + k0 / 2);
       const __m512i lo = _mm512_and_si512(bytes, m4);
       const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
@@ -213,6 +217,7 @@ AVX512_INLINE void q8_0_col(const int8_t *act, int64_t astride, int NR, const in
       const int64_t width = K - k0 < 64 ? K - k0 : 64;
       const __mmask64 bmask = width == 64 ? ~(__mmask64)0 : (((__mmask64)1 << width) - 1);
       const __mmask16 lmask = (__mmask16)(width == 64 ? 0xFFFF : ((1u << (width / 4)) - 1));
+      _mm_prefetch((const char *)(w + k0) + PREFETCH_BYTES, _MM_HINT_T0);
       const __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bmask, w + k0), bias);
       const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(2 * c));
       for (int j = 0; j < NR; j++) {
