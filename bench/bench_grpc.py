@@ -3,6 +3,11 @@
 For 1 and 16 concurrent streams it reports time to first token (TTFT) and inter-token latency (ITL) at
 p50/p99 and the aggregate decode throughput, side by side, with the gRPC/in-process ratio.
 
+The peers do the same work a user gets: the in-process path detokenizes every request incrementally in
+its output callback (what the server does for a gRPC stream); the gRPC client (AsyncClient.stream) runs in
+this process, the server in its own. Rounds alternate the two paths (ABBA order, so drifting machine load
+hits both alike); the table shows medians and the load average before and after.
+
     python bench/bench_grpc.py                       # the default model (SmolLM2-135M-Instruct, q4_1)
     python bench/bench_grpc.py --model DIR --max-tokens 64 --concurrency 1 16 --repeat 3
 """
@@ -75,26 +80,35 @@ class InProcess:
         self.tok = Tokenizer.from_artifact(model_dir)
         self._traces: dict[str, Trace] = {}
         self._done: dict[str, threading.Event] = {}
+        self._detok: dict[str, object] = {}
         self._lock = threading.Lock()
         # the same engine preset as `spindle serve` (batch = the model's), so both paths schedule alike
         self.engine = ThreadedEngine(EngineConfig(model=str(model_dir), mode="server"), self._on_outputs)
         self._n = 0
 
     def _on_outputs(self, outputs) -> None:
-        now = time.perf_counter()
         with self._lock:
             for out in outputs:
                 tr = self._traces.get(out.request_id)
                 if tr is None:
                     continue
-                tr.add(sum(len(b.token_ids) for b in out.branches), now)
+                detok = self._detok[out.request_id]
+                n = 0
+                for b in out.branches:
+                    n += len(b.token_ids)
+                    detok.push(b.token_ids)
+                    if b.finish_reason is not None:
+                        detok.flush()
+                tr.add(n, time.perf_counter())
                 if out.finished:
                     self._done[out.request_id].set()
 
     def run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
+        from spindle.detokenizer import IncrementalDetokenizer
         from spindle.engine import GenerationConfig
 
         ids = self.tok.encode(PROMPT)
+        decode = self.tok.tokenizer.decode
         cfg = GenerationConfig(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
         rids = []
         t0 = time.perf_counter()
@@ -104,11 +118,14 @@ class InProcess:
             with self._lock:
                 self._traces[rid] = Trace(time.perf_counter())
                 self._done[rid] = threading.Event()
+                self._detok[rid] = IncrementalDetokenizer(decode, ids)
             self.engine.add_request(rid, ids, cfg)
             rids.append(rid)
         for rid in rids:
             self._done[rid].wait(600)
         wall = time.perf_counter() - t0
+        for r in rids:
+            self._detok.pop(r, None)
         return summarize([self._traces.pop(r) for r in rids], wall)
 
     def close(self) -> None:
@@ -176,20 +193,26 @@ def main() -> int:
     model_dir = resolve_model(args.model, args.dtype)
     print(f"model {model_dir.name}, prompt {len(PROMPT)} chars, {args.max_tokens} tokens per stream, "
           f"median of {args.repeat} runs", flush=True)
+    load_before = os.getloadavg()
     runners = {"in-process": InProcess(model_dir), "gRPC": OverGrpc(model_dir)}
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for runner in runners.values():
             runner.run(1, 4)  # warm up
-        # interleave the two paths so that drifting machine load affects both alike
-        for _ in range(args.repeat):
+        # alternate the two paths, first one then the other going first (ABBA), so that drifting machine
+        # load affects both alike
+        order = list(runners.items())
+        for i in range(args.repeat):
             for c in args.concurrency:
-                for name, runner in runners.items():
+                for name, runner in (order if i % 2 == 0 else order[::-1]):
                     runs.setdefault((name, c), []).append(runner.run(c, args.max_tokens))
     finally:
         for runner in runners.values():
             runner.close()
     results = {key: median_of(value) for key, value in runs.items()}
+    load_after = os.getloadavg()
+    print("load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in load_before)
+          + "; after " + ", ".join(f"{x:.2f}" for x in load_after) + f"; {os.cpu_count()} cores")
 
     header = f"{'streams':>7} {'path':>10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tok/s':>8}"
     print(header)

@@ -32,6 +32,16 @@ def test_incremental_text_equals_full_decode_and_never_splits_characters(tok, te
     assert all("\ufffd" not in p for p in parts)
 
 
+def test_long_stream_with_a_sliding_window_equals_full_decode(tok):
+    text = "Über den Wolken 🙂 muss die Freiheit wohl grenzenlos sein; 你好, 世界! " * 6
+    ids = tok.encode(text)
+    assert len(ids) > 100
+    for chunk in (1, 4):
+        parts = _stream(tok, ids, chunk, prompt=tok.encode("Prefix:"))
+        assert "".join(parts) == tok.tokenizer.decode(ids)
+        assert all("\ufffd" not in p for p in parts)
+
+
 def test_multibyte_character_split_over_byte_tokens_is_held_back(tok):
     ids = tok.encode("🙂")
     assert len(ids) > 1  # the tiny vocabulary spells it in byte tokens

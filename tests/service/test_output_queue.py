@@ -1,4 +1,5 @@
-"""Per-request output queues: bounded, never blocking the writer, merging deltas for a slow reader."""
+"""Per-request output queues: bounded, never blocking the writer, merging deltas for a slow reader; the
+request table delivering whole engine batches to them in order."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import asyncio
 
 from spindle_client.v1 import engine_pb2 as pb
 
-from spindle.server.requests import OutputQueue, merge_deltas
+from spindle.server.requests import Delta, OutputQueue, build_response, merge_deltas
 
 
 def _delta(index, text, tok):
-    return pb.OutputDelta(index=index, text=text, token_ids=[tok])
+    return Delta(index, text, [tok])
 
 
 def test_slow_reader_gets_merged_messages_and_loses_nothing():
@@ -63,3 +64,29 @@ def test_get_all_merges_what_is_queued_up_to_the_final():
     (deltas, final), left = asyncio.run(run())
     assert deltas[0].text == "012" and list(deltas[0].token_ids) == [0, 1, 2]
     assert final is not None and left == 0
+
+
+def test_build_response_sets_each_delta_and_the_final():
+    lp = pb.TokenLogprob(token_id=7, token="x", logprob=-0.5)
+    msg = build_response(pb.GenerateResponse, "r", [Delta(0, "ab", [1, 2]), Delta(1, "", [3], [lp])],
+                         pb.FinalOutput(usage=pb.Usage(completion_tokens=3)))
+    assert msg.request_id == "r" and [d.index for d in msg.deltas] == [0, 1]
+    assert msg.deltas[0].text == "ab" and list(msg.deltas[0].token_ids) == [1, 2]
+    assert msg.deltas[1].logprobs[0].token_id == 7 and msg.final.usage.completion_tokens == 3
+    assert not build_response(pb.RequestOutput, "r", [], None).HasField("final")
+
+
+def test_a_waiting_reader_wakes_once_for_everything_queued_before_it_runs():
+    async def run():
+        q = OutputQueue(maxsize=64)
+        getter = asyncio.ensure_future(q.get_all())
+        await asyncio.sleep(0)
+        for i in range(5):  # five puts before the reader gets to run: one wake-up, one merged item
+            q.put([_delta(0, str(i), i)], None)
+        first = await getter
+        q.put([], pb.FinalOutput())
+        return first, await q.get_all()
+
+    (deltas, final), (rest, last) = asyncio.run(run())
+    assert deltas == [Delta(0, "01234", [0, 1, 2, 3, 4])] and final is None
+    assert rest == [] and last is not None

@@ -73,3 +73,71 @@ def test_stop_string_across_outputs_asks_the_engine_to_abort_once(model):
     assert text == " once "
     assert final.branches[0].finish_reason == pb.FINISH_REASON_STOP
     assert final.branches[0].stop_string == "upon"
+
+
+def test_batched_outputs_for_many_requests_reach_each_queue_in_order(model):
+    """Interleaved engine batches (as the stream-back loop hands them over, several before a reader runs)
+    arrive per request in order, as the full decode, with exactly one final each."""
+    texts = [" the cat sat", " on a mat", " once upon", " a time"]
+    ids = [model.tokenizer.encode(t) for t in texts]
+
+    async def run():
+        table = RequestTable(8, 4, [].append)
+        resolved = convert.resolve_config(pb.GenerationConfig(), model, 4)
+        prompt = model.tokenizer.encode("Hello")
+        reqs = [LiveRequest(f"r{i}", prompt, resolved, model, 4) for i in range(len(texts))]
+        for r in reqs:
+            table.register(r)
+        steps = max(len(x) for x in ids)
+        for k in range(steps):  # one batch per step, every live request in it
+            batch = []
+            for i, toks in enumerate(ids):
+                if k < len(toks):
+                    last = k == len(toks) - 1
+                    batch.append(RequestOutput(f"r{i}", [BranchDelta(0, [toks[k]], None,
+                                                                     FinishReason.LENGTH if last else None)],
+                                               last, Usage(2, len(toks), 0.0, 0.0, 0.0, 0.0) if last else None,
+                                               None))
+            table.dispatch(batch)
+        got = []
+        for r in reqs:
+            items = []
+            while len(r.queues[0]):
+                items.append(await r.queues[0].get())
+            got.append(items)
+        return got, table
+
+    got, table = asyncio.run(run())
+    assert not table.live
+    for i, items in enumerate(got):
+        assert "".join(d.text for deltas, _ in items for d in deltas) == model.decode(ids[i])
+        assert [t for deltas, _ in items for d in deltas for t in d.token_ids] == ids[i]
+        finals = [f for _, f in items if f is not None]
+        assert len(finals) == 1 and items[-1][1] is finals[0]
+        assert finals[0].branches[0].finish_reason == pb.FINISH_REASON_LENGTH
+        assert finals[0].usage.completion_tokens == len(ids[i])
+
+
+def test_stop_string_finishes_at_once_when_the_table_finishes_on_stop(model):
+    async def run():
+        aborted = []
+        table = RequestTable(8, 16, aborted.append, finish_on_stop=True)
+        resolved = convert.resolve_config(pb.GenerationConfig(stop_strings=["upon"]), model, 4)
+        req = LiveRequest("r1", model.tokenizer.encode("Hi"), resolved, model, None)
+        table.register(req)
+        outs = []
+        for piece in (" once", " up", "on", " a"):
+            outs += table.dispatch([RequestOutput("r1", [BranchDelta(0, model.tokenizer.encode(piece), None, None)],
+                                                  False, None, None)], collect=True)
+        # the engine's own abort report comes later and is ignored: the request is no longer live
+        outs += table.dispatch([RequestOutput("r1", [BranchDelta(0, [], None, FinishReason.ABORT)], True, None,
+                                              None)], collect=True)
+        return outs, aborted, table
+
+    outs, aborted, table = asyncio.run(run())
+    assert aborted == ["r1"] and not table.live
+    finals = [o.final for o in outs if o.HasField("final")]
+    assert len(finals) == 1 and outs[-1].HasField("final")
+    assert finals[0].branches[0].finish_reason == pb.FINISH_REASON_STOP
+    assert finals[0].branches[0].stop_string == "upon"
+    assert "".join(d.text for o in outs for d in o.deltas) == " once "

@@ -36,18 +36,24 @@ def test_generation_through_add_request_and_step(stepped_client, threaded_server
     assert m.running_requests == 0 and m.kv_pages_used == 0 and m.live_requests == 0
 
 
-def test_stop_string_in_stepped_mode(stepped_client):
+def test_stop_string_in_stepped_mode_finishes_within_the_same_step(stepped_client):
     full = _run_to_end(stepped_client, [stepped_client.add_request(
         PROMPT, max_tokens=30, temperature=0, ignore_eos=True).request_id])[0]
     text = next(iter(full.values())).text
     stop = text[3:6]
     rid = stepped_client.add_request(PROMPT, max_tokens=30, temperature=0, ignore_eos=True,
                                      stop_strings=[stop]).request_id
-    r = _run_to_end(stepped_client, [rid])[0][rid]
+    r, last = _run_to_end(stepped_client, [rid])
+    r = r[rid]
     assert r.finish_reason == "stop" and r.matched_stop == stop
     assert r.text == text[:text.find(stop)]
-    stepped_client.step()  # the engine reports the abort that ended it
-    assert stepped_client.metrics().running_requests == 0
+    assert r.usage.completion_tokens < 30
+    # the Step whose output held the stop string already aborted the request in the engine
+    m = stepped_client.metrics()
+    assert m.running_requests == 0 and m.waiting_requests == 0 and m.kv_pages_used == 0 and m.live_requests == 0
+    # the engine's own report of that abort, in the next Step, is not passed on as a second finish
+    nxt = stepped_client.step()
+    assert all(o.request_id != rid for o in nxt.outputs) and nxt.engine_empty
 
 
 def test_abort_in_stepped_mode(stepped_client):
