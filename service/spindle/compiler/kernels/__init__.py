@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "c1e71a34899e2d461ee84c66014a23aea5356aaa31668cbfc5a471fa7cc8d539"
+SOURCE_DIGEST = "80907bbc4795d24a77e21ef07ff7c1c98ec374c7cba74464bae2ab023a7fd142"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
-PARALLEL_QUANTIZE_ROWS = 8  # activation rows from which the quantization runs in parallel
+PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
 FORMAT_CODES = {"q8_0": 0, "q4_1": 1}
 
 

@@ -64,24 +64,54 @@ static float half_to_float(uint16_t h) {
 /* ---------------------------------------------------------------------------------------------------
  * Activation quantization (shared by both implementations, so they see identical q_x). */
 
+/* One group of 32: q = rint(x * 127 / max|x|) (round half to even, as the vector conversion rounds). */
+static int32_t quantize_group_scalar(const float *xg, int8_t *q, float *d) {
+  float amax = 0.0f;
+  for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(xg[i]));
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  int32_t sum = 0;
+  for (int i = 0; i < QK; i++) {
+    float v = rintf(xg[i] * id);
+    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+    q[i] = (int8_t)v;
+    sum += q[i];
+  }
+  *d = amax / 127.0f;
+  return sum;
+}
+
+#ifdef SPINDLE_X86
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static int32_t quantize_group_avx512(
+    const float *xg, int8_t *q, float *d) {
+  const __m512 a = _mm512_loadu_ps(xg), b = _mm512_loadu_ps(xg + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+  const __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+  /* |x * id| <= 127 up to rounding; the saturating narrowing clamps to [-128, 127] and rint(127.0x) = 127 */
+  const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, id)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, id));
+  _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(qa));
+  _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(qb));
+  *d = amax / 127.0f;
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+}
+#endif
+
+static int use_vector_kernels(void);
+
 /* fmt: 0 = q8_0 order (and corr), 1 = q4_1 order (evens / odds per chunk of 128). */
 int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fmt) {
   const int64_t G = K / QK;
   float *dx = (float *)(dst + K), *sx = dx + G;
   int32_t *corr = (int32_t *)(dst + K + 8 * G);
+  const int vector = use_vector_kernels();
   for (int64_t g = 0; g < G; g++) {
-    const float *xg = x + g * QK;
-    float amax = 0.0f;
-    for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(xg[i]));
-    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
     int8_t q[QK];
-    int32_t sum = 0;
-    for (int i = 0; i < QK; i++) {
-      float v = rintf(xg[i] * id);
-      v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-      q[i] = (int8_t)v;
-      sum += q[i];
-    }
+    float d;
+#ifdef SPINDLE_X86
+    const int32_t sum = vector ? quantize_group_avx512(x + g * QK, q, &d) : quantize_group_scalar(x + g * QK, q, &d);
+#else
+    (void)vector;
+    const int32_t sum = quantize_group_scalar(x + g * QK, q, &d);
+#endif
     dx[g] = d;
     sx[g] = d * (float)sum;
     const int64_t k0 = g * QK;
@@ -291,6 +321,8 @@ int32_t spindle_qkernel_isa(void) {
   spindle_isa = isa;
   return isa;
 }
+
+static int use_vector_kernels(void) { return spindle_qkernel_isa() == ISA_AVX512_VNNI; }
 
 /* y[r, n] for r < rows, n0 <= n < n1; act rows are astride bytes apart, y rows ystride floats apart. */
 int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const uint32_t *qweight,
