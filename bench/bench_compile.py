@@ -9,11 +9,14 @@ builtins exactly as the engine does, and prints medians over repeats of:
 Usage:
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py [--models random125m,smollm2]
       [--dtypes float32,float16,q8_0,q4_1] [--repeats 5] [--no-schedule]
+  TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --side-by-side --dtypes float32 --repeats 9
+      (random125m: the current pipeline against the previous one, alternating rounds in one process)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import sys
@@ -39,7 +42,30 @@ RANDOM_125M = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads
                "context_window_size": 2048, "prefill_chunk_size": 512}
 
 
-def _random_artifact(dtype: str, schedule: bool) -> pathlib.Path:
+@contextlib.contextmanager
+def _previous_schedules():
+    """The schedule rules as they were before the 4x4 prefill tiles: 4 rows x 2 columns, no column blocks."""
+    from tvm.s_tir import dlight as dl  # pylint: disable=import-outside-toplevel
+
+    from spindle.compiler.schedules import rules  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.schedules.generic import Elementwise, RowReduction  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.schedules.matmul import Matmul  # pylint: disable=import-outside-toplevel
+
+    current = rules.default_rules
+    rules.default_rules = lambda: [Matmul(row_tile=4, col_tile=2, accumulators=8, col_block=1), RowReduction(),
+                                   Elementwise(), dl.cpu.Reduction()]
+    try:
+        yield
+    finally:
+        rules.default_rules = current
+
+
+# Pipelines the side-by-side mode compares: the current one, and the previous one (TVM's bundled
+# single-threaded attention kernels, 4x2 matmul tiles).
+VARIANTS = ("current", "previous")
+
+
+def _random_artifact(dtype: str, schedule: bool, variant: str = "current") -> pathlib.Path:
     """The compiler's Llama with random weights, built like `spindle.compiler.testing.build_tiny_artifact`
     but with a small stand-in tokenizer (the benchmark never tokenizes)."""
     from spindle.compiler import testing  # pylint: disable=import-outside-toplevel
@@ -47,7 +73,7 @@ def _random_artifact(dtype: str, schedule: bool) -> pathlib.Path:
     from spindle.compiler.convert import convert_params, embedding_format, make_model  # pylint: disable=import-outside-toplevel
 
     key = testing.tiny_content_hash(dtype=dtype, seed=0, target="llvm", schedule=schedule, **RANDOM_125M)
-    out = CACHE / f"random125m-{dtype}-{key}"
+    out = CACHE / f"random125m-{dtype}{'' if variant == 'current' else '-' + variant}-{key}"
     if (out / "spindle-config.json").exists():
         return out
     cfg = testing.tiny_config(**RANDOM_125M)
@@ -56,9 +82,14 @@ def _random_artifact(dtype: str, schedule: bool) -> pathlib.Path:
     params = convert_params(testing.random_params(cfg, 0), cfg, dtype)
     meta = {"bos_token_id": None, "eos_token_ids": [0], "pad_token_id": 0, "chat_template": None,
             "add_bos_token": False}
-    return write_artifact(out, model=model, params=params, tokenizer_json=testing.tiny_tokenizer_json(384),
-                          meta=meta, dtype=dtype, target="llvm", content_hash=key,
-                          source="random-llama-125m(seed=0)", schedule=schedule)
+    rules = contextlib.nullcontext()
+    if variant == "previous":
+        model.attention_kernels = "tvm"
+        rules = _previous_schedules()
+    with rules:
+        return write_artifact(out, model=model, params=params, tokenizer_json=testing.tiny_tokenizer_json(384),
+                              meta=meta, dtype=dtype, target="llvm", content_hash=key,
+                              source=f"random-llama-125m(seed=0) {variant} pipeline", schedule=schedule)
 
 
 def artifact(model: str, dtype: str, schedule: bool) -> pathlib.Path:
@@ -123,6 +154,65 @@ def bench_one(model: str, dtype: str, repeats: int, schedule: bool) -> dict:
             "decode8": float(np.median(d8)), "weight_bytes": decode_weight_bytes(runner)}
 
 
+class Session:
+    """One loaded artifact with a KV cache, timed one measurement at a time (for alternating runs)."""
+
+    def __init__(self, path: pathlib.Path):
+        self.runner = ModelRunner(path)
+        self.kv = self.runner.create_kv_cache(max_batch_size=8, max_total_seq_len=8 * 512, prefill_chunk_size=512)
+        self.prompt = np.random.default_rng(0).integers(0, self.runner.config["vocab_size"], 128).tolist()
+        self.next_id = 1000
+
+    def prefill(self) -> float:
+        """tok/s of one 128-token prefill of a new sequence."""
+        sid, self.next_id = self.next_id, self.next_id + 1
+        self.runner.add_sequence(self.kv, sid)
+        t = timed(lambda: self.runner.prefill(self.kv, [sid], [self.prompt]))
+        self.runner.remove_sequence(self.kv, sid)
+        return len(self.prompt) / t
+
+    def decode(self, batch: int, steps: int = 8) -> float:
+        """Aggregate tok/s of `steps` decode steps at `batch` sequences of 16 prompt tokens (after a warm-up)."""
+        ids = list(range(self.next_id, self.next_id + batch))
+        self.next_id += batch
+        for sid in ids:
+            self.runner.add_sequence(self.kv, sid)
+        self.runner.prefill(self.kv, ids, [self.prompt[:16]] * batch)
+        toks = [1] * batch
+        self.runner.decode(self.kv, ids, toks)
+        t = timed(lambda: [self.runner.decode(self.kv, ids, toks) for _ in range(steps)])
+        for sid in ids:
+            self.runner.remove_sequence(self.kv, sid)
+        return batch * steps / t
+
+
+def side_by_side(dtype: str, rounds: int) -> None:
+    """The current and the previous pipeline on random125m, loaded in one process and timed alternately."""
+    sessions = {v: Session(_random_artifact(dtype, True, v)) for v in VARIANTS}
+    for s in sessions.values():  # warm-up
+        s.prefill()
+        s.decode(1, 1)
+    rates = {v: {"prefill": [], "decode1": [], "decode8": []} for v in VARIANTS}
+    loads = []
+    runs = {"prefill": Session.prefill, "decode1": lambda s: s.decode(1), "decode8": lambda s: s.decode(8)}
+    for r in range(rounds):
+        order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+        for metric, run in runs.items():  # each measurement right after the other pipeline's
+            for v in order:
+                rates[v][metric].append(run(sessions[v]))
+        loads.append(os.getloadavg()[0])
+    print(f"random125m {dtype}, {rounds} alternating rounds, load average {min(loads):.1f}-{max(loads):.1f} "
+          f"(1-min, {os.cpu_count()} cores); medians (best)")
+    print("| pipeline | prefill 128 tok/s | decode b1 tok/s | decode b8 tok/s | b8 / b1 |")
+    print("|---|---|---|---|---|")
+    med = {v: {k: float(np.median(x)) for k, x in rates[v].items()} for v in VARIANTS}
+    for v in VARIANTS:
+        cells = " | ".join(f"{med[v][k]:.1f} ({max(rates[v][k]):.1f})" for k in ("prefill", "decode1", "decode8"))
+        print(f"| {v} | {cells} | {med[v]['decode8'] / med[v]['decode1']:.2f} |")
+    ratio = " | ".join(f"{med['current'][k] / med['previous'][k]:.2f}x" for k in ("prefill", "decode1", "decode8"))
+    print(f"| current / previous | {ratio} | |")
+
+
 MODEL_NAMES = ("random125m", "smollm2")
 
 
@@ -132,6 +222,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", default="float32,float16,q8_0,q4_1")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-schedule", action="store_true", help="TVM's plain CPU pipeline, for reference")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="random125m only: the current pipeline against the previous one (bundled attention, "
+                             "4x2 matmul tiles), alternating rounds (--repeats of them) in one process")
     args = parser.parse_args(argv)
     dtypes, models = args.dtypes.split(","), args.models.split(",")
     for dtype in dtypes:
@@ -141,6 +234,10 @@ def main(argv=None) -> None:
         if model not in MODEL_NAMES:
             parser.error(f"--models: unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
 
+    if args.side_by_side:
+        for dtype in dtypes:
+            side_by_side(dtype, args.repeats)
+        return
     target = make_target("llvm")
     print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} mcpu={target.attrs.get('mcpu')} "
           f"repeats={args.repeats} (medians){' UNSCHEDULED' if args.no_schedule else ''}")

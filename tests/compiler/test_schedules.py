@@ -21,7 +21,7 @@ DTYPES = ["float32", "float16", "q8_0", "q4_1"]
 
 def _linear(k: int, n: int, dtype: str) -> nn.Module:
     if dtype in Q.FORMATS:
-        return Q.QuantizedLinear(k, n, dtype)
+        return Q.QuantizedLinear(k, n, dtype, kernel="float")  # the float kernel is what these rules schedule
     return nn.Linear(k, n, bias=False, dtype=dtype, out_dtype="float32")
 
 

@@ -164,7 +164,13 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
-    """The decoder with the four exported functions of the artifact (docs/design.md, section 1)."""
+    """The decoder with the four exported functions of the artifact (docs/design.md, section 1).
+
+    ``attention_kernels`` picks the CPU attention: ``"spindle"`` (``attention.py``, the default) or
+    ``"tvm"`` (TVM's bundled single-threaded kernels, kept for side-by-side benchmarks; no sliding
+    window)."""
+
+    attention_kernels = "spindle"
 
     def __init__(self, cfg: ModelConfig, target: Target, dtype: str = "float32",
                  linear: LinearFactory | None = None, embedding: nn.Module | None = None,
@@ -222,7 +228,7 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         the engine leaves off) is accepted for the calling convention and not used there."""
         cfg = self.cfg
         rope_scale, rope_scaling = cfg.rope_parameters()
-        if self.target.kind.name == "llvm":
+        if self.target.kind.name == "llvm" and self.attention_kernels == "spindle":
             return CPUPagedKVCache(
                 max_batch_size=max_batch_size, max_total_seq_len=max_total_seq_len,
                 prefill_chunk_size=prefill_chunk_size, page_size=page_size,
@@ -232,8 +238,8 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
                 sliding_window=cfg.effective_sliding_window)
         if cfg.effective_sliding_window:
             raise ValueError(f"sliding_window: a window of {cfg.sliding_window} below the context window "
-                             f"({cfg.context_window_size}) is applied on the llvm target only; compile for llvm "
-                             f"or cap --context-window-size at {cfg.sliding_window}")
+                             f"({cfg.context_window_size}) is applied by Spindle's CPU attention kernels only "
+                             f"(llvm target); compile for llvm or cap --context-window-size at {cfg.sliding_window}")
         return TIRPagedKVCache(
             attn_kind="mha",
             max_batch_size=max_batch_size,

@@ -14,6 +14,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 LANES = 8  # float32 lanes of a 256-bit vector
+MAX_COL_TILE = 8  # weight rows streamed side by side (more interleaved streams defeat the prefetchers)
 GROUP = 32  # weights per quantization block
 
 
@@ -28,9 +29,10 @@ def _is_var(expr, var) -> bool:
 class Matmul(ScheduleRule):
     """Register-tiled, lane-split matmul rule for weights stored `[out, in]`."""
 
-    def __init__(self, row_tile: int = 4, col_tile: int = 2, max_const_rows: int = 4, accumulators: int = 8,
-                 specialize_single_row: bool = True, lanes: int = LANES):
+    def __init__(self, row_tile: int = 4, col_tile: int = 4, max_const_rows: int = 4, accumulators: int = 16,
+                 specialize_single_row: bool = True, lanes: int = LANES, col_block: int = 4):
         self.lanes = lanes
+        self.col_block = col_block
         self.row_tile = row_tile
         self.col_tile = col_tile
         self.max_const_rows = max_const_rows
@@ -124,7 +126,7 @@ class Matmul(ScheduleRule):
             row_tile = next(t for t in (self.row_tile, 2, 1) if rows_const % t == 0)
 
         # Enough independent accumulators (rows x cols) to hide the FMA latency.
-        want = max(self.col_tile, self.accumulators // row_tile)
+        want = min(max(self.col_tile, self.accumulators // row_tile), MAX_COL_TILE)
         col_tile = next(t for t in (want, 4, 2, 1) if n_ext % t == 0)
 
         # Inline weight-side producers (dequantize, casts) into the reduction.
@@ -146,15 +148,24 @@ class Matmul(ScheduleRule):
         m, n, ko, kl = sch.get_loops(rf)
         mo, mi = sch.split(m, [None, row_tile])
         no, ni = sch.split(n, [None, col_tile])
+        block_tiles = self.col_block if (n_ext // col_tile) % self.col_block == 0 else 1
+        if block_tiles > 1:
+            # A thread owns `block_tiles` column tiles and runs them all for one row tile before moving on,
+            # so the row tile's activations stay in L1 while the block's weights come from L2.
+            npar, nin = sch.split(no, [None, block_tiles])
+        else:
+            npar, nin = no, None
+        outer = [npar, mo] + ([nin] if nin is not None else [])
         if k_ext % GROUP == 0 and GROUP % lanes == 0:
             # Unrolling a quantization group lets LLVM load and convert its scale once per group.
             kb, kq = sch.split(ko, [None, GROUP // lanes])
-            sch.reorder(no, mo, kb, kq, mi, ni, kl)
+            sch.reorder(*outer, kb, kq, mi, ni, kl)
             sch.unroll(kq)
             ko = kb
         else:
-            sch.reorder(no, mo, ko, mi, ni, kl)
-        sch.reverse_compute_at(block, mo)
+            sch.reorder(*outer, ko, mi, ni, kl)
+        sch.reverse_compute_at(block, outer[-1])
+        no = npar
         sch.parallel(no)
         sch.vectorize(kl)
         sch.unroll(mi)
@@ -166,7 +177,8 @@ class Matmul(ScheduleRule):
     def _with_single_row_branch(self, func: tirx.PrimFunc, target: Target, rows: tirx.Var):
         """`if rows == 1` runs a kernel scheduled for exactly one row (batch-1 decode: no padding, no
         wasted FMAs, dequantized weights used once); otherwise the padded multi-row kernel runs."""
-        general = Matmul(self.row_tile, self.col_tile, self.max_const_rows, self.accumulators, False)
+        general = Matmul(self.row_tile, self.col_tile, self.max_const_rows, self.accumulators, False,
+                         lanes=self.lanes, col_block=self.col_block)
         big = general._apply(func, target)  # pylint: disable=protected-access
         if big is None:
             return None
@@ -196,10 +208,11 @@ class Matmul(ScheduleRule):
         one vector accumulator each (its dequantization needs the cycles that more columns would take)."""
         storage = {str(p.dtype) for p in func.params if len(getattr(p, "shape", ())) == 2}
         if "int8" in storage:
-            return Matmul(self.row_tile, 1, self.max_const_rows, 1, False, lanes=16)
+            return Matmul(self.row_tile, 1, self.max_const_rows, 1, False, lanes=16, col_block=1)
         if "uint32" in storage:
-            return Matmul(self.row_tile, 4, self.max_const_rows, 4, False)
-        return Matmul(self.row_tile, self.col_tile, self.max_const_rows, self.accumulators, False)
+            return Matmul(self.row_tile, 4, self.max_const_rows, 4, False, lanes=LANES, col_block=1)
+        # Float weights: 2 rows x 8 lanes per column pair, 8 accumulators (streams at the bandwidth).
+        return Matmul(self.row_tile, 2, self.max_const_rows, 8, False, lanes=LANES, col_block=1)
 
     @staticmethod
     def _schedule_side_blocks(sch: s_tir.Schedule, block, side: list[str]) -> None:
