@@ -3,15 +3,15 @@
 Each case is one `QuantizedLinear` compiled with Spindle's CPU pipeline, once with the float kernel
 (weights dequantized in registers, float32 activations) and once with the int8 kernel (activations
 quantized to int8 per group of 32, integer dot products), called with `rows` rows (1: batch-1 decode,
-8: a batch-8 decode step), cycling over several copies of the weights so that every call streams them from
-memory (as a decode step does). All cases and the streaming read bandwidth are timed in alternating
+8: a batch-8 decode step), cycling over copies of the weights (at least --min-mb MB of them, beyond the 32 MB L3) so
+that every call streams them from memory (as a decode step does). All cases and the streaming read bandwidth are timed in alternating
 rounds, so that every case sees the same machine load. Prints medians of weights/s, weight bytes/s, the
 ratio to the bandwidth (1.00 = at the bandwidth) and int8 / float per shape.
 
 Usage:
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/compile_gemv.py [--dtypes q8_0,q4_1]
       [--shapes 768x2048,2048x768,768x32000,576x1536,1536x576,576x49152] [--rows 1,8]
-      [--kernels float,int8] [--copies 6] [--rounds 9]
+      [--kernels float,int8] [--copies 6] [--min-mb 96] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
                         help="KxN (in x out) list")
     parser.add_argument("--rows", default="1,8", help="activation rows per call")
     parser.add_argument("--kernels", default="float,int8")
-    parser.add_argument("--copies", type=int, default=6)
+    parser.add_argument("--copies", type=int, default=6,
+                        help="weight copies cycled per case (at least enough for --min-mb)")
+    parser.add_argument("--min-mb", type=int, default=96,
+                        help="cycle at least this many MB of weights per case, well beyond the 32 MB L3")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     target = make_target("llvm")
@@ -86,8 +89,9 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
                 parser.error(f"--shapes: expected KxN, got {shape!r}")
             arrays = Q.quantize(fmt, rng.standard_normal((n, k)).astype(np.float32))
             names = [a for a in ("qweight", "scales", "mins") if a in arrays]
-            copies = [[tvm.runtime.tensor(arrays[a]) for a in names] for _ in range(args.copies)]
             nbytes = sum(arrays[a].nbytes for a in names)
+            count = max(args.copies, -(-args.min_mb * 2**20 // nbytes))
+            copies = [[tvm.runtime.tensor(arrays[a]) for a in names] for _ in range(count)]
             for kernel in kernels:
                 fn = build(fmt, k, n, kernel, target)
                 for rows in row_counts:
@@ -103,10 +107,11 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
         bandwidth.append(stream_read_bandwidth(target, size_mb=256, repeats=3))
         loads.append(os.getloadavg()[0])
         for case in cases:
-            calls = 4 * args.copies
+            count = len(case["copies"])
+            calls = max(2 * count, 24)
             t = time.perf_counter()
             for i in range(calls):
-                case["fn"](case["x"], case["copies"][i % args.copies])
+                case["fn"](case["x"], case["copies"][i % count])
             case["times"].append((time.perf_counter() - t) / calls)
     bw = float(np.median(bandwidth))
     print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} mcpu={target.attrs.get('mcpu')} "
