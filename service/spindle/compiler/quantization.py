@@ -15,8 +15,17 @@ Device layout (the parameter arrays of a `QuantizedLinear`, in this order):
 | q4_1 | uint32 ``[out, in/8]``: weight ``k`` in bits ``4*(k%8)..`` of word ``k//8`` | float16 ``[out, in/32]`` | float16 ``[out, in/32]`` |
 
 Scales and minimums keep GGUF's fp16 bits and the 4-bit codes are only repacked, so a GGUF tensor
-loads exactly (no second quantization). The matmul kernel reads these arrays directly and dequantizes
-in registers, so a decode step streams the quantized bytes, not float32 weights.
+loads exactly (no second quantization). Both matmul kernels read these arrays directly, so a decode step
+streams the quantized bytes, not float32 weights:
+
+- ``int8`` (the default on CPU targets, `kernels/`): the activations are quantized per row to int8 in
+  groups of 32 (scale ``max|x| / 127``, as llama.cpp's q8 activations), and each group's product is an
+  exact integer dot with the stored codes (AVX-512 VNNI ``vpdpbusd``, or portable C), scaled once per
+  group: ``q4_1: y = sum_g dw*dx*dot(code, q) + mw*dx*sum(q)``, ``q8_0: y = sum_g dw*dx*dot(w, q)``.
+- ``float`` (``SPINDLE_QMATMUL=float``, and GPU targets): float32 activations times weights dequantized
+  in registers (`quantized_matmul_te`, scheduled by `schedules.matmul`).
+
+`quantize_activations` and `int8_matmul_reference` are the numpy references of the int8 kernel.
 """
 
 from __future__ import annotations
