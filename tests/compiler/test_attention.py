@@ -13,7 +13,7 @@ from spindle.compiler.testing import random_params, tiny_config
 
 from .reference import ReferenceLlama
 
-LONG = [(7 * i + 3) % 380 + 3 for i in range(70)]  # 70 tokens: five 16-token pages
+LONG = [(7 * i + 3) % 380 + 3 for i in range(100)]  # 100 tokens: seven 16-token pages
 
 
 def run_scenario(artifact, params, atol: float = 1e-4) -> float:
@@ -36,12 +36,12 @@ def run_scenario(artifact, params, atol: float = 1e-4) -> float:
 
     for sid in (0, 1):
         runner.add_sequence(kv, sid)
-    prompts = [LONG[:50], [9, 8, 7, 6, 5]]
+    prompts = [LONG[:75], [9, 8, 7, 6, 5]]  # 75 keys: 4 x 16-key tiles and a rest
     tokens = check(runner.prefill(kv, [0, 1], prompts), [0, 1], prompts, "packed prefill")
     for step in range(3):
         tokens = check(runner.decode(kv, [0, 1], tokens), [0, 1], [[t] for t in tokens], f"decode {step}")
     runner.add_sequence(kv, 2)
-    chunks = [LONG[50:], [11, 12, 13, 14, 15, 16, 17, 18, 19]]
+    chunks = [LONG[75:], [11, 12, 13, 14, 15, 16, 17, 18, 19]]
     tokens = check(runner.prefill(kv, [0, 2], chunks), [0, 2], chunks, "chunk onto a cached prefix")
     ids = [0, 2, 1]
     tokens = tokens + [5]

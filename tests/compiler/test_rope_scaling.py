@@ -44,3 +44,33 @@ def test_scaling_is_applied(tiny_model_factory):
 def test_unsupported_scaling_names_the_field(scaling):
     with pytest.raises(ValueError, match="rope_scaling"):
         ModelConfig(rope_scaling=scaling)
+
+
+@pytest.mark.parametrize("dims", [{}, LLAMA3, LINEAR], ids=["plain", "llama3", "linear"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_split_rotary_kernel_matches_tvm_kernel(dims, dtype):
+    """Spindle's RoPE kernel (cos/sin once per position and dimension) against TVM's bundled one."""
+    import tvm
+    from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv
+
+    from spindle.compiler import attention
+    from spindle.compiler.build import make_target
+
+    cfg = tiny_config(**dims)
+    scale, scaling = cfg.rope_parameters()
+    h_q, h_kv, d, n = 4, 2, 16, 37
+    target = make_target("llvm")
+    rng = np.random.default_rng(3)
+    qkv = rng.standard_normal((n, h_q + 2 * h_kv, d)).astype(dtype)
+    pos = ((np.arange(n) * 29) % 500).astype("int32")
+    outs = []
+    for func in (attention.split_rotary(cfg.rope_theta, scale, d, h_q, h_kv, dtype, scaling),
+                 tvm_kv.llama_rope_with_position_map(cfg.rope_theta, scale, d, h_q, h_kv, dtype, scaling, d)):
+        fn = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)["main"]
+        bufs = [tvm.runtime.tensor(np.zeros((n, h, d), dtype)) for h in (h_q, h_kv, h_kv)]
+        fn(tvm.runtime.tensor(qkv), tvm.runtime.tensor(pos), *bufs, 1)
+        outs.append([b.numpy().astype(np.float64) for b in bufs])
+    tol = 2e-3 if dtype == "float16" else 1e-5
+    for mine, theirs in zip(*outs):
+        np.testing.assert_allclose(mine, theirs, atol=tol, rtol=tol)
+    np.testing.assert_array_equal(outs[0][2], qkv[:, h_q + h_kv:].astype(np.float64))

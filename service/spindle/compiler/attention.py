@@ -7,8 +7,8 @@ multi-core SIMD CPU:
 
 - **ragged prefill** (the new tokens of a prefill attending to each other) and **paged prefill** (new
   tokens attending to a cached prefix): parallel over query heads; per head and sequence the keys are
-  transposed once into a ``[head_dim, keys]`` panel so a query row's scores are computed 16 keys at a
-  time with broadcast-FMA (no horizontal sums); the softmax is exact (two passes over the row's scores);
+  transposed once into a ``[head_dim, keys]`` panel so a query row's scores are computed 4 x 16 keys at
+  a time with broadcast-FMA (four independent accumulator chains, no horizontal sums); the softmax is exact (two passes over the row's scores);
   ``P @ V`` accumulates the output row in vector registers along ``head_dim``;
 - **paged decode** (one query per sequence): parallel over (sequence, query head); each score is one
   vectorised dot product along ``head_dim``, the output accumulates along ``head_dim`` as above.
@@ -36,11 +36,13 @@ from tvm import tirx
 from tvm.ir import StringImm
 from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv
 from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
+from tvm.relax.frontend.nn.llm.position_embedding import switch_rope_freq_func
 from tvm.script import tirx as T
 from tvm.target import Target
 
 LOG2E = math.log2(math.e)
 KEY_TILE = 16  # keys per score vector (one 512-bit register of float32)
+CHAINS = 4  # key tiles scored side by side: independent FMA chains hide the FMA latency
 NO_KEYS_LSE = -5e4  # log-sum-exp of a query that sees no key (the bundled kernels' convention)
 
 
@@ -91,7 +93,7 @@ def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int 
                 kt = T.sblock_alloc_buffer((d, kv_len + KEY_TILE), "float32")
                 scores = T.sblock_alloc_buffer((kv_len + KEY_TILE,), "float32")
                 qv = T.sblock_alloc_buffer((d,), "float32")
-                acc = T.sblock_alloc_buffer((KEY_TILE,), "float32")
+                acc = T.sblock_alloc_buffer((CHAINS * KEY_TILE,), "float32")
                 o = T.sblock_alloc_buffer((d,), "float32")
                 stat = T.sblock_alloc_buffer((2,), "float32")
                 for b in T.serial(batch_size):
@@ -110,7 +112,19 @@ def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int 
                             window > 0,
                             T.max(q_rope_position[q0 + i] - window + 1 - k_rope_pos_offset[b], 0), 0)
                         n: T.let[T.int32] = T.max(hi - lo, 0)
-                        for t in T.serial((n + KEY_TILE - 1) // KEY_TILE):
+                        for t in T.serial(n // (CHAINS * KEY_TILE)):
+                            for a in T.unroll(CHAINS):
+                                for l in T.vectorized(KEY_TILE):
+                                    acc[a * KEY_TILE + l] = T.float32(0)
+                            for c in T.serial(d):
+                                for a in T.unroll(CHAINS):
+                                    for l in T.vectorized(KEY_TILE):
+                                        acc[a * KEY_TILE + l] = acc[a * KEY_TILE + l] + qv[c] * kt[
+                                            c, lo + (t * CHAINS + a) * KEY_TILE + l]
+                            for a in T.unroll(CHAINS):
+                                for l in T.vectorized(KEY_TILE):
+                                    scores[(t * CHAINS + a) * KEY_TILE + l] = acc[a * KEY_TILE + l]
+                        for t in T.serial(n // (CHAINS * KEY_TILE) * CHAINS, (n + KEY_TILE - 1) // KEY_TILE):
                             for l in T.vectorized(KEY_TILE):
                                 acc[l] = T.float32(0)
                             for c in T.serial(d):
@@ -187,7 +201,7 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int =
                 kt = T.sblock_alloc_buffer((d, nnz_pages * page_size + KEY_TILE), "float32")
                 scores = T.sblock_alloc_buffer((nnz_pages * page_size + KEY_TILE,), "float32")
                 qv = T.sblock_alloc_buffer((d,), "float32")
-                acc = T.sblock_alloc_buffer((KEY_TILE,), "float32")
+                acc = T.sblock_alloc_buffer((CHAINS * KEY_TILE,), "float32")
                 o = T.sblock_alloc_buffer((d,), "float32")
                 stat = T.sblock_alloc_buffer((2,), "float32")
                 for b in T.serial(batch_size):
@@ -208,7 +222,19 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int =
                             window > 0,
                             T.max(q_rope_position[q0 + i] - window + 1 - k_rope_pos_offset[b], 0), 0)
                         n: T.let[T.int32] = T.max(hi - lo, 0)
-                        for t in T.serial((n + KEY_TILE - 1) // KEY_TILE):
+                        for t in T.serial(n // (CHAINS * KEY_TILE)):
+                            for a in T.unroll(CHAINS):
+                                for l in T.vectorized(KEY_TILE):
+                                    acc[a * KEY_TILE + l] = T.float32(0)
+                            for c in T.serial(d):
+                                for a in T.unroll(CHAINS):
+                                    for l in T.vectorized(KEY_TILE):
+                                        acc[a * KEY_TILE + l] = acc[a * KEY_TILE + l] + qv[c] * kt[
+                                            c, lo + (t * CHAINS + a) * KEY_TILE + l]
+                            for a in T.unroll(CHAINS):
+                                for l in T.vectorized(KEY_TILE):
+                                    scores[(t * CHAINS + a) * KEY_TILE + l] = acc[a * KEY_TILE + l]
+                        for t in T.serial(n // (CHAINS * KEY_TILE) * CHAINS, (n + KEY_TILE - 1) // KEY_TILE):
                             for l in T.vectorized(KEY_TILE):
                                 acc[l] = T.float32(0)
                             for c in T.serial(d):
@@ -328,6 +354,66 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
     return batch_decode_paged_kv_cpu
 
 
+def split_rotary(theta: float, scale: float, d: int, h_q: int, h_kv: int, dtype: str,
+                 rope_scaling: dict[str, Any]):
+    """`tir_split_rotary(qkv, position_map, q, k, v, apply_rope)`: splits the fused projection into q, k
+    and v and applies RoPE (rotate-half, the model's frequencies and scaling) to q and k. Parallel over
+    tokens; the cos/sin of a token's position are computed once per dimension and shared by all its
+    heads (the bundled kernel evaluates them for every head and dimension)."""
+    fused = h_q + 2 * h_kv
+    half = d // 2
+    lanes = _lanes(d)
+    freq = switch_rope_freq_func(rope_scaling)
+
+    def table(pos, dim, part: int):
+        # A fresh call per use: each let-binding gets its own variables.
+        cos_f, sin_f, bindings = freq(pos * tirx.const(scale, "float32"), dim, d, theta, "float32")
+        expr = cos_f if part == 0 else sin_f
+        for var, value in bindings.items():
+            expr = tirx.Let(var, value, expr)
+        return expr
+
+    # pylint: disable=too-many-locals
+    @T.prim_func(s_tir=True)
+    def split_rotary_cpu(var_qkv: T.handle, var_position_map: T.handle, var_q: T.handle, var_k: T.handle,
+                         var_v: T.handle, apply_rope: T.int64):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        seq_len = T.int32()
+        pos_off = T.int32()
+        qkv = T.match_buffer(var_qkv, (seq_len, fused, d), dtype)
+        q = T.match_buffer(var_q, (seq_len, h_q, d), dtype)
+        k = T.match_buffer(var_k, (seq_len, h_kv, d), dtype)
+        v = T.match_buffer(var_v, (seq_len, h_kv, d), dtype)
+        position_map = T.match_buffer(var_position_map, (seq_len,), "int32", elem_offset=pos_off)
+        for s in T.parallel(seq_len):
+            with T.sblock("rope"):
+                T.reads()
+                T.writes()
+                cs = T.sblock_alloc_buffer((d,), "float32")
+                sn = T.sblock_alloc_buffer((d,), "float32")
+                for j in T.serial(d):
+                    cs[j] = T.if_then_else(apply_rope > 0, table(position_map[s], j, 0), T.float32(1))
+                    sn[j] = T.if_then_else(apply_rope > 0, table(position_map[s], j, 1), T.float32(0))
+                for h in T.serial(h_q + h_kv):
+                    for j0 in T.serial(d // lanes):
+                        for l in T.vectorized(lanes):
+                            if h < h_q:
+                                q[s, h, j0 * lanes + l] = T.Cast(dtype, cs[j0 * lanes + l] * T.Cast(
+                                    "float32", qkv[s, h, j0 * lanes + l]) + sn[j0 * lanes + l] * T.if_then_else(
+                                    j0 * lanes + l < half, -T.Cast("float32", qkv[s, h, j0 * lanes + l + half]),
+                                    T.Cast("float32", qkv[s, h, j0 * lanes + l - half])))
+                            else:
+                                k[s, h - h_q, j0 * lanes + l] = T.Cast(dtype, cs[j0 * lanes + l] * T.Cast(
+                                    "float32", qkv[s, h, j0 * lanes + l]) + sn[j0 * lanes + l] * T.if_then_else(
+                                    j0 * lanes + l < half, -T.Cast("float32", qkv[s, h, j0 * lanes + l + half]),
+                                    T.Cast("float32", qkv[s, h, j0 * lanes + l - half])))
+                for h in T.serial(h_kv):
+                    for j in T.vectorized(d):
+                        v[s, h, j] = qkv[s, h_q + h_kv + h, j]
+
+    return split_rotary_cpu
+
+
 class CPUPagedKVCache(PagedKVCache):  # pylint: disable=too-few-public-methods
     """``TIRPagedKVCache`` for the CPU with Spindle's attention kernels in place of the bundled ones.
 
@@ -377,7 +463,9 @@ class CPUPagedKVCache(PagedKVCache):  # pylint: disable=too-few-public-methods
                 "tir_attention_prefill_with_tree_mask_with_paged_kv_cache_cpu"),
             rx.Tuple([]),  # no MLA prefill
             rx.Tuple([bb.add_func(tvm_kv._merge_state_inplace_cpu(dtype), "tir_attention_merge_state_cpu")]),  # pylint: disable=protected-access
-            bb.add_func(tvm_kv.llama_rope_with_position_map(rope_theta, rope_scale, d, h_q, h_kv, dtype, rope_scaling, d),
+            bb.add_func(split_rotary(rope_theta, rope_scale, d, h_q, h_kv, dtype, rope_scaling)
+                        if rope_scaling.get("rope_type") != "longrope" else  # longrope needs its factor table
+                        tvm_kv.llama_rope_with_position_map(rope_theta, rope_scale, d, h_q, h_kv, dtype, rope_scaling, d),
                         "tir_split_rotary"),
             bb.add_func(tvm_kv._copy_single_page_cpu(h_kv, page_size, d, dtype), "kv_cache_copy_single_page_cpu"),  # pylint: disable=protected-access
             bb.add_func(tvm_kv._kv_cache_debug_get_kv(num_hidden_layers, h_kv, d, dtype), "kv_cache_debug_get_kv"),  # pylint: disable=protected-access
