@@ -11,6 +11,8 @@ Usage:
       [--dtypes float32,float16,q8_0,q4_1] [--repeats 5] [--no-schedule]
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --side-by-side --dtypes float32 --repeats 9
       (random125m: the current pipeline against the previous one, alternating rounds in one process)
+  TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --kernels --repeats 30
+      (single kernels at the 125M shapes: Spindle's attention / RoPE / GEMM against the previous ones)
 """
 
 from __future__ import annotations
@@ -213,6 +215,82 @@ def side_by_side(dtype: str, rounds: int) -> None:
     print(f"| current / previous | {ratio} | |")
 
 
+def _time_min_median(fn, reps: int) -> tuple[float, float]:
+    ts = [timed(fn) for _ in range(reps)]
+    return min(ts), float(np.median(ts))
+
+
+def kernels(reps: int) -> None:
+    """Single kernels at the 125M model's shapes (128-token prefill, 12/4 heads of 64), the project's
+    against the previous ones, compiled alone and timed alternately: attention, RoPE, one GEMM."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+    from tvm.relax.frontend import nn  # pylint: disable=import-outside-toplevel
+    from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv  # pylint: disable=import-outside-toplevel
+
+    from spindle.compiler import attention  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.schedules import cpu_pipeline  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.schedules.generic import Elementwise  # pylint: disable=import-outside-toplevel
+
+    target = make_target("llvm")
+    h_q, h_kv, d, n = 12, 4, 64, 128
+    rng = np.random.default_rng(0)
+    t = tvm.runtime.tensor
+
+    def prim(func):
+        return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)["main"]
+
+    q, k, v = (t(rng.standard_normal((n, h, d)).astype("float32")) for h in (h_q, h_kv, h_kv))
+    ind, pos = t(np.array([0, n], "int32")), t(np.arange(n, dtype="int32"))
+    out, lse = t(np.zeros((n, h_q, d), "float32")), t(np.zeros((n, h_q), "float32"))
+    ragged = [q, ind, k, v, ind, pos, t(np.zeros(1, "int32")), out, lse, 1, 0, 1.0, 10000.0, d ** -0.5]
+    qkv = t(rng.standard_normal((n, h_q + 2 * h_kv, d)).astype("float32"))
+    split = [qkv, pos, out, t(np.zeros((n, h_kv, d), "float32")), t(np.zeros((n, h_kv, d), "float32")), 1]
+    cases = {
+        "ragged prefill attention": ([prim(attention.ragged_prefill(h_kv, h_q, d, "float32")),
+                                      prim(tvm_kv._attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {}))],  # pylint: disable=protected-access
+                                     ragged, 2 * 2 * n * n / 2 * d * h_q),
+        "RoPE + q/k/v split": ([prim(attention.split_rotary(10000.0, 1, d, h_q, h_kv, "float32", {})),
+                               prim(Elementwise().apply(tvm_kv.llama_rope_with_position_map(
+                                   10000.0, 1, d, h_q, h_kv, "float32", {}, d), target, False).mod["main"])],
+                              split, 0),
+    }
+
+    class _Linear(nn.Module):
+        def __init__(self):
+            self.lin = nn.Linear(768, 4096, bias=False, dtype="float32")
+
+        def forward(self, x):  # pylint: disable=arguments-differ
+            return self.lin(x)
+
+    gemm = []
+    for rules in (contextlib.nullcontext(), _previous_schedules()):
+        mod, _ = _Linear().export_tvm(spec={"forward": {"x": nn.spec.Tensor([1, "rows", 768], "float32"),
+                                                        "$": {"param_mode": "packed", "effect_mode": "none"}}})
+        with rules:
+            ex = tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))
+        gemm.append(relax.VirtualMachine(ex, tvm.cpu())["forward"])
+    x = t(rng.standard_normal((1, n, 768)).astype("float32"))
+    w = (t(rng.standard_normal((4096, 768)).astype("float32")),)
+    cases["gate/up GEMM 128x768 @ 768x4096"] = (gemm, [x, w], 2 * n * 768 * 4096)
+    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, {reps} alternating calls each, "
+          f"load average {os.getloadavg()[0]:.1f}; min / median ms (GFLOP/s at the min)")
+    print("| kernel | current | previous | previous / current (min) |")
+    print("|---|---|---|---|")
+    for name, (fns, args, flops) in cases.items():
+        times = [[], []]
+        for fn in fns:
+            fn(*args)
+        for _ in range(reps):
+            for i, fn in enumerate(fns):
+                times[i].append(timed(lambda f=fn: f(*args)))
+        cells = []
+        for ts in times:
+            rate = f" ({flops / min(ts) / 1e9:.0f})" if flops else ""
+            cells.append(f"{min(ts) * 1e3:.3f} / {np.median(ts) * 1e3:.3f}{rate}")
+        print(f"| {name} | {cells[0]} | {cells[1]} | {min(times[1]) / min(times[0]):.2f}x |")
+
+
 MODEL_NAMES = ("random125m", "smollm2")
 
 
@@ -225,6 +303,8 @@ def main(argv=None) -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="random125m only: the current pipeline against the previous one (bundled attention, "
                              "4x2 matmul tiles), alternating rounds (--repeats of them) in one process")
+    parser.add_argument("--kernels", action="store_true",
+                        help="single kernels (attention, RoPE, a prefill GEMM), current against previous")
     args = parser.parse_args(argv)
     dtypes, models = args.dtypes.split(","), args.models.split(",")
     for dtype in dtypes:
@@ -234,6 +314,9 @@ def main(argv=None) -> None:
         if model not in MODEL_NAMES:
             parser.error(f"--models: unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
 
+    if args.kernels:
+        kernels(max(args.repeats, 10))
+        return
     if args.side_by_side:
         for dtype in dtypes:
             side_by_side(dtype, args.repeats)
