@@ -142,9 +142,6 @@ def test_activation_quantization_is_bit_identical(libs, k):
         floats = scratch[:, k:k + 8 * groups].copy().view(np.float32)
         np.testing.assert_array_equal(floats[:, :groups], d)
         np.testing.assert_array_equal(floats[:, groups:], s)
-        if fmt == "q8_0":
-            corr = scratch[:, k + 8 * groups:2 * k + 8 * groups].copy().view(np.int32)
-            np.testing.assert_array_equal(corr, -128 * q.reshape(5, -1, 4).astype(np.int32).sum(-1))
 
 
 def _tile(lib, fmt: str, scratch: np.ndarray, arrays, k: int, n: int, n0: int, n1: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "80907bbc4795d24a77e21ef07ff7c1c98ec374c7cba74464bae2ab023a7fd142"
+SOURCE_DIGEST = "f2e023c1c51bc0021428f66ca8a5b1ddf3a7f213aa5f399d1aa236dcab92bd7e"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -88,7 +88,7 @@ def load_into_process() -> str:
 
 def act_row_bytes(in_features: int) -> int:
     """Bytes of int8 activation scratch per row (mirrors `spindle_qact_row_bytes` in qmatmul.c)."""
-    return (2 * in_features + 8 * (in_features // BLOCK) + 63) // 64 * 64
+    return (in_features + 8 * (in_features // BLOCK) + 63) // 64 * 64
 
 
 def int8_matmul_func(fmt: str, in_features: int, out_features: int):

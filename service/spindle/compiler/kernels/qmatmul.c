@@ -18,8 +18,10 @@
  *                      high nibbles of the packed weight bytes; q8_0 stores them in order
  *   [K, K + 4G)        float dx[G]
  *   [K + 4G, K + 8G)   float sx[G]
- *   [K + 8G, 2K + 8G)  int32 corr[K / 4] (q8_0): -128 * (sum of the 4 q_x of each 4-byte lane), so that
- *                      vpdpbusd on the unsigned weights w + 128 sums to the signed dot exactly
+ *
+ * vpdpbusd multiplies unsigned by signed bytes: the q8_0 path feeds it the weights as w + 128 (xor 0x80)
+ * and takes 128 * sum(q_x) back out per group as a float term, sum_g (-128 dw[g]) * sx[g], like q4_1's
+ * minimum term (the integer dots are exact, the float rounding stays ~1e-7 of the group's terms).
  */
 #include <math.h>
 #include <stdint.h>
@@ -34,7 +36,7 @@
 #define QK 32
 
 int64_t spindle_qact_row_bytes(int64_t K) {
-  int64_t bytes = 2 * K + 8 * (K / QK);
+  int64_t bytes = K + 8 * (K / QK);
   return (bytes + 63) / 64 * 64;
 }
 
@@ -97,11 +99,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static int32_t qua
 
 static int use_vector_kernels(void);
 
-/* fmt: 0 = q8_0 order (and corr), 1 = q4_1 order (evens / odds per chunk of 128). */
+/* fmt: 0 = q8_0 order, 1 = q4_1 order (evens / odds per chunk of 128). */
 int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fmt) {
   const int64_t G = K / QK;
   float *dx = (float *)(dst + K), *sx = dx + G;
-  int32_t *corr = (int32_t *)(dst + K + 8 * G);
   const int vector = use_vector_kernels();
   for (int64_t g = 0; g < G; g++) {
     int8_t q[QK];
@@ -123,8 +124,6 @@ int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fm
       }
     } else {
       memcpy(dst + k0, q, QK);
-      for (int i = 0; i < QK / 4; i++)
-        corr[k0 / 4 + i] = -128 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
     }
   }
   return 0;
@@ -238,23 +237,24 @@ AVX512_INLINE void q8_0_col(const int8_t *act, int64_t astride, int NR, const in
     const int64_t gm = G - g16 < 16 ? G - g16 : 16;
     const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
     const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + g16));
+    const __m512 offset = _mm512_mul_ps(dw, _mm512_set1_ps(-128.0f));
     __m512 scale[4];
-    for (int j = 0; j < NR; j++)
-      scale[j] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, (const float *)(act + j * astride + K) + g16));
+    for (int j = 0; j < NR; j++) {
+      const float *dx = (const float *)(act + j * astride + K);
+      scale[j] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
+      acc[j] = _mm512_fmadd_ps(offset, _mm512_maskz_loadu_ps(gmask, dx + G + g16), acc[j]);
+    }
     for (int c = 0; c < 8; c++) {
       const int64_t k0 = g16 * QK + 64 * c;
       if (k0 >= K) break;
       const int64_t width = K - k0 < 64 ? K - k0 : 64;
       const __mmask64 bmask = width == 64 ? ~(__mmask64)0 : (((__mmask64)1 << width) - 1);
-      const __mmask16 lmask = (__mmask16)(width == 64 ? 0xFFFF : ((1u << (width / 4)) - 1));
       _mm_prefetch((const char *)(w + k0) + PREFETCH_BYTES, _MM_HINT_T0);
       const __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bmask, w + k0), bias);
       const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(2 * c));
       for (int j = 0; j < NR; j++) {
-        const int8_t *q = act + j * astride;
-        const int32_t *corr = (const int32_t *)(q + K + 8 * G) + k0 / 4;
-        __m512i dot = _mm512_maskz_loadu_epi32(lmask, corr);
-        dot = _mm512_dpbusd_epi32(dot, wu, _mm512_maskz_loadu_epi8(bmask, q + k0));
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu,
+                                                _mm512_maskz_loadu_epi8(bmask, act + j * astride + k0));
         acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j]), acc[j]);
       }
     }
