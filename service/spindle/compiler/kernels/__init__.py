@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "f2e023c1c51bc0021428f66ca8a5b1ddf3a7f213aa5f399d1aa236dcab92bd7e"
+SOURCE_DIGEST = "2906862508add4764fd0f35af05fd5944c3d2b737308ffbe9b0d886f58dc66c4"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -186,93 +186,125 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
 
-/* One output column for NR (1..4) activation rows. */
-AVX512_INLINE void q4_1_col(const int8_t *act, int64_t astride, int NR, const uint8_t *w, const uint16_t *s,
-                            const uint16_t *m, int64_t K, float *y, int64_t ystride) {
+/* NC (1..2) adjacent output columns for NR (1..4) activation rows: the activation loads are shared by the
+ * columns, the decoded weights by the rows. */
+AVX512_INLINE void q4_1_cols(const int8_t *act, int64_t astride, int NR, int NC, const uint8_t *w,
+                             const uint16_t *s, const uint16_t *m, int64_t K, float *y, int64_t ystride) {
   const int64_t G = K / QK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
-  __m512 acc[4], macc[4];
-  for (int j = 0; j < NR; j++) acc[j] = macc[j] = _mm512_setzero_ps();
+  __m512 acc[4][2];
+  for (int j = 0; j < NR; j++)
+    for (int i = 0; i < NC; i++) acc[j][i] = _mm512_setzero_ps();
   for (int64_t g16 = 0; g16 < G; g16 += 16) {
     const int64_t gm = G - g16 < 16 ? G - g16 : 16;
     const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + g16));
-    const __m512 mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, m + g16));
-    __m512 scale[4];
-    for (int j = 0; j < NR; j++) {
-      const float *dx = (const float *)(act + j * astride + K);
-      scale[j] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
-      macc[j] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(gmask, dx + G + g16), macc[j]);
+    __m512 scale[4][2];
+    for (int i = 0; i < NC; i++) {
+      const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + i * G + g16));
+      const __m512 mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, m + i * G + g16));
+      for (int j = 0; j < NR; j++) {
+        const float *dx = (const float *)(act + j * astride + K);
+        scale[j][i] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
+        acc[j][i] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(gmask, dx + G + g16), acc[j][i]);  /* min term */
+      }
     }
     for (int c = 0; c < 4; c++) {
       const int64_t k0 = g16 * QK + 128 * c;
       if (k0 >= K) break;
       const int64_t half = (K - k0 < 128 ? K - k0 : 128) / 2;
       const __mmask64 bmask = half == 64 ? ~(__mmask64)0 : (((__mmask64)1 << half) - 1);
-      _mm_prefetch((const char *)(w + k0 / 2) + PREFETCH_BYTES, _MM_HINT_T0);
-      const __m512i bytes = _mm512_maskz_loadu_epi8(bmask, w + k0 / 2);
-      const __m512i lo = _mm512_and_si512(bytes, m4);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
+      __m512i lo[2], hi[2];
+      for (int i = 0; i < NC; i++) {
+        const uint8_t *wi = w + i * (K / 2) + k0 / 2;
+        _mm_prefetch((const char *)wi + PREFETCH_BYTES, _MM_HINT_T0);
+        const __m512i bytes = _mm512_maskz_loadu_epi8(bmask, wi);
+        lo[i] = _mm512_and_si512(bytes, m4);
+        hi[i] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
+      }
       const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(4 * c));
       for (int j = 0; j < NR; j++) {
         const int8_t *q = act + j * astride + k0;
-        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_maskz_loadu_epi8(bmask, q));
-        dot = _mm512_dpbusd_epi32(dot, hi, _mm512_maskz_loadu_epi8(bmask, q + half));
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j]), acc[j]);
+        const __m512i qe = _mm512_maskz_loadu_epi8(bmask, q), qo = _mm512_maskz_loadu_epi8(bmask, q + half);
+        for (int i = 0; i < NC; i++) {
+          const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], qe), hi[i], qo);
+          acc[j][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j][i]), acc[j][i]);
+        }
       }
     }
   }
-  for (int j = 0; j < NR; j++) y[j * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j], macc[j]));
+  for (int j = 0; j < NR; j++)
+    for (int i = 0; i < NC; i++) y[j * ystride + i] = _mm512_reduce_add_ps(acc[j][i]);
 }
 
-AVX512_INLINE void q8_0_col(const int8_t *act, int64_t astride, int NR, const int8_t *w, const uint16_t *s,
-                            int64_t K, float *y, int64_t ystride) {
+AVX512_INLINE void q8_0_cols(const int8_t *act, int64_t astride, int NR, int NC, const int8_t *w,
+                             const uint16_t *s, int64_t K, float *y, int64_t ystride) {
   const int64_t G = K / QK;
   const __m512i bias = _mm512_set1_epi8((char)0x80);
   const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 3);
-  __m512 acc[4];
-  for (int j = 0; j < NR; j++) acc[j] = _mm512_setzero_ps();
+  __m512 acc[4][2];
+  for (int j = 0; j < NR; j++)
+    for (int i = 0; i < NC; i++) acc[j][i] = _mm512_setzero_ps();
   for (int64_t g16 = 0; g16 < G; g16 += 16) {
     const int64_t gm = G - g16 < 16 ? G - g16 : 16;
     const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + g16));
-    const __m512 offset = _mm512_mul_ps(dw, _mm512_set1_ps(-128.0f));
-    __m512 scale[4];
-    for (int j = 0; j < NR; j++) {
-      const float *dx = (const float *)(act + j * astride + K);
-      scale[j] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
-      acc[j] = _mm512_fmadd_ps(offset, _mm512_maskz_loadu_ps(gmask, dx + G + g16), acc[j]);
+    __m512 scale[4][2];
+    for (int i = 0; i < NC; i++) {
+      const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + i * G + g16));
+      const __m512 offset = _mm512_mul_ps(dw, _mm512_set1_ps(-128.0f));
+      for (int j = 0; j < NR; j++) {
+        const float *dx = (const float *)(act + j * astride + K);
+        scale[j][i] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
+        acc[j][i] = _mm512_fmadd_ps(offset, _mm512_maskz_loadu_ps(gmask, dx + G + g16), acc[j][i]);
+      }
     }
     for (int c = 0; c < 8; c++) {
       const int64_t k0 = g16 * QK + 64 * c;
       if (k0 >= K) break;
       const int64_t width = K - k0 < 64 ? K - k0 : 64;
       const __mmask64 bmask = width == 64 ? ~(__mmask64)0 : (((__mmask64)1 << width) - 1);
-      _mm_prefetch((const char *)(w + k0) + PREFETCH_BYTES, _MM_HINT_T0);
-      const __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bmask, w + k0), bias);
+      __m512i wu[2];
+      for (int i = 0; i < NC; i++) {
+        const int8_t *wi = w + i * K + k0;
+        _mm_prefetch((const char *)wi + PREFETCH_BYTES, _MM_HINT_T0);
+        wu[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bmask, wi), bias);
+      }
       const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(2 * c));
       for (int j = 0; j < NR; j++) {
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu,
-                                                _mm512_maskz_loadu_epi8(bmask, act + j * astride + k0));
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j]), acc[j]);
+        const __m512i qx = _mm512_maskz_loadu_epi8(bmask, act + j * astride + k0);
+        for (int i = 0; i < NC; i++) {
+          const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu[i], qx);
+          acc[j][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j][i]), acc[j][i]);
+        }
       }
     }
   }
-  for (int j = 0; j < NR; j++) y[j * ystride] = _mm512_reduce_add_ps(acc[j]);
+  for (int j = 0; j < NR; j++)
+    for (int i = 0; i < NC; i++) y[j * ystride + i] = _mm512_reduce_add_ps(acc[j][i]);
 }
 
+/* Rows in blocks of 4; one row streams one column at a time (one sequential weight stream), several rows
+ * take two adjacent columns per pass. */
 #define ROW_BLOCKS(COL_CALL)                                                                    \
   for (int64_t r0 = 0; r0 < rows; r0 += 4) {                                                    \
     const int64_t nr = rows - r0 < 4 ? rows - r0 : 4;                                           \
     const int8_t *a = act + r0 * astride;                                                       \
     float *yr = y + r0 * ystride;                                                               \
-    for (int64_t n = n0; n < n1; n++) {                                                         \
+    int64_t n = n0;                                                                             \
+    if (nr > 1)                                                                                 \
+      for (; n + 1 < n1; n += 2) {                                                              \
+        switch (nr) {                                                                           \
+          case 2: COL_CALL(2, 2); break;                                                        \
+          case 3: COL_CALL(3, 2); break;                                                        \
+          default: COL_CALL(4, 2); break;                                                       \
+        }                                                                                       \
+      }                                                                                         \
+    for (; n < n1; n++) {                                                                       \
       switch (nr) {                                                                             \
-        case 1: COL_CALL(1); break;                                                             \
-        case 2: COL_CALL(2); break;                                                             \
-        case 3: COL_CALL(3); break;                                                             \
-        default: COL_CALL(4); break;                                                            \
+        case 1: COL_CALL(1, 1); break;                                                          \
+        case 2: COL_CALL(2, 1); break;                                                          \
+        case 3: COL_CALL(3, 1); break;                                                          \
+        default: COL_CALL(4, 1); break;                                                         \
       }                                                                                         \
     }                                                                                           \
   }
@@ -281,7 +313,7 @@ AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows,
                                const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1,
                                float *y, int64_t ystride) {
   const int64_t G = K / QK;
-#define Q4_1_COL(NR) q4_1_col(a, astride, NR, qw + n * (K / 2), sc + n * G, mn + n * G, K, yr + n, ystride)
+#define Q4_1_COL(NR, NC) q4_1_cols(a, astride, NR, NC, qw + n * (K / 2), sc + n * G, mn + n * G, K, yr + n, ystride)
   ROW_BLOCKS(Q4_1_COL)
 #undef Q4_1_COL
 }
@@ -289,7 +321,7 @@ AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows,
 AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw,
                                const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
   const int64_t G = K / QK;
-#define Q8_0_COL(NR) q8_0_col(a, astride, NR, qw + n * K, sc + n * G, K, yr + n, ystride)
+#define Q8_0_COL(NR, NC) q8_0_cols(a, astride, NR, NC, qw + n * K, sc + n * G, K, yr + n, ystride)
   ROW_BLOCKS(Q8_0_COL)
 #undef Q8_0_COL
 }
