@@ -8,10 +8,13 @@ multi-core SIMD CPU:
 - **ragged prefill** (the new tokens of a prefill attending to each other) and **paged prefill** (new
   tokens attending to a cached prefix): parallel over query heads; per head and sequence the keys are
   transposed once into a ``[head_dim, keys]`` panel so a query row's scores are computed 4 x 16 keys at
-  a time with broadcast-FMA (four independent accumulator chains, no horizontal sums); the softmax is exact (two passes over the row's scores);
-  ``P @ V`` accumulates the output row in vector registers along ``head_dim``;
+  a time with broadcast-FMA (four independent accumulator chains, no horizontal sums); the softmax is
+  exact (two passes over the row's scores); ``P @ V`` accumulates the output row in vector registers
+  along ``head_dim``;
 - **paged decode** (one query per sequence): parallel over (sequence, query head); each score is one
-  vectorised dot product along ``head_dim``, the output accumulates along ``head_dim`` as above.
+  vectorised dot product along ``head_dim``, the output accumulates along ``head_dim`` as above;
+- **RoPE split** (q/k/v out of the fused projection, RoPE on q and k): parallel over tokens, a
+  position's cos/sin computed once per dimension for all heads.
 
 Scores are scaled by ``sm_scale * log2(e)`` and exponentiated with ``exp2``, as the cache's merge kernel
 expects. A query that sees no key (possible only in the paged parts) gets a zero output and a log-sum-exp
