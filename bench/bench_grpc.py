@@ -185,7 +185,7 @@ def main() -> int:
     p.add_argument("--dtype", default="q4_1", help="dtype when compiling the default model (default q4_1)")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the table shows medians")
+    p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
     args = p.parse_args()
 
     from spindle.cli import resolve_model
@@ -225,6 +225,12 @@ def main() -> int:
         base, grpc_r = results[("in-process", c)], results[("gRPC", c)]
         print(f"{c:>7} {'gRPC cost':>10} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
               f"{'':>9} {'':>8} {'':>8} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%")
+        # each round's two runs are back to back: their difference cancels load that drifts between rounds
+        pairs = list(zip(runs[("in-process", c)], runs[("gRPC", c)]))
+        ttft = statistics.median(g["ttft_p50"] - b["ttft_p50"] for b, g in pairs)
+        tok = statistics.median(100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs)
+        print(f"{c:>7} {'per round':>10} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%")
+    print("gRPC cost: the medians compared; per round: the median of each round's back-to-back difference")
     return 0
 
 
