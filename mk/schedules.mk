@@ -1,12 +1,18 @@
 # CPU schedules and quantized formats (service/spindle/compiler/schedules, quantization.py). Their tests run
 # inside `make test-python`; these targets are for working on them alone.
-#   make test-schedules   the schedule-rule and quantization tests
+#   make test-schedules   the schedule-rule, attention-kernel, RoPE-scaling and quantization tests
 #   make bench-compile    prefill/decode speed of every weight format against the memory-bandwidth bound
+#   make bench-prefill    the current pipeline against the previous one (alternating), and single kernels
 BENCH_COMPILE_ARGS ?=
 
-.PHONY: test-schedules bench-compile
+.PHONY: test-schedules bench-compile bench-prefill
 test-schedules: setup
-	$(PYTHON) -m pytest -q tests/compiler/test_schedules.py tests/compiler/test_quantization.py
+	$(PYTHON) -m pytest -q tests/compiler/test_schedules.py tests/compiler/test_attention.py \
+		tests/compiler/test_rope_scaling.py tests/compiler/test_quantization.py
 
 bench-compile: setup
 	TVM_NUM_THREADS=$$(nproc) OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/bench_compile.py $(BENCH_COMPILE_ARGS)
+
+bench-prefill: setup
+	TVM_NUM_THREADS=$$(nproc) OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/bench_compile.py --side-by-side --dtypes float32 --repeats 15
+	TVM_NUM_THREADS=$$(nproc) OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/bench_compile.py --kernels --repeats 30
