@@ -174,10 +174,9 @@ def test_scalar_and_vector_paths_agree(libs, fmt, k, n):
 
 def test_vector_path_is_used_where_supported(libs):
     flags = open("/proc/cpuinfo", encoding="utf-8").read() if os.path.exists("/proc/cpuinfo") else ""
-    if "avx512_vnni" in flags and "avx512bw" in flags and "avx512vl" in flags:
-        assert libs["auto_isa"] == 1
-    else:
-        assert libs["auto_isa"] == 0
+    supported = "avx512_vnni" in flags and "avx512bw" in flags and "avx512vl" in flags
+    assert libs["auto_isa"] == int(supported)
+    assert kernels.vector_supported() == supported
 
 
 def test_source_digest_is_current():
@@ -194,7 +193,7 @@ def test_kernel_choice_errors(monkeypatch):
     monkeypatch.setenv("SPINDLE_QMATMUL", "float")
     assert Q.resolve_kernel() == "float" and Q.resolve_kernel("int8") == "int8"
     monkeypatch.delenv("SPINDLE_QMATMUL")
-    assert Q.resolve_kernel() == "int8"
+    assert Q.resolve_kernel() == ("int8" if kernels.vector_supported() else "float")
 
 
 def test_gpu_models_keep_the_float_kernel():
@@ -209,4 +208,4 @@ def test_gpu_models_keep_the_float_kernel():
             return Q.resolve_kernel()
 
     assert Holder("cuda").choose() == "float"
-    assert Holder("llvm").choose() == "int8"
+    assert Holder("llvm").choose() == ("int8" if kernels.vector_supported() else "float")

@@ -70,7 +70,12 @@ def test_quantized_matches_reference_on_its_weights(tiny_model_factory, fmt):
     held to the same argmax and 0.5 (logits span about +-30; measured 0.27 for the one q4_1 sequence with
     a tie). Without the activation rounding the reference is 0.25-0.42 away, so 1e-4 tells them apart.
     """
+    from spindle.compiler.quantization import resolve_kernel
+
     params = quantized_reference_params(random_params(tiny_config(), seed=0), fmt)
+    if resolve_kernel() == "float":  # a CPU without AVX-512 VNNI builds the float kernel by default
+        assert max(compare_with_reference(tiny_model_factory(fmt), params)) < 1e-4
+        return
     diffs, ties = compare_quantized_with_reference(tiny_model_factory(fmt), params)
     clean = ties == 0
     assert clean.sum() >= clean.size // 2, ties  # the check below is not vacuous

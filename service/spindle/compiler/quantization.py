@@ -305,10 +305,12 @@ KERNEL_ENV = "SPINDLE_QMATMUL"
 def resolve_kernel(kernel: str | None = None) -> str:
     """Which matmul a `QuantizedLinear` emits: `kernel` if given, else `$SPINDLE_QMATMUL`, else by target.
 
-    ``int8`` (the default on CPU targets): activations quantized to int8 per group of 32 and integer dot
-    products with the stored blocks (`kernels/qmatmul.c`, called from a TIR PrimFunc). ``float``: the
-    dequantize-in-registers float kernel (`quantized_matmul_te`, scheduled by `schedules.matmul`); GPU
-    targets always use it. An unset kernel follows the target of the model being exported (`_export_target`).
+    ``int8`` (the default on CPU targets whose CPU has AVX-512 VNNI): activations quantized to int8 per
+    group of 32 and integer dot products with the stored blocks (`kernels/qmatmul.c`, called from a TIR
+    PrimFunc; elsewhere it runs as portable C, slower than the float kernel, so it is not the default
+    there). ``float``: the dequantize-in-registers float kernel (`quantized_matmul_te`, scheduled by
+    `schedules.matmul`); GPU targets always use it. An unset kernel follows the target of the model being
+    exported (`_export_target`).
     """
     if kernel is None:
         kernel = os.environ.get(KERNEL_ENV) or None
@@ -317,7 +319,11 @@ def resolve_kernel(kernel: str | None = None) -> str:
     target = _export_target()
     if target is not None and target.kind.name != "llvm":
         return "float"
-    return kernel or "int8"
+    if kernel is None:
+        from . import kernels  # pylint: disable=import-outside-toplevel
+
+        kernel = "int8" if kernels.vector_supported() else "float"
+    return kernel
 
 
 def _export_target():

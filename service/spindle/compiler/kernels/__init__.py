@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "2906862508add4764fd0f35af05fd5944c3d2b737308ffbe9b0d886f58dc66c4"
+SOURCE_DIGEST = "cc84ff45cace6970e13a05c8867d6dd04c286c6e74600c9f46c9e9bdee2ac99d"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -84,6 +84,16 @@ def load_into_process() -> str:
     path = shared_library(tempfile.mkdtemp(prefix="spindle-kernels-"))
     ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
     return str(path)
+
+
+@functools.lru_cache(maxsize=None)
+def vector_supported() -> bool:
+    """Whether this CPU runs the AVX-512 VNNI kernels (else the kernels fall back to portable C)."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+
+    lib = ctypes.CDLL(load_into_process())
+    lib.spindle_qkernel_vector_supported.restype = ctypes.c_int32
+    return bool(lib.spindle_qkernel_vector_supported())
 
 
 def act_row_bytes(in_features: int) -> int:

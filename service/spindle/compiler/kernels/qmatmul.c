@@ -333,6 +333,18 @@ AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows,
 enum { ISA_UNKNOWN = -1, ISA_SCALAR = 0, ISA_AVX512_VNNI = 1 };
 static volatile int spindle_isa = ISA_UNKNOWN;
 
+/* 1 when this CPU runs the AVX-512 VNNI kernels (whatever SPINDLE_QKERNEL says), else 0. */
+int32_t spindle_qkernel_vector_supported(void) {
+#ifdef SPINDLE_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+#else
+  return 0;
+#endif
+}
+
 /* The implementation the tile kernels use: 0 = portable C, 1 = AVX-512 VNNI. */
 int32_t spindle_qkernel_isa(void) {
   int isa = spindle_isa;
@@ -340,13 +352,7 @@ int32_t spindle_qkernel_isa(void) {
   isa = ISA_SCALAR;
   const char *force = getenv("SPINDLE_QKERNEL");
 #ifdef SPINDLE_X86
-  if (!(force && strcmp(force, "scalar") == 0)) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vnni"))
-      isa = ISA_AVX512_VNNI;
-  }
+  if (!(force && strcmp(force, "scalar") == 0) && spindle_qkernel_vector_supported()) isa = ISA_AVX512_VNNI;
 #else
   (void)force;
 #endif
