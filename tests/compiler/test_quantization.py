@@ -141,3 +141,18 @@ def test_compiled_quantized_linear_matches_numpy(fmt, bias, out_dtype, kernel):
     ids = np.array([0, 39, 7, 7], np.int32)
     rows = vm["lookup"](tvm.runtime.tensor(ids), params).numpy()
     np.testing.assert_array_equal(rows, ref_w[ids])
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+def test_int8_kernel_on_two_dimensional_activations(fmt):
+    """Activations of another rank than [d0, d1, K] are viewed as [1, rows, K] around the int8 kernel."""
+    rng = np.random.default_rng(4)
+    arrays = Q.quantize(fmt, rng.standard_normal((24, 64)).astype(np.float32))
+    layer = Q.QuantizedLinear(64, 24, fmt, kernel="int8")
+    vm, names = _build(layer, {"forward": {"x": nn.spec.Tensor(["n", 64], "float32")}})
+    params = [tvm.runtime.tensor(arrays[name]) for name in names]
+    for n in (1, 6):
+        x = rng.standard_normal((n, 64)).astype(np.float32)
+        y = vm["forward"](tvm.runtime.tensor(x), params).numpy()
+        assert y.shape == (n, 24)
+        np.testing.assert_allclose(y, Q.int8_matmul_reference(fmt, x, arrays), rtol=1e-5, atol=1e-5)
