@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Callable
 
 from tvm import relax as rx
-from tvm import tirx
+from tvm import te, tirx, topi
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
@@ -146,9 +146,20 @@ class MLP(nn.Module):
         self.down_proj = linear(cfg.intermediate_size, cfg.hidden_size, False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate_up = self.gate_up_proj(x)
-        gate, up = op.split(gate_up, 2, axis=-1)
-        return self.down_proj(op.silu(gate) * up)
+        return self.down_proj(op.tensor_expr_op(swiglu_te, "swiglu", [self.gate_up_proj(x)]))
+
+
+def swiglu_te(gate_up: te.Tensor) -> te.Tensor:
+    """``silu(gate) * up`` of the fused ``[..., 2 * inter]`` projection, computed in float32 with TVM's
+    polynomial ``fast_exp`` (vectorises; within ~1.5e-7 relative of ``exp``, which is a scalar libm
+    call per element on the CPU)."""
+    inter = gate_up.shape[-1] // 2
+    shape = (*gate_up.shape[:-1], inter)
+    gate = te.compute(shape, lambda *i: gate_up[(*i[:-1], i[-1])].astype("float32"), name="gate")
+    neg_exp = topi.fast_exp(te.compute(shape, lambda *i: -gate[i], name="neg_gate"))
+    return te.compute(shape, lambda *i: (gate[i] / (tirx.const(1, "float32") + neg_exp[i])
+                                         * gate_up[(*i[:-1], i[-1] + inter)].astype("float32")).astype(gate_up.dtype),
+                      name="swiglu")
 
 
 class DecoderLayer(nn.Module):
