@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from spindle_client import DeadlineExceededError, SyncClient
+from spindle_client import DeadlineExceededError
 from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
