@@ -204,3 +204,40 @@ def test_missing_source(tmp_path):
 def test_compile_model_bad_arguments(gguf_file, kwargs, pattern):
     with pytest.raises(CompileError, match=pattern):
         compile_model(gguf_file, progress=False, **kwargs)
+
+
+HF_BASE = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256, "max_position_embeddings": 512}
+
+
+@pytest.mark.parametrize("extra,window,scaling", [
+    ({}, 0, None),
+    ({"model_type": "mistral", "sliding_window": 64}, 64, None),
+    ({"model_type": "mistral", "sliding_window": None}, 0, None),
+    # Qwen2 configs name a window that is off unless use_sliding_window is set
+    ({"model_type": "qwen2", "sliding_window": 64, "use_sliding_window": False}, 0, None),
+    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, 0, {"rope_type": "linear", "factor": 2.0}),
+    ({"rope_scaling": {"rope_type": "default"}}, 0, None),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 256}}, 0,
+     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 256}),
+])
+def test_hf_config_window_and_rope_scaling(tmp_path, extra, window, scaling):
+    from spindle.compiler.loaders import config_from_hf
+
+    cfg = config_from_hf({**HF_BASE, **extra}, tmp_path / "config.json")
+    assert cfg.sliding_window == window
+    assert cfg.rope_scaling == scaling
+
+
+@pytest.mark.parametrize("extra,pattern", [
+    ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, r"config\.json: rope_scaling: unsupported rope_type 'dynamic'"),
+    ({"rope_scaling": {"type": "linear", "factor": 0}}, r"config\.json: rope_scaling: linear scaling needs a positive factor"),
+    ({"model_type": "mistral", "sliding_window": -4}, r"config\.json: sliding_window: expected a non-negative integer"),
+])
+def test_hf_config_bad_window_or_scaling(tmp_path, extra, pattern):
+    from spindle.compiler.loaders import config_from_hf
+
+    with pytest.raises(WeightError, match=pattern):
+        config_from_hf({**HF_BASE, **extra}, tmp_path / "config.json")

@@ -232,9 +232,11 @@ def config_from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
         if "type" in rope_scaling and "rope_type" not in rope_scaling:
             rope_scaling["rope_type"] = rope_scaling.pop("type")
         if rope_scaling.get("rope_type") in ("default", None):
-            rope_scaling = None
-        elif rope_scaling.get("rope_type") not in ("llama3", "yarn", "longrope"):
-            raise WeightError(path, f"unsupported rope_scaling {data['rope_scaling']!r}")
+            rope_scaling = None  # other types are checked by ModelConfig
+    # Mistral's window; Qwen2 configs carry a `sliding_window` that only applies with `use_sliding_window`
+    window = data.get("sliding_window") if data.get("use_sliding_window", True) else None
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 0):
+        raise WeightError(path, f"sliding_window: expected a non-negative integer or null, got {window!r}")
     try:
         return ModelConfig(
             model_type=mt, hidden_size=data["hidden_size"], num_hidden_layers=data["num_hidden_layers"],
@@ -242,6 +244,7 @@ def config_from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
             head_dim=data.get("head_dim") or data["hidden_size"] // n_head, intermediate_size=data["intermediate_size"],
             vocab_size=data["vocab_size"], rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
             rope_theta=float(data.get("rope_theta", 10000.0)), rope_scaling=rope_scaling,
+            sliding_window=int(window or 0),
             tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
             attention_bias=bool(data.get("attention_bias", mt == "qwen2")),
             context_window_size=ctx, prefill_chunk_size=min(ctx, 2048))
