@@ -144,13 +144,21 @@ def test_activation_quantization_is_bit_identical(libs, k):
         np.testing.assert_array_equal(floats[:, groups:], s)
 
 
-def _tile(lib, fmt: str, scratch: np.ndarray, arrays, k: int, n: int, n0: int, n1: int) -> np.ndarray:
+def _tile(lib, fmt: str, scratch: np.ndarray, arrays, k: int, n: int, n0: int, n1: int,
+          residual: np.ndarray | None = None) -> np.ndarray:
     rows = scratch.shape[0]
     y = np.full((rows, n), np.nan, np.float32)
     ptrs = [_ptr(arrays[a]) for a in _names(fmt)]
     fn = lib.spindle_qmm_q4_1 if fmt == "q4_1" else lib.spindle_qmm_q8_0
-    fn(_ptr(scratch), _I64(scratch.shape[1]), _I64(rows), *ptrs, _I64(k), _I64(n0), _I64(n1), _ptr(y), _I64(n))
+    res = None if residual is None else _ptr(residual)  # None: a NULL pointer, no residual
+    fn(_ptr(scratch), _I64(scratch.shape[1]), _I64(rows), *ptrs, _I64(k), _I64(n0), _I64(n1), _ptr(y), res,
+       _I64(n))
     return y
+
+
+def _residual(rows: int, n: int, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((rows, n)) * rng.uniform(0.1, 30.0, (rows, 1))).astype(np.float32)
 
 
 @pytest.mark.parametrize("fmt", Q.FORMATS)
@@ -170,6 +178,49 @@ def test_scalar_and_vector_paths_agree(libs, fmt, k, n):
         part = _tile(libs["auto"], fmt, scratch, arrays, k, n, 5, 13)
         assert np.isnan(part[:, :5]).all() and np.isnan(part[:, 13:]).all()
         np.testing.assert_array_equal(part[:, 5:13], fast[:, 5:13])
+
+
+@pytest.mark.parametrize("which", ["auto", "scalar"])
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+@pytest.mark.parametrize("k,n", [(768, 40), (576, 33), (96, 21)])
+def test_residual_is_added_exactly(libs, which, fmt, k, n):
+    """A residual pointer gives bit for bit the kernel's output without it plus the residual (one float32
+    add, as the separate elementwise kernel did), on both implementations; a column range adds only there."""
+    lib, arrays = libs[which], _weights(fmt, k, n, seed=5)
+    for rows in (1, 4, 8, 17):
+        x = _activations(rows, k, seed=rows + 100)
+        scratch = _act_scratch(lib, x, fmt)
+        res = _residual(rows, n, seed=rows)
+        plain = _tile(lib, fmt, scratch, arrays, k, n, 0, n)
+        fused = _tile(lib, fmt, scratch, arrays, k, n, 0, n, residual=res)
+        assert np.array_equal(fused, plain + res), (rows, np.abs(fused - (plain + res)).max())
+        assert not np.array_equal(fused, plain)
+        part = _tile(lib, fmt, scratch, arrays, k, n, 3, 20, residual=res)
+        assert np.isnan(part[:, :3]).all() and np.isnan(part[:, 20:]).all()
+        assert np.array_equal(part[:, 3:20], (plain + res)[:, 3:20])
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+def test_compiled_kernel_with_residual(tmp_path, fmt):
+    """The PrimFunc with a residual input: exactly the PrimFunc without one plus the residual."""
+    k, n, target = 576, 50, make_target("llvm")
+    fns = {}
+    for residual in (False, True):
+        func = kernels.int8_matmul_func(fmt, k, n, residual=residual).with_attr("global_symbol", "main")
+        path = tmp_path / f"{fmt}_{residual}.so"
+        tvm.compile(tvm.IRModule({"main": func}), target=target).export_library(
+            str(path), addons=[kernels.object_file()])
+        fns[residual] = tvm.runtime.load_module(str(path))["main"]
+    arrays = _weights(fmt, k, n, seed=9)
+    weights = [tvm.runtime.tensor(arrays[a]) for a in _names(fmt)]
+    for rows in (1, 4, 8, 17, 70):
+        lead = (rows, 1) if rows % 2 else (1, rows)
+        x = tvm.runtime.tensor(_activations(rows, k, seed=rows).reshape(*lead, k))
+        res = _residual(rows, n, seed=rows).reshape(*lead, n)
+        plain, fused = tvm.runtime.empty((*lead, n), "float32"), tvm.runtime.empty((*lead, n), "float32")
+        fns[False](x, *weights, plain)
+        fns[True](x, *weights, tvm.runtime.tensor(res), fused)
+        assert np.array_equal(fused.numpy(), plain.numpy() + res), rows
 
 
 def test_vector_path_is_used_where_supported(libs):

@@ -19,6 +19,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 from tvm.target import Target
 
 from .attention import CPUPagedKVCache
+from .quantization import QuantizedLinear
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
 ROPE_SCALING_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
@@ -123,6 +124,14 @@ def float_linear(dtype: str) -> LinearFactory:
     return make
 
 
+def project_add(linear: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
+    """``residual + linear(x)``: a `QuantizedLinear` takes the residual itself (its int8 kernel adds it as it
+    stores each output, no separate elementwise kernel); any other layer gets the add after it."""
+    if isinstance(linear, QuantizedLinear):
+        return linear(x, residual=residual)
+    return residual + linear(x)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, linear: LinearFactory):
         self.num_q = cfg.num_attention_heads
@@ -132,11 +141,12 @@ class Attention(nn.Module):
         self.qkv_proj = linear(cfg.hidden_size, qkv_out, cfg.attention_bias)
         self.o_proj = linear(self.num_q * self.head_dim, cfg.hidden_size, False)
 
-    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, residual: Tensor) -> Tensor:
+        """``residual + o_proj(attention(x))``."""
         b, s, _ = x.shape
         qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
         out = kv.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim ** -0.5)
-        return self.o_proj(op.reshape(out, (b, s, self.num_q * self.head_dim)))
+        return project_add(self.o_proj, op.reshape(out, (b, s, self.num_q * self.head_dim)), residual)
 
 
 class MLP(nn.Module):
@@ -145,8 +155,9 @@ class MLP(nn.Module):
         self.gate_up_proj = linear(cfg.hidden_size, 2 * cfg.intermediate_size, False)
         self.down_proj = linear(cfg.intermediate_size, cfg.hidden_size, False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(op.tensor_expr_op(swiglu_te, "swiglu", [self.gate_up_proj(x)]))
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        """``residual + down_proj(swiglu(gate_up_proj(x)))``."""
+        return project_add(self.down_proj, op.tensor_expr_op(swiglu_te, "swiglu", [self.gate_up_proj(x)]), residual)
 
 
 def swiglu_te(gate_up: te.Tensor) -> te.Tensor:
@@ -170,8 +181,8 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg, linear)
 
     def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), kv, layer_id)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = self.self_attn(self.input_layernorm(x), kv, layer_id, residual=x)
+        return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
 class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes

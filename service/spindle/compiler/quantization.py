@@ -381,12 +381,26 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
             arrays.append(self.mins)
         return arrays
 
-    def forward(self, x: nn.Tensor) -> nn.Tensor:  # pylint: disable=arguments-differ
+    def forward(self, x: nn.Tensor, residual: nn.Tensor | None = None) -> nn.Tensor:  # pylint: disable=arguments-differ
+        """`x @ W.T (+ bias) (+ residual)`; `residual` has the output's shape.
+
+        The int8 kernel adds a float32 residual as it stores each output (no separate elementwise kernel)
+        when there is no bias and the output is float32; otherwise, and on the float kernel, the add is a
+        Relax op after the matmul (which the schedule rules fuse into the float kernel). Either way it is
+        one float add of the finished matmul output and the residual.
+        """
         if x.shape[-1] != self.in_features:
             raise QuantizationError(
                 "x", f"last dimension {x.shape[-1]} does not match in_features {self.in_features}"
             )
+        if residual is not None and residual.shape[-1] != self.out_features:
+            raise QuantizationError(
+                "residual", f"last dimension {residual.shape[-1]} does not match out_features {self.out_features}"
+            )
         if resolve_kernel(self.kernel) == "int8":
+            if (residual is not None and self.bias is None and self.out_dtype == "float32"
+                    and residual.dtype == "float32"):
+                return self._int8_matmul(x, residual)
             y = self._int8_matmul(x)
         else:
             y = nn.op.tensor_expr_op(
@@ -396,10 +410,11 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
             )
         if self.bias is not None:
             y = y + self.bias
-        return y
+        return y if residual is None else y + residual
 
-    def _int8_matmul(self, x: nn.Tensor) -> nn.Tensor:
-        """The integer-dot kernel (`kernels.int8_matmul_func`) on x `[d0, d1, in]` (other ranks are viewed so)."""
+    def _int8_matmul(self, x: nn.Tensor, residual: nn.Tensor | None = None) -> nn.Tensor:
+        """The integer-dot kernel (`kernels.int8_matmul_func`) on x `[d0, d1, in]` (other ranks are viewed so),
+        adding a float32 `residual` of the output's shape in the kernel when one is given."""
         from . import kernels  # pylint: disable=import-outside-toplevel
 
         lead = list(x.shape[:-1])
@@ -410,10 +425,13 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
             for dim in lead:
                 rows = rows * dim
             x = nn.op.reshape(x, [1, rows, self.in_features])
+            if residual is not None:
+                residual = nn.op.reshape(residual, [1, rows, self.out_features])
+        extra = [] if residual is None else [residual]
         y = nn.op.tensor_ir_op(
-            kernels.int8_matmul_func(self.fmt, self.in_features, self.out_features),
-            f"{self.fmt}_matmul_int8",
-            [x, *self._arrays()],
+            kernels.int8_matmul_func(self.fmt, self.in_features, self.out_features, residual=residual is not None),
+            f"{self.fmt}_matmul_int8" + ("_residual" if residual is not None else ""),
+            [x, *self._arrays(), *extra],
             nn.Tensor.placeholder([*x.shape[:-1], self.out_features], "float32"),
         )
         if len(lead) != 2:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "cc84ff45cace6970e13a05c8867d6dd04c286c6e74600c9f46c9e9bdee2ac99d"
+SOURCE_DIGEST = "e00553b9207eb1dc05eb18e829d9e6951e16daececa280a76ea349dd75e07012"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -101,14 +101,19 @@ def act_row_bytes(in_features: int) -> int:
     return (in_features + 8 * (in_features // BLOCK) + 63) // 64 * 64
 
 
-def int8_matmul_func(fmt: str, in_features: int, out_features: int):
+def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bool = False):
     """The PrimFunc `(x[d0, d1, K] float32, *weight arrays, y[d0, d1, N] float32)` of the integer-dot kernel.
+
+    With `residual`, the PrimFunc takes `res[d0, d1, N] float32` after the weight arrays and computes
+    `y = x @ W.T + res`: the tile kernel adds `res` to each finished output as it stores it (the same single
+    float add a separate elementwise kernel would do). Without it the kernel gets a NULL residual pointer.
 
     The two leading dimensions are symbolic (decode `[batch, 1, K]`, prefill `[1, seq, K]`), so the layer
     needs no reshapes around the call. Rows are `d0 * d1`; the activation rows are quantized into a scratch
     buffer (in parallel from `PARALLEL_QUANTIZE_ROWS` rows), then the column tiles run in parallel.
     """
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+    import tvm  # pylint: disable=import-outside-toplevel
 
     load_into_process()
     k, n, groups = int(in_features), int(out_features), int(in_features) // BLOCK
@@ -116,6 +121,7 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int):
     tiles = (n + tile - 1) // tile
     par_rows = PARALLEL_QUANTIZE_ROWS
     i8, f32 = T.type_annotation("int8"), T.type_annotation("float32")
+    null = tvm.tirx.reinterpret("handle", tvm.tirx.const(0, "uint64"))  # the C kernels' residual pointer when there is none
 
     # pylint: disable=no-member,invalid-name,unused-variable,unused-argument
     @T.macro
@@ -133,6 +139,33 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int):
 
     if fmt == "q4_1":
 
+        @T.macro
+        def q4_1_tiles(act, qweight, scales, mins, y, res_ptr, rows):
+            for t in T.parallel(T.int64(tiles)):
+                T.evaluate(T.call_extern(
+                    "int32", "spindle_qmm_q4_1", T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1),
+                    T.int64(row_bytes), rows, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]),
+                    T.address_of(mins[0, 0]), T.int64(k), t * tile, T.min(t * tile + tile, T.int64(n)),
+                    T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr, T.int64(n)))
+
+        if residual:
+
+            @T.prim_func(private=True)
+            def func_res(var_x: T.handle, qweight: T.Buffer((n, k // 8), "uint32"),
+                         scales: T.Buffer((n, groups), "float16"), mins: T.Buffer((n, groups), "float16"),
+                         var_r: T.handle, var_y: T.handle):
+                T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+                d0, d1 = T.int64(), T.int64()
+                x = T.match_buffer(var_x, (d0, d1, k), "float32")
+                res = T.match_buffer(var_r, (d0, d1, n), "float32")
+                y = T.match_buffer(var_y, (d0, d1, n), "float32")
+                act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
+                quantize(x, act, d0 * d1)
+                q4_1_tiles(act, qweight, scales, mins, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1),
+                           d0 * d1)
+
+            return func_res
+
         @T.prim_func(private=True)
         def func(var_x: T.handle, qweight: T.Buffer((n, k // 8), "uint32"), scales: T.Buffer((n, groups), "float16"),
                  mins: T.Buffer((n, groups), "float16"), var_y: T.handle):
@@ -142,14 +175,34 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int):
             y = T.match_buffer(var_y, (d0, d1, n), "float32")
             act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
             quantize(x, act, d0 * d1)
-            for t in T.parallel(T.int64(tiles)):
-                T.evaluate(T.call_extern(
-                    "int32", "spindle_qmm_q4_1", T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 1),
-                    T.int64(row_bytes), d0 * d1, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]),
-                    T.address_of(mins[0, 0]), T.int64(k), t * tile, T.min(t * tile + tile, T.int64(n)),
-                    T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2), T.int64(n)))
+            q4_1_tiles(act, qweight, scales, mins, y, null, d0 * d1)
 
         return func
+
+    @T.macro
+    def q8_0_tiles(act, qweight, scales, y, res_ptr, rows):
+        for t in T.parallel(T.int64(tiles)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_qmm_q8_0", T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1),
+                T.int64(row_bytes), rows, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.int64(k),
+                t * tile, T.min(t * tile + tile, T.int64(n)), T.tvm_access_ptr(f32, y.data, 0, rows * n, 2),
+                res_ptr, T.int64(n)))
+
+    if residual:
+
+        @T.prim_func(private=True)
+        def func_res(var_x: T.handle, qweight: T.Buffer((n, k), "int8"), scales: T.Buffer((n, groups), "float16"),
+                     var_r: T.handle, var_y: T.handle):
+            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+            d0, d1 = T.int64(), T.int64()
+            x = T.match_buffer(var_x, (d0, d1, k), "float32")
+            res = T.match_buffer(var_r, (d0, d1, n), "float32")
+            y = T.match_buffer(var_y, (d0, d1, n), "float32")
+            act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
+            quantize(x, act, d0 * d1)
+            q8_0_tiles(act, qweight, scales, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
+
+        return func_res
 
     @T.prim_func(private=True)
     def func(var_x: T.handle, qweight: T.Buffer((n, k), "int8"), scales: T.Buffer((n, groups), "float16"),
@@ -160,11 +213,6 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int):
         y = T.match_buffer(var_y, (d0, d1, n), "float32")
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
         quantize(x, act, d0 * d1)
-        for t in T.parallel(T.int64(tiles)):
-            T.evaluate(T.call_extern(
-                "int32", "spindle_qmm_q8_0", T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 1),
-                T.int64(row_bytes), d0 * d1, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.int64(k),
-                t * tile, T.min(t * tile + tile, T.int64(n)), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2),
-                T.int64(n)))
+        q8_0_tiles(act, qweight, scales, y, null, d0 * d1)
 
     return func
