@@ -56,7 +56,7 @@ def compiler_fingerprint() -> str:
     h.update(tvm.__version__.encode())
     h.update(tvm_ffi.__version__.encode())
     root = Path(__file__).parent
-    for path in sorted(root.rglob("*.py")) + [root.parent / "tokenizer.py"]:
+    for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.c")) + [root.parent / "tokenizer.py"]:
         if path.parent == root and path.name in _NOT_IN_FINGERPRINT:
             continue
         h.update(str(path.relative_to(root.parent)).encode())

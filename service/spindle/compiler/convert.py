@@ -32,6 +32,19 @@ def embedding_format(dtype: str, parts: list[Part] | None) -> str:
     return "q8_0"
 
 
+def matmul_kernel(dtype: str, target: str) -> str | None:
+    """The matmul kernel of the quantized linears for ``dtype`` on ``target`` (None for float formats):
+    ``int8`` (activations rounded to int8, integer dot products) on CPUs with AVX-512 VNNI unless
+    ``$SPINDLE_QMATMUL`` says otherwise, ``float`` elsewhere and on GPU targets. Part of the cache key."""
+    if dtype not in QUANTIZED:
+        return None
+    if target != "llvm":
+        return "float"
+    from .quantization import resolve_kernel  # pylint: disable=import-outside-toplevel
+
+    return resolve_kernel()
+
+
 def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fmt: str | None = None,
                head_fmt: str | None = None) -> LlamaForCausalLM:
     """The nn module for weight format ``dtype`` (see the module docstring)."""
@@ -47,11 +60,14 @@ def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fm
         if dim % 32:
             raise CompileError(f"{name}: {dim} is not a multiple of 32, the block size of {dtype}")
 
-    def linear(in_f: int, out_f: int, bias: bool) -> nn.Module:
-        return QuantizedLinear(in_f, out_f, dtype, bias=bias, out_dtype=act)
+    kernel = matmul_kernel(dtype, target.kind.name)
 
-    embed = QuantizedLinear(cfg.hidden_size, cfg.vocab_size, embed_fmt or "q8_0", out_dtype=act)
-    head = None if cfg.tie_word_embeddings else QuantizedLinear(cfg.hidden_size, cfg.vocab_size, head_fmt or "q8_0", out_dtype=act)
+    def linear(in_f: int, out_f: int, bias: bool) -> nn.Module:
+        return QuantizedLinear(in_f, out_f, dtype, bias=bias, out_dtype=act, kernel=kernel)
+
+    embed = QuantizedLinear(cfg.hidden_size, cfg.vocab_size, embed_fmt or "q8_0", out_dtype=act, kernel=kernel)
+    head = None if cfg.tie_word_embeddings else QuantizedLinear(cfg.hidden_size, cfg.vocab_size, head_fmt or "q8_0",
+                                                                 out_dtype=act, kernel=kernel)
     return LlamaForCausalLM(cfg, target, dtype=act, linear=linear, embedding=embed, lm_head=head)
 
 
