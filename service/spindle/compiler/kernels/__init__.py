@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "e00553b9207eb1dc05eb18e829d9e6951e16daececa280a76ea349dd75e07012"
+SOURCE_DIGEST = "01974ddc9355a6fece92b60bccbed7b8346a1144cbbc33c19c09d717404cceaa"
 BLOCK = 32
 TILE_COLUMNS = 16  # output columns per parallel task
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

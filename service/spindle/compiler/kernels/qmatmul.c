@@ -8,8 +8,9 @@
  *   q4_1: y = sum_g dw[g] * dx[g] * dot(code_w, q_x)[g] + sum_g mw[g] * sx[g]
  *   q8_0: y = sum_g dw[g] * dx[g] * dot(w, q_x)[g]
  *
- * plus res[r, n] when a residual is given (one float add of the finished sum, the value a separate
- * elementwise add would give), where dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] * sum(q_x)[g]. The dots are exact
+ * plus res[r, n] when a residual is given: each task adds it to the tile it has just stored, while the tile
+ * is in cache (one float add of the finished sum, the value a separate elementwise add would give; the
+ * micro-kernels stay as they are). Here dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] * sum(q_x)[g]. The dots are exact
  * integer sums; the float part is one multiply-add per group. Two implementations, picked at run time:
  * AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32) and portable C. SPINDLE_QKERNEL=scalar forces the portable one.
  *
@@ -135,7 +136,7 @@ int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fm
 
 static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
                         const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1, float *y,
-                        const float *res, int64_t ystride) {
+                        int64_t ystride) {
   const int64_t G = K / QK;
   for (int64_t r = 0; r < rows; r++) {
     const int8_t *q = act + r * astride;
@@ -153,14 +154,13 @@ static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
         acc += half_to_float(sc[n * G + g]) * dx[g] * (float)isum;
         macc += half_to_float(mn[n * G + g]) * sx[g];
       }
-      const float out = acc + macc;
-      y[r * ystride + n] = res ? out + res[r * ystride + n] : out;
+      y[r * ystride + n] = acc + macc;
     }
   }
 }
 
 static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, const uint16_t *sc,
-                        int64_t K, int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
+                        int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
   const int64_t G = K / QK;
   for (int64_t r = 0; r < rows; r++) {
     const int8_t *q = act + r * astride;
@@ -173,7 +173,7 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
         for (int64_t k = g * QK; k < (g + 1) * QK; k++) isum += (int32_t)w[k] * q[k];
         acc += half_to_float(sc[n * G + g]) * dx[g] * (float)isum;
       }
-      y[r * ystride + n] = res ? acc + res[r * ystride + n] : acc;
+      y[r * ystride + n] = acc;
     }
   }
 }
@@ -191,8 +191,7 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
 /* NC (1..2) adjacent output columns for NR (1..4) activation rows: the activation loads are shared by the
  * columns, the decoded weights by the rows. */
 AVX512_INLINE void q4_1_cols(const int8_t *act, int64_t astride, int NR, int NC, const uint8_t *w,
-                             const uint16_t *s, const uint16_t *m, int64_t K, float *y, const float *res,
-                             int64_t ystride) {
+                             const uint16_t *s, const uint16_t *m, int64_t K, float *y, int64_t ystride) {
   const int64_t G = K / QK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
@@ -237,14 +236,11 @@ AVX512_INLINE void q4_1_cols(const int8_t *act, int64_t astride, int NR, int NC,
     }
   }
   for (int j = 0; j < NR; j++)
-    for (int i = 0; i < NC; i++) {
-      const float out = _mm512_reduce_add_ps(acc[j][i]);
-      y[j * ystride + i] = res ? out + res[j * ystride + i] : out;
-    }
+    for (int i = 0; i < NC; i++) y[j * ystride + i] = _mm512_reduce_add_ps(acc[j][i]);
 }
 
 AVX512_INLINE void q8_0_cols(const int8_t *act, int64_t astride, int NR, int NC, const int8_t *w,
-                             const uint16_t *s, int64_t K, float *y, const float *res, int64_t ystride) {
+                             const uint16_t *s, int64_t K, float *y, int64_t ystride) {
   const int64_t G = K / QK;
   const __m512i bias = _mm512_set1_epi8((char)0x80);
   const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 3);
@@ -286,10 +282,7 @@ AVX512_INLINE void q8_0_cols(const int8_t *act, int64_t astride, int NR, int NC,
     }
   }
   for (int j = 0; j < NR; j++)
-    for (int i = 0; i < NC; i++) {
-      const float out = _mm512_reduce_add_ps(acc[j][i]);
-      y[j * ystride + i] = res ? out + res[j * ystride + i] : out;
-    }
+    for (int i = 0; i < NC; i++) y[j * ystride + i] = _mm512_reduce_add_ps(acc[j][i]);
 }
 
 /* Rows in blocks of 4; one row streams one column at a time (one sequential weight stream), several rows
@@ -299,7 +292,6 @@ AVX512_INLINE void q8_0_cols(const int8_t *act, int64_t astride, int NR, int NC,
     const int64_t nr = rows - r0 < 4 ? rows - r0 : 4;                                           \
     const int8_t *a = act + r0 * astride;                                                       \
     float *yr = y + r0 * ystride;                                                               \
-    const float *rr = res ? res + r0 * ystride : NULL;                                          \
     int64_t n = n0;                                                                             \
     if (nr > 1)                                                                                 \
       for (; n + 1 < n1; n += 2) {                                                              \
@@ -321,19 +313,17 @@ AVX512_INLINE void q8_0_cols(const int8_t *act, int64_t astride, int NR, int NC,
 
 AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
                                const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1,
-                               float *y, const float *res, int64_t ystride) {
+                               float *y, int64_t ystride) {
   const int64_t G = K / QK;
-#define Q4_1_COL(NR, NC) \
-  q4_1_cols(a, astride, NR, NC, qw + n * (K / 2), sc + n * G, mn + n * G, K, yr + n, rr ? rr + n : NULL, ystride)
+#define Q4_1_COL(NR, NC) q4_1_cols(a, astride, NR, NC, qw + n * (K / 2), sc + n * G, mn + n * G, K, yr + n, ystride)
   ROW_BLOCKS(Q4_1_COL)
 #undef Q4_1_COL
 }
 
 AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw,
-                               const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
-                               int64_t ystride) {
+                               const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
   const int64_t G = K / QK;
-#define Q8_0_COL(NR, NC) q8_0_cols(a, astride, NR, NC, qw + n * K, sc + n * G, K, yr + n, rr ? rr + n : NULL, ystride)
+#define Q8_0_COL(NR, NC) q8_0_cols(a, astride, NR, NC, qw + n * K, sc + n * G, K, yr + n, ystride)
   ROW_BLOCKS(Q8_0_COL)
 #undef Q8_0_COL
 }
@@ -374,6 +364,12 @@ int32_t spindle_qkernel_isa(void) {
 
 static int use_vector_kernels(void) { return spindle_qkernel_isa() == ISA_AVX512_VNNI; }
 
+/* The residual epilogue of a tile: y[r, n] += res[r, n] for r < rows, n0 <= n < n1. */
+static void add_residual(float *y, const float *res, int64_t rows, int64_t n0, int64_t n1, int64_t ystride) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t n = n0; n < n1; n++) y[r * ystride + n] += res[r * ystride + n];
+}
+
 /* y[r, n] (+ res[r, n] when res is not NULL) for r < rows, n0 <= n < n1; act rows are astride bytes apart,
  * y and res rows ystride floats apart. */
 int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const uint32_t *qweight,
@@ -381,12 +377,12 @@ int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const
                          float *y, const float *res, int64_t ystride) {
   const uint8_t *qw = (const uint8_t *)qweight;
 #ifdef SPINDLE_X86
-  if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
-    q4_1_avx512(act, astride, rows, qw, scales, mins, K, n0, n1, y, res, ystride);
-    return 0;
-  }
+  if (spindle_qkernel_isa() == ISA_AVX512_VNNI)
+    q4_1_avx512(act, astride, rows, qw, scales, mins, K, n0, n1, y, ystride);
+  else
 #endif
-  q4_1_scalar(act, astride, rows, qw, scales, mins, K, n0, n1, y, res, ystride);
+    q4_1_scalar(act, astride, rows, qw, scales, mins, K, n0, n1, y, ystride);
+  if (res) add_residual(y, res, rows, n0, n1, ystride);
   return 0;
 }
 
@@ -394,11 +390,11 @@ int32_t spindle_qmm_q8_0(const int8_t *act, int64_t astride, int64_t rows, const
                          const uint16_t *scales, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
                          int64_t ystride) {
 #ifdef SPINDLE_X86
-  if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
-    q8_0_avx512(act, astride, rows, qweight, scales, K, n0, n1, y, res, ystride);
-    return 0;
-  }
+  if (spindle_qkernel_isa() == ISA_AVX512_VNNI)
+    q8_0_avx512(act, astride, rows, qweight, scales, K, n0, n1, y, ystride);
+  else
 #endif
-  q8_0_scalar(act, astride, rows, qweight, scales, K, n0, n1, y, res, ystride);
+    q8_0_scalar(act, astride, rows, qweight, scales, K, n0, n1, y, ystride);
+  if (res) add_residual(y, res, rows, n0, n1, ystride);
   return 0;
 }
