@@ -88,12 +88,14 @@ def load_into_process() -> str:
 
 @functools.lru_cache(maxsize=None)
 def vector_supported() -> bool:
-    """Whether this CPU runs the AVX-512 VNNI kernels (else the kernels fall back to portable C)."""
-    import ctypes  # pylint: disable=import-outside-toplevel
+    """Whether this CPU runs the AVX-512 VNNI kernels (else the kernels fall back to portable C).
 
-    lib = ctypes.CDLL(load_into_process())
-    lib.spindle_qkernel_vector_supported.restype = ctypes.c_int32
-    return bool(lib.spindle_qkernel_vector_supported())
+    Asks LLVM for the host CPU's features (the same set `spindle_qkernel_vector_supported` checks at run
+    time), so that choosing a kernel, which every artifact cache lookup does, needs no C build."""
+    from tvm.target import Target, codegen  # pylint: disable=import-outside-toplevel
+
+    host = Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    return bool(codegen.target_has_features(["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni"], host))
 
 
 def act_row_bytes(in_features: int) -> int:
