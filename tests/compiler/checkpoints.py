@@ -66,10 +66,13 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_gguf(path: Path, cfg: ModelConfig, params: dict[str, np.ndarray], tokenizer_json: str,
                linear_type: str = "Q4_1", embed_type: str = "Q8_0", arch: str = "llama",
-               skip: tuple[str, ...] = (), override: dict[str, tuple[np.ndarray, str]] | None = None) -> Path:
+               skip: tuple[str, ...] = (), override: dict[str, tuple[np.ndarray, str]] | None = None,
+               metadata: dict[str, object] | None = None, extra: dict[str, np.ndarray] | None = None) -> Path:
     """A GGUF file as llama.cpp's converter writes it (permuted Q/K for llama, block-quantized linears).
 
-    ``skip`` leaves tensors out; ``override`` replaces a tensor by (array, GGML type name), for error tests.
+    ``skip`` leaves tensors out; ``override`` replaces a tensor by (array, GGML type name), for error tests;
+    ``metadata`` adds keys (``{arch}`` in a key is the architecture; str, int -> uint32, float -> float32);
+    ``extra`` adds float32 tensors.
     """
     import gguf
     from gguf import GGMLQuantizationType as Q
@@ -105,6 +108,16 @@ def write_gguf(path: Path, cfg: ModelConfig, params: dict[str, np.ndarray], toke
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_chat_template(CHAT_TEMPLATE)
+    for key, value in (metadata or {}).items():
+        key = key.replace("{arch}", arch)
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_float32(key, float(value))
+    for name, arr in (extra or {}).items():
+        w.add_tensor(name, np.ascontiguousarray(arr, dtype=np.float32))
 
     def put(name: str, arr: np.ndarray, kind: str) -> None:
         if name in skip:

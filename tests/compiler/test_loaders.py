@@ -152,6 +152,39 @@ def test_gguf_unknown_architecture(tmp_path, tokenizer_json):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("metadata,scaling,window", [
+    ({}, None, 0),
+    ({"{arch}.rope.scaling.type": "none"}, None, 0),
+    ({"{arch}.rope.scaling.type": "linear", "{arch}.rope.scaling.factor": 4.0}, {"rope_type": "linear", "factor": 4.0}, 0),
+    ({"{arch}.rope.scale_linear": 2.0}, {"rope_type": "linear", "factor": 2.0}, 0),
+    ({"{arch}.rope.scaling.type": "yarn", "{arch}.rope.scaling.factor": 4.0,
+      "{arch}.rope.scaling.original_context_length": 128, "{arch}.rope.scaling.yarn_beta_fast": 32.0},
+     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "beta_fast": 32.0}, 0),
+    ({"{arch}.attention.sliding_window": 64, "{arch}.rope.dimension_count": 16}, None, 64),
+])
+def test_gguf_rope_scaling_and_window(tmp_path, tokenizer_json, metadata, scaling, window):
+    path = write_gguf(tmp_path / "r.gguf", CFG, PARAMS, tokenizer_json, metadata=metadata)
+    cfg = load_checkpoint(path).config
+    assert cfg.rope_scaling == scaling
+    assert cfg.sliding_window == window
+
+
+@pytest.mark.parametrize("metadata,extra,pattern", [
+    ({"{arch}.rope.scaling.type": "longrope", "{arch}.rope.scaling.factor": 4.0}, None,
+     r"r\.gguf: unsupported RoPE scaling type 'longrope' in llama\.rope\.scaling\.type"),
+    ({"{arch}.rope.scaling.type": "linear", "{arch}.rope.scaling.factor": -1.0}, None,
+     r"r\.gguf: bad model metadata: rope_scaling: linear scaling needs a positive factor"),
+    ({"{arch}.rope.dimension_count": 8}, None,
+     r"r\.gguf: partial rotary embeddings are not supported \(llama\.rope\.dimension_count is 8, the head dimension 16\)"),
+    ({}, {"rope_freqs.weight": np.ones(8, np.float32)},
+     r"r\.gguf: tensor 'rope_freqs\.weight': per-dimension RoPE frequency factors are not supported"),
+])
+def test_gguf_rope_metadata_errors(tmp_path, tokenizer_json, metadata, extra, pattern):
+    path = write_gguf(tmp_path / "r.gguf", CFG, PARAMS, tokenizer_json, metadata=metadata, extra=extra)
+    with pytest.raises(WeightError, match=pattern):
+        load_checkpoint(path)
+
+
 def test_not_a_gguf_file(tmp_path):
     path = tmp_path / "junk.gguf"
     path.write_bytes(b"this is not a model" * 10)

@@ -112,6 +112,27 @@ def _field(fields: dict[str, Any], key: str, path: Path, cast: Callable = int, d
         raise WeightError(path, f"metadata key {key!r} has a bad value {fields[key]!r}") from None
 
 
+def _gguf_rope_scaling(fields: dict[str, Any], arch: str, path: Path) -> dict[str, Any] | None:
+    """RoPE scaling from llama.cpp's metadata keys, as the ``rope_scaling`` dict of a Hugging Face config."""
+    pre = f"{arch}.rope.scaling."
+    kind = fields.get(pre + "type")
+    factor = _field(fields, pre + "factor", path, float, default=0.0)
+    if kind is None and f"{arch}.rope.scale_linear" in fields:  # the older single key for linear scaling
+        kind, factor = "linear", _field(fields, f"{arch}.rope.scale_linear", path, float)
+    if kind is None or kind == "none" or (kind == "linear" and factor == 1.0):
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": factor}
+    if kind == "yarn":
+        scaling = {"rope_type": "yarn", "factor": factor,
+                   "original_max_position_embeddings": _field(fields, pre + "original_context_length", path)}
+        for key, name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
+            if pre + key in fields:
+                scaling[name] = _field(fields, pre + key, path, float)
+        return scaling
+    raise WeightError(path, f"unsupported RoPE scaling type {kind!r} in {pre}type (supported: none, linear, yarn)")
+
+
 def load_gguf(path: Path) -> Checkpoint:
     from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
 
@@ -139,6 +160,15 @@ def load_gguf(path: Path) -> Checkpoint:
     vocab = _field(fields, f"{a}.vocab_size", path, default=len(fields.get("tokenizer.ggml.tokens") or [])) or None
     head_dim = _field(fields, f"{a}.attention.key_length", path, default=hidden // n_head)
     ctx = _field(fields, f"{a}.context_length", path)
+    rope_scaling = _gguf_rope_scaling(fields, a, path)
+    rotary = _field(fields, f"{a}.rope.dimension_count", path, default=head_dim)
+    if rotary != head_dim:
+        raise WeightError(path, f"partial rotary embeddings are not supported ({a}.rope.dimension_count is "
+                                f"{rotary}, the head dimension {head_dim})")
+    if "rope_freqs.weight" in tensors:
+        raise WeightError(path, "per-dimension RoPE frequency factors are not supported from GGUF (Llama 3.1 "
+                                "style scaling): compile the model's Hugging Face folder, whose config.json "
+                                "carries the rope_scaling parameters", tensor="rope_freqs.weight")
     try:
         cfg = ModelConfig(
             model_type=a, hidden_size=hidden, num_hidden_layers=_field(fields, f"{a}.block_count", path),
@@ -146,6 +176,9 @@ def load_gguf(path: Path) -> Checkpoint:
             intermediate_size=_field(fields, f"{a}.feed_forward_length", path), vocab_size=vocab,
             rms_norm_eps=_field(fields, f"{a}.attention.layer_norm_rms_epsilon", path, float),
             rope_theta=_field(fields, f"{a}.rope.freq_base", path, float, default=10000.0),
+            rope_scaling=rope_scaling,
+            # Qwen2's window is off in its own configs unless use_sliding_window says otherwise (no GGUF key)
+            sliding_window=0 if a == "qwen2" else _field(fields, f"{a}.attention.sliding_window", path, default=0),
             tie_word_embeddings=tied, attention_bias="blk.0.attn_q.bias" in tensors,
             context_window_size=ctx, prefill_chunk_size=min(ctx, 2048))
     except ValueError as exc:
