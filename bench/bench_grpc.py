@@ -175,6 +175,33 @@ class OverGrpc:
         self.proc.wait(60)
 
 
+class GoClient:
+    """The same streams from the Go client (`clients/go/cmd/spindle-loadgen`) against the same server: the
+    server's gRPC cost without the Python client's share of the machine."""
+
+    def __init__(self, target: str):
+        import shutil
+        import tempfile
+
+        if shutil.which("go") is None:
+            raise RuntimeError("no Go toolchain")
+        self.binary = Path(tempfile.mkdtemp(prefix="spindle-loadgen-")) / "spindle-loadgen"
+        subprocess.run(["go", "build", "-o", str(self.binary), "./cmd/spindle-loadgen"], cwd=ROOT / "clients" / "go",
+                       check=True)
+        self.target = target
+
+    def run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
+        import json
+
+        out = subprocess.run([str(self.binary), "-target", self.target, "-streams", str(concurrency),
+                              "-max-tokens", str(max_tokens), PROMPT], check=True, capture_output=True, text=True)
+        rep = json.loads(out.stdout.splitlines()[-1])
+        return summarize([Trace(s["start"], s["tokens"]) for s in rep["streams"]], rep["wall_s"])
+
+    def close(self) -> None:
+        pass
+
+
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
@@ -186,6 +213,7 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
+    p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
     args = p.parse_args()
 
     from spindle.cli import resolve_model
@@ -195,6 +223,11 @@ def main() -> int:
           f"median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
     runners = {"in-process": InProcess(model_dir), "gRPC": OverGrpc(model_dir)}
+    if not args.no_go:
+        try:
+            runners["gRPC, Go"] = GoClient(runners["gRPC"].target)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"(no Go client row: {exc})")
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for runner in runners.values():
@@ -217,20 +250,24 @@ def main() -> int:
     header = f"{'streams':>7} {'path':>10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tok/s':>8}"
     print(header)
     print("-" * len(header))
+    paths = [name for name in runners if name != "in-process"]
     for c in args.concurrency:
-        for name in ("in-process", "gRPC"):
+        for name in runners:
             r = results[(name, c)]
             print(f"{c:>7} {name:>10} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
                   f"{r['itl_p99']:>6.2f}ms {r['tok_s']:>8.1f}")
-        base, grpc_r = results[("in-process", c)], results[("gRPC", c)]
-        print(f"{c:>7} {'gRPC cost':>10} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
-              f"{'':>9} {'':>8} {'':>8} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%")
-        # each round's two runs are back to back: their difference cancels load that drifts between rounds
-        pairs = list(zip(runs[("in-process", c)], runs[("gRPC", c)]))
-        ttft = statistics.median(g["ttft_p50"] - b["ttft_p50"] for b, g in pairs)
-        tok = statistics.median(100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs)
-        print(f"{c:>7} {'per round':>10} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%")
-    print("gRPC cost: the medians compared; per round: the median of each round's back-to-back difference")
+        base = results[("in-process", c)]
+        for name in paths:
+            grpc_r = results[(name, c)]
+            print(f"{c:>7} {'cost':>10} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
+                  f"{'':>9} {'':>8} {'':>8} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
+            # each round's runs are back to back: their difference cancels load that drifts between rounds
+            pairs = list(zip(runs[("in-process", c)], runs[(name, c)]))
+            ttft = statistics.median(g["ttft_p50"] - b["ttft_p50"] for b, g in pairs)
+            tok = statistics.median(100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs)
+            print(f"{c:>7} {'per round':>10} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%  {name}")
+    print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
+          " cost: the medians compared; per round: the median of each round's back-to-back difference")
     return 0
 
 
