@@ -96,7 +96,8 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
 @pytest.mark.parametrize("k,n", SHAPES)
 def test_compiled_kernel_matches_reference(compiled, fmt, k, n):
     fn, arrays = compiled(fmt, k, n), _weights(fmt, k, n)
-    weights = [tvm.runtime.tensor(arrays[a]) for a in _names(fmt)]
+    tiled = Q.to_tiles(fmt, arrays)
+    weights = [tvm.runtime.tensor(tiled[a]) for a in _names(fmt)]
     # 70 rows: the activation rows are quantized in parallel from kernels.PARALLEL_QUANTIZE_ROWS on
     for rows in ROWS + ((70,) if k == 768 else ()):
         x = _activations(rows, k)
@@ -129,16 +130,7 @@ def test_activation_quantization_is_bit_identical(libs, k):
     groups = k // 32
     for fmt, which in ((f, w) for f in Q.FORMATS for w in ("auto", "scalar")):
         scratch = _act_scratch(libs[which], x, fmt)
-        got_q = scratch[:, :k]
-        if fmt == "q4_1":  # chunks of 128 (the last shorter) stored as evens then odds
-            expect = np.empty_like(q)
-            for c0 in range(0, k, 128):
-                w = min(128, k - c0)
-                expect[:, c0:c0 + w // 2] = q[:, c0:c0 + w:2]
-                expect[:, c0 + w // 2:c0 + w] = q[:, c0 + 1:c0 + w:2]
-        else:
-            expect = q
-        np.testing.assert_array_equal(got_q, expect)
+        np.testing.assert_array_equal(scratch[:, :k], q)  # in order for both formats
         floats = scratch[:, k:k + 8 * groups].copy().view(np.float32)
         np.testing.assert_array_equal(floats[:, :groups], d)
         np.testing.assert_array_equal(floats[:, groups:], s)
@@ -146,9 +138,11 @@ def test_activation_quantization_is_bit_identical(libs, k):
 
 def _tile(lib, fmt: str, scratch: np.ndarray, arrays, k: int, n: int, n0: int, n1: int,
           residual: np.ndarray | None = None) -> np.ndarray:
+    """The C kernel on columns [n0, n1) of the row-layout `arrays` (tiled here)."""
     rows = scratch.shape[0]
     y = np.full((rows, n), np.nan, np.float32)
-    ptrs = [_ptr(arrays[a]) for a in _names(fmt)]
+    tiled = Q.to_tiles(fmt, arrays)
+    ptrs = [_ptr(tiled[a]) for a in _names(fmt)]
     fn = lib.spindle_qmm_q4_1 if fmt == "q4_1" else lib.spindle_qmm_q8_0
     res = None if residual is None else _ptr(residual)  # None: a NULL pointer, no residual
     fn(_ptr(scratch), _I64(scratch.shape[1]), _I64(rows), *ptrs, _I64(k), _I64(n0), _I64(n1), _ptr(y), res,
@@ -211,8 +205,8 @@ def test_compiled_kernel_with_residual(tmp_path, fmt):
         tvm.compile(tvm.IRModule({"main": func}), target=target).export_library(
             str(path), addons=[kernels.object_file()])
         fns[residual] = tvm.runtime.load_module(str(path))["main"]
-    arrays = _weights(fmt, k, n, seed=9)
-    weights = [tvm.runtime.tensor(arrays[a]) for a in _names(fmt)]
+    tiled = Q.to_tiles(fmt, _weights(fmt, k, n, seed=9))
+    weights = [tvm.runtime.tensor(tiled[a]) for a in _names(fmt)]
     for rows in (1, 4, 8, 17, 70):
         lead = (rows, 1) if rows % 2 else (1, rows)
         x = tvm.runtime.tensor(_activations(rows, k, seed=rows).reshape(*lead, k))

@@ -126,7 +126,8 @@ def test_compiled_quantized_linear_matches_numpy(fmt, bias, out_dtype, kernel):
         "forward": {"x": nn.spec.Tensor([1, "seq_len", in_features], "float32")},
         "lookup": {"ids": nn.spec.Tensor(["n"], "int32")},
     })
-    values = {**arrays, "bias": b}
+    assert layer.layout == ("tiles" if kernel == "int8" else "rows")
+    values = {**(Q.to_tiles(fmt, arrays) if layer.layout == "tiles" else arrays), "bias": b}
     params = [tvm.runtime.tensor(values[name]) for name in names]
     ref_w = Q.dequantize(fmt, arrays)
     for seq_len in (1, 5, 33):
@@ -150,9 +151,40 @@ def test_int8_kernel_on_two_dimensional_activations(fmt):
     arrays = Q.quantize(fmt, rng.standard_normal((24, 64)).astype(np.float32))
     layer = Q.QuantizedLinear(64, 24, fmt, kernel="int8")
     vm, names = _build(layer, {"forward": {"x": nn.spec.Tensor(["n", 64], "float32")}})
-    params = [tvm.runtime.tensor(arrays[name]) for name in names]
+    tiled = Q.to_tiles(fmt, arrays)
+    params = [tvm.runtime.tensor(tiled[name]) for name in names]
     for n in (1, 6):
         x = rng.standard_normal((n, 64)).astype(np.float32)
         y = vm["forward"](tvm.runtime.tensor(x), params).numpy()
         assert y.shape == (n, 24)
         np.testing.assert_allclose(y, Q.int8_matmul_reference(fmt, x, arrays), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+@pytest.mark.parametrize("out_features,in_features", [(16, 32), (40, 96), (33, 576), (3, 64)])
+def test_column_tiles_hold_the_blocks_exactly(fmt, out_features, in_features):
+    """to_tiles moves bytes only: back to rows (and to GGUF blocks) bit for bit; padding columns are zero;
+    element (n, k) sits where kernels/qmatmul.c reads it."""
+    rng = np.random.default_rng(out_features)
+    arrays = Q.quantize(fmt, rng.standard_normal((out_features, in_features)).astype(np.float32))
+    tiled = Q.to_tiles(fmt, arrays)
+    for name, (shape, dtype) in Q.tiled_specs(fmt, out_features, in_features).items():
+        assert tiled[name].shape == shape and str(tiled[name].dtype) == dtype
+    back = Q.from_tiles(fmt, tiled, out_features)
+    for name in arrays:
+        np.testing.assert_array_equal(back[name], arrays[name])
+    np.testing.assert_array_equal(Q.to_gguf_blocks(fmt, back), Q.to_gguf_blocks(fmt, arrays))
+    tiles = tiled["scales"].shape[0]
+    pad = tiles * Q.TILE - out_features
+    if pad:
+        assert not tiled["scales"][-1, :, Q.TILE - pad:].any()
+    codes = Q.unpack_nibbles(arrays["qweight"]) if fmt == "q4_1" else arrays["qweight"]
+    raw = tiled["qweight"].view(np.uint8 if fmt == "q4_1" else np.int8).reshape(tiles, in_features // 32, -1)
+    for n, k in ((0, 0), (out_features - 1, in_features - 1), (out_features // 2, 13), (1 % out_features, 36 % in_features)):
+        t, c, g, kk = n // 16, n % 16, k // 32, k % 32
+        if fmt == "q8_0":
+            got = raw[t, g, (kk // 4) * 64 + c * 4 + kk % 4]
+        else:
+            byte = raw[t, g, (kk // 8) * 64 + c * 4 + kk % 8 % 4]
+            got = byte >> 4 if kk % 8 >= 4 else byte & 15
+        assert got == codes[n, k], (n, k)

@@ -125,7 +125,7 @@ def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress
     head_fmt = embedding_format(dtype, ckpt.weights.get("lm_head.weight"))
     model = make_model(ckpt.config, make_target(target), dtype, embed_fmt=embed_fmt, head_fmt=head_fmt)
     steps.set_postfix_str("converting weights")
-    params = dict(convert_weights(ckpt.weights, dtype, embed_fmt, head_fmt, progress=progress))
+    params = dict(convert_weights(ckpt.weights, dtype, embed_fmt, head_fmt, progress=progress, target=target))
     steps.update(1)
     steps.set_postfix_str("compiling library")
     write_artifact(out, model=model, params=params, tokenizer_json=ckpt.tokenizer_json, meta=ckpt.meta,

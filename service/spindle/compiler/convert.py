@@ -75,8 +75,11 @@ def _concat_float(parts: list[Part]) -> np.ndarray:
     return np.concatenate([p.to_float() for p in parts], axis=0) if len(parts) > 1 else parts[0].to_float()
 
 
-def _quantized_arrays(parts: list[Part], fmt: str) -> dict[str, np.ndarray]:
+def _quantized_arrays(parts: list[Part], fmt: str, tiles: bool = False) -> dict[str, np.ndarray]:
     from . import quantization  # pylint: disable=import-outside-toplevel
+
+    if tiles:
+        return quantization.to_tiles(fmt, _quantized_arrays(parts, fmt))
 
     pieces = []
     for p in parts:
@@ -90,11 +93,14 @@ def _quantized_arrays(parts: list[Part], fmt: str) -> dict[str, np.ndarray]:
 
 
 def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: str | None = None,
-                    head_fmt: str | None = None, progress: bool = False) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(packed parameter name, array)`` for the model :func:`make_model` builds."""
+                    head_fmt: str | None = None, progress: bool = False,
+                    target: str = "llvm") -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(packed parameter name, array)`` for the model :func:`make_model` builds for ``target``
+    (the int8 kernel's layers hold their blocks in column tiles, ``quantization.to_tiles``)."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     act = activation_dtype(dtype)
+    tiles = matmul_kernel(dtype, target) == "int8"
     items = tqdm(weights.items(), total=len(weights), desc=f"converting weights to {dtype}", unit="tensor",
                  disable=not progress, leave=False)
     for name, parts in items:
@@ -102,14 +108,15 @@ def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: st
         if dtype in QUANTIZED and leaf == "weight" and (parts[0].array is None or len(parts[0].shape) == 2) \
                 and "norm" not in stem:
             fmt = embed_fmt if stem == "embed_tokens" else head_fmt if stem == "lm_head" else dtype
-            for key, arr in _quantized_arrays(parts, fmt or "q8_0").items():
+            for key, arr in _quantized_arrays(parts, fmt or "q8_0", tiles).items():
                 yield f"{stem}.{key}", arr
         else:
             yield name, np.ascontiguousarray(_concat_float(parts), dtype=act)
 
 
-def convert_params(params: Mapping[str, np.ndarray], cfg: ModelConfig, dtype: str) -> dict[str, np.ndarray]:
+def convert_params(params: Mapping[str, np.ndarray], cfg: ModelConfig, dtype: str,
+                   target: str = "llvm") -> dict[str, np.ndarray]:
     """Float tensors in model naming (e.g. random test weights) -> the packed parameters of ``dtype``."""
     del cfg
     weights = {k: [Part(tuple(v.shape), array=v, name=k)] for k, v in params.items()}
-    return dict(convert_weights(weights, dtype))
+    return dict(convert_weights(weights, dtype, target=target))

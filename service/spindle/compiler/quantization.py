@@ -15,7 +15,15 @@ Device layout (the parameter arrays of a `QuantizedLinear`, in this order):
 | q4_1 | uint32 ``[out, in/8]``: weight ``k`` in bits ``4*(k%8)..`` of word ``k//8`` | float16 ``[out, in/32]`` | float16 ``[out, in/32]`` |
 
 Scales and minimums keep GGUF's fp16 bits and the 4-bit codes are only repacked, so a GGUF tensor
-loads exactly (no second quantization). Both matmul kernels read these arrays directly, so a decode step
+loads exactly (no second quantization). Layers on the ``int8`` kernel hold the same blocks in column
+tiles (``to_tiles``, ``layout="tiles"``): 16 output columns interleaved per group of 32 inputs, as
+`kernels/qmatmul.c` describes, with ``out`` padded to a multiple of 16 by zero blocks:
+
+| format | ``qweight`` | ``scales`` / ``mins`` |
+|---|---|---|
+| q8_0 | int8 ``[tiles, in/32, 512]`` | float16 ``[tiles, in/32, 16]`` |
+| q4_1 | uint32 ``[tiles, in/32, 64]`` | float16 ``[tiles, in/32, 16]`` |
+ Both matmul kernels read these arrays directly, so a decode step
 streams the quantized bytes, not float32 weights:
 
 - ``int8`` (the default on CPU targets, `kernels/`): the activations are quantized per row to int8 in
@@ -87,6 +95,73 @@ def array_specs(fmt: str, out_features: int, in_features: int) -> dict[str, tupl
         "scales": ((out_features, groups), "float16"),
         "mins": ((out_features, groups), "float16"),
     }
+
+
+TILE = 16  # output columns per tile of the "tiles" layout
+LAYOUTS = ("rows", "tiles")
+
+
+def tiled_specs(fmt: str, out_features: int, in_features: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of the arrays of one `[out, in]` weight in the column-tile layout."""
+    _check_format(fmt)
+    out_features, in_features = _check_shape((out_features, in_features))
+    tiles, groups = (out_features + TILE - 1) // TILE, in_features // BLOCK_SIZE
+    specs = {"qweight": ((tiles, groups, 512), "int8") if fmt == "q8_0" else ((tiles, groups, 64), "uint32"),
+             "scales": ((tiles, groups, TILE), "float16")}
+    if fmt == "q4_1":
+        specs["mins"] = ((tiles, groups, TILE), "float16")
+    return specs
+
+
+def layout_specs(fmt: str, out_features: int, in_features: int, layout: str = "rows"):
+    if layout not in LAYOUTS:
+        raise QuantizationError("layout", f"expected one of {LAYOUTS}, got {layout!r}")
+    return (tiled_specs if layout == "tiles" else array_specs)(fmt, out_features, in_features)
+
+
+def _tile_columns(a: np.ndarray, tiles: int) -> np.ndarray:
+    """[out, ...] -> [tiles, 16, ...] with zero rows padding out to a multiple of 16."""
+    pad = tiles * TILE - a.shape[0]
+    if pad:
+        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)], axis=0)
+    return a.reshape(tiles, TILE, *a.shape[1:])
+
+
+def to_tiles(fmt: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Row-layout device arrays -> the column-tile layout (`kernels/qmatmul.c`); exact (bytes moved only)."""
+    _check_format(fmt)
+    out_features, in_features = _check_arrays(fmt, arrays)
+    tiles, groups = (out_features + TILE - 1) // TILE, in_features // BLOCK_SIZE
+    if fmt == "q8_0":
+        w = _tile_columns(arrays["qweight"].reshape(out_features, groups, 8, 4), tiles)  # [t, c, g, j, b]
+        qweight = np.ascontiguousarray(w.transpose(0, 2, 3, 1, 4)).reshape(tiles, groups, 512)
+    else:
+        codes = _tile_columns(unpack_nibbles(arrays["qweight"]).reshape(out_features, groups, 4, 8), tiles)
+        packed = (codes[..., :4] | (codes[..., 4:] << 4)).astype(np.uint8)  # [t, c, g, j, b]
+        qweight = np.ascontiguousarray(packed.transpose(0, 2, 3, 1, 4)).reshape(tiles, groups, 256)
+        qweight = qweight.view(np.uint32)
+    out = {"qweight": qweight}
+    for name in ("scales", "mins") if fmt == "q4_1" else ("scales",):
+        out[name] = np.ascontiguousarray(_tile_columns(arrays[name], tiles).transpose(0, 2, 1))
+    return out
+
+
+def from_tiles(fmt: str, arrays: Mapping[str, np.ndarray], out_features: int) -> dict[str, np.ndarray]:
+    """Inverse of `to_tiles` (the padding columns dropped)."""
+    _check_format(fmt)
+    tiles, groups = arrays["scales"].shape[:2]
+    if fmt == "q8_0":
+        w = arrays["qweight"].reshape(tiles, groups, 8, TILE, 4).transpose(0, 3, 1, 2, 4)
+        qweight = np.ascontiguousarray(w.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features])
+    else:
+        packed = arrays["qweight"].view(np.uint8).reshape(tiles, groups, 4, TILE, 4).transpose(0, 3, 1, 2, 4)
+        codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # [t, c, g, j, 8]
+        codes = codes.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features]
+        qweight = pack_nibbles(np.ascontiguousarray(codes))
+    out = {"qweight": qweight}
+    for name in ("scales", "mins") if fmt == "q4_1" else ("scales",):
+        out[name] = np.ascontiguousarray(arrays[name].transpose(0, 2, 1).reshape(tiles * TILE, groups)[:out_features])
+    return out
 
 
 def bits_per_weight(fmt: str) -> float:
@@ -249,6 +324,24 @@ def int8_matmul_reference(fmt: str, x: np.ndarray, arrays: Mapping[str, np.ndarr
 # Compiled side: TE expressions and the nn layer.
 
 
+def dequantize_tiles_te(fmt: str, qweight, scales, mins=None):
+    """`dequantize_te` for the column-tile layout (`to_tiles`)."""
+    _check_format(fmt)
+
+    def weight(n, k):
+        t, c, g, kk = n // TILE, n % TILE, k // BLOCK_SIZE, k % BLOCK_SIZE
+        scale = scales[t, g, c].astype("float32")
+        if fmt == "q8_0":
+            return qweight[t, g, (kk // 4) * 64 + c * 4 + kk % 4].astype("float32") * scale
+        e = kk % 8
+        word = qweight[t, g, (kk // 8) * TILE + c]
+        shift = ((e % 4) * 8 + (e // 4) * 4).astype("uint32")
+        code = (word >> shift) & tirx.const(15, "uint32")
+        return code.astype("float32") * scale + mins[t, g, c].astype("float32")
+
+    return weight
+
+
 def dequantize_te(fmt: str, qweight, scales, mins=None):
     """A function (n, k) -> float32 weight element, reading the device arrays (TE tensors) in place."""
     _check_format(fmt)
@@ -364,12 +457,15 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
             raise QuantizationError("out_dtype", f"expected float32 or float16, got {out_dtype!r}")
         if kernel is not None and kernel not in KERNELS:
             raise QuantizationError("kernel", f"expected one of {KERNELS}, got {kernel!r}")
-        self.kernel = kernel
+        #: The matmul kernel, fixed when the layer is built (it decides the parameters' layout).
+        self.kernel = resolve_kernel(kernel)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.fmt = fmt
         self.out_dtype = out_dtype
-        specs = array_specs(fmt, self.out_features, self.in_features)
+        #: "tiles" (the int8 kernel's column tiles, `to_tiles`) on the int8 kernel, else "rows".
+        self.layout = "tiles" if self.kernel == "int8" else "rows"
+        specs = layout_specs(fmt, self.out_features, self.in_features, self.layout)
         self.qweight = nn.Parameter(*specs["qweight"])
         self.scales = nn.Parameter(*specs["scales"])
         self.mins = nn.Parameter(*specs["mins"]) if fmt == "q4_1" else None
@@ -397,7 +493,11 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
             raise QuantizationError(
                 "residual", f"last dimension {residual.shape[-1]} does not match out_features {self.out_features}"
             )
-        if resolve_kernel(self.kernel) == "int8":
+        kernel = resolve_kernel(self.kernel)
+        if (kernel == "int8") != (self.layout == "tiles"):
+            raise QuantizationError("kernel", f"a {self.layout} layer cannot run the {kernel} kernel; build the "
+                                              "layer with kernel='int8' for the int8 kernel's column tiles")
+        if kernel == "int8":
             if (residual is not None and self.bias is None and self.out_dtype == "float32"
                     and residual.dtype == "float32"):
                 return self._int8_matmul(x, residual)
@@ -443,8 +543,10 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
 
         fmt, in_features = self.fmt, self.in_features
 
+        dequant = dequantize_tiles_te if self.layout == "tiles" else dequantize_te
+
         def compute(idx, qweight, scales, mins=None):
-            weight = dequantize_te(fmt, qweight, scales, mins)
+            weight = dequant(fmt, qweight, scales, mins)
             return te.compute(
                 (idx.shape[0], in_features),
                 lambda i, k: weight(idx[i], k).astype(dtype),

@@ -117,7 +117,7 @@ def build_tiny_artifact(out_dir: str | Path, *, dtype: str = "float32", seed: in
     tvm_target = make_target(target)
     embed_fmt = embedding_format(dtype, None)
     model = make_model(cfg, tvm_target, dtype, embed_fmt=embed_fmt, head_fmt=embed_fmt)
-    params = convert_params(random_params(cfg, seed), cfg, dtype)
+    params = convert_params(random_params(cfg, seed), cfg, dtype, target=target)
     meta = {"bos_token_id": None, "eos_token_ids": [0, 2], "pad_token_id": 0,
             "chat_template": CHAT_TEMPLATE, "add_bos_token": False}
     content_hash = tiny_content_hash(dtype=dtype, seed=seed, target=target, schedule=schedule, **dims)

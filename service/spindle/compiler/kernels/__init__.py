@@ -2,8 +2,8 @@
 
 `qmatmul.c` holds the C micro-kernels (AVX-512 VNNI with a portable fallback picked at run time; see the
 comment at its top). `int8_matmul_func` builds the TIR PrimFunc a `QuantizedLinear` calls: it quantizes the
-activation rows to int8 into a scratch buffer, then runs the C tile kernel over column tiles in TVM's
-parallel loop. `object_file` compiles the C source with the compiler TVM links with; `build.py` passes it to
+activation rows to int8 into a scratch buffer, then the threads of one TVM parallel loop take ranges of
+column tiles from a shared counter. `object_file` compiles the C source with the compiler TVM links with; `build.py` passes it to
 `export_library(addons=...)` so every model library carries the symbols its kernels call.
 
 `SOURCE_DIGEST` is the SHA-256 of `qmatmul.c`. It lives in this Python file so that the compiler fingerprint
@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "01974ddc9355a6fece92b60bccbed7b8346a1144cbbc33c19c09d717404cceaa"
+SOURCE_DIGEST = "870a787f4ba194398029c414b12fdfea4df947dfafb926931b74c5ca96b56967"
 BLOCK = 32
-TILE_COLUMNS = 16  # output columns per parallel task
+PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
 FORMAT_CODES = {"q8_0": 0, "q4_1": 1}
 
@@ -106,23 +106,28 @@ def act_row_bytes(in_features: int) -> int:
 def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bool = False):
     """The PrimFunc `(x[d0, d1, K] float32, *weight arrays, y[d0, d1, N] float32)` of the integer-dot kernel.
 
-    With `residual`, the PrimFunc takes `res[d0, d1, N] float32` after the weight arrays and computes
-    `y = x @ W.T + res`: the tile kernel adds `res` to each finished output as it stores it (the same single
-    float add a separate elementwise kernel would do). Without it the kernel gets a NULL residual pointer.
+    The weight arrays are in the column-tile layout (`quantization.to_tiles`). With `residual`, the
+    PrimFunc takes `res[d0, d1, N] float32` after the weight arrays and computes `y = x @ W.T + res`: the
+    tile kernel adds `res` to each finished output as it stores it (the same single float add a separate
+    elementwise kernel would do). Without it the kernel gets a NULL residual pointer.
 
     The two leading dimensions are symbolic (decode `[batch, 1, K]`, prefill `[1, seq, K]`), so the layer
     needs no reshapes around the call. Rows are `d0 * d1`; the activation rows are quantized into a scratch
-    buffer (in parallel from `PARALLEL_QUANTIZE_ROWS` rows), then the column tiles run in parallel.
+    buffer (in parallel from `PARALLEL_QUANTIZE_ROWS` rows), then every thread of one parallel region takes
+    ranges of column tiles from a shared counter (`spindle_qmm_*_sched`) until all are done.
     """
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
     import tvm  # pylint: disable=import-outside-toplevel
 
+    from ..quantization import tiled_specs  # pylint: disable=import-outside-toplevel
+
     load_into_process()
-    k, n, groups = int(in_features), int(out_features), int(in_features) // BLOCK
-    row_bytes, tile, code = act_row_bytes(k), TILE_COLUMNS, FORMAT_CODES[fmt]
-    tiles = (n + tile - 1) // tile
+    k, n = int(in_features), int(out_features)
+    row_bytes, code = act_row_bytes(k), FORMAT_CODES[fmt]
+    specs = tiled_specs(fmt, n, k)
+    qshape, sshape = specs["qweight"][0], specs["scales"][0]
     par_rows = PARALLEL_QUANTIZE_ROWS
-    i8, f32 = T.type_annotation("int8"), T.type_annotation("float32")
+    i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
     null = tvm.tirx.reinterpret("handle", tvm.tirx.const(0, "uint64"))  # the C kernels' residual pointer when there is none
 
     # pylint: disable=no-member,invalid-name,unused-variable,unused-argument
@@ -143,19 +148,20 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
 
         @T.macro
         def q4_1_tiles(act, qweight, scales, mins, y, res_ptr, rows):
-            for t in T.parallel(T.int64(tiles)):
+            counter = T.decl_buffer((1,), "int32")
+            counter[0] = 0
+            for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
                 T.evaluate(T.call_extern(
-                    "int32", "spindle_qmm_q4_1", T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1),
-                    T.int64(row_bytes), rows, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]),
-                    T.address_of(mins[0, 0]), T.int64(k), t * tile, T.min(t * tile + tile, T.int64(n)),
-                    T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr, T.int64(n)))
+                    "int32", "spindle_qmm_q4_1_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3),
+                    T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
+                    T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.address_of(mins[0, 0, 0]),
+                    T.int64(k), T.int64(n), T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
 
         if residual:
 
             @T.prim_func(private=True)
-            def func_res(var_x: T.handle, qweight: T.Buffer((n, k // 8), "uint32"),
-                         scales: T.Buffer((n, groups), "float16"), mins: T.Buffer((n, groups), "float16"),
-                         var_r: T.handle, var_y: T.handle):
+            def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), scales: T.Buffer(sshape, "float16"),
+                         mins: T.Buffer(sshape, "float16"), var_r: T.handle, var_y: T.handle):
                 T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
                 d0, d1 = T.int64(), T.int64()
                 x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -169,8 +175,8 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
             return func_res
 
         @T.prim_func(private=True)
-        def func(var_x: T.handle, qweight: T.Buffer((n, k // 8), "uint32"), scales: T.Buffer((n, groups), "float16"),
-                 mins: T.Buffer((n, groups), "float16"), var_y: T.handle):
+        def func(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), scales: T.Buffer(sshape, "float16"),
+                 mins: T.Buffer(sshape, "float16"), var_y: T.handle):
             T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
             d0, d1 = T.int64(), T.int64()
             x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -183,17 +189,19 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
 
     @T.macro
     def q8_0_tiles(act, qweight, scales, y, res_ptr, rows):
-        for t in T.parallel(T.int64(tiles)):
+        counter = T.decl_buffer((1,), "int32")
+        counter[0] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qmm_q8_0", T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1),
-                T.int64(row_bytes), rows, T.address_of(qweight[0, 0]), T.address_of(scales[0, 0]), T.int64(k),
-                t * tile, T.min(t * tile + tile, T.int64(n)), T.tvm_access_ptr(f32, y.data, 0, rows * n, 2),
-                res_ptr, T.int64(n)))
+                "int32", "spindle_qmm_q8_0_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3),
+                T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
+                T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.int64(k), T.int64(n),
+                T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
 
     if residual:
 
         @T.prim_func(private=True)
-        def func_res(var_x: T.handle, qweight: T.Buffer((n, k), "int8"), scales: T.Buffer((n, groups), "float16"),
+        def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), scales: T.Buffer(sshape, "float16"),
                      var_r: T.handle, var_y: T.handle):
             T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
             d0, d1 = T.int64(), T.int64()
@@ -207,7 +215,7 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
         return func_res
 
     @T.prim_func(private=True)
-    def func(var_x: T.handle, qweight: T.Buffer((n, k), "int8"), scales: T.Buffer((n, groups), "float16"),
+    def func(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), scales: T.Buffer(sshape, "float16"),
              var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
         d0, d1 = T.int64(), T.int64()

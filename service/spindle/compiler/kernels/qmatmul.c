@@ -1,29 +1,39 @@
 /* Integer-dot kernels for matmuls by GGUF block-quantized weights (q4_1, q8_0) on the CPU.
  *
  * Activations are quantized per row to int8 in groups of 32 (spindle_qact_quantize), once per matmul
- * call; the weights stay the stored GGUF blocks (spindle/compiler/quantization.py, device layout). A
- * tile kernel (spindle_qmm_q4_1 / spindle_qmm_q8_0) computes y[r, n] for all rows r and one range of
- * output columns n, rows blocked by 4 so that each weight chunk is decoded once per 4 rows:
+ * call. The weights are the stored GGUF blocks, arranged in column tiles (spindle/compiler/quantization.py,
+ * `to_tiles`): for each tile of 16 output columns and each group g of 32 inputs,
+ *
+ *   q4_1: 256 bytes [j = 0..3][c = 0..15][b = 0..3]: low nibble = code of k = 32g + 8j + b of column c,
+ *         high nibble = code of k = 32g + 8j + 4 + b; scales and minimums [tile][g][c] (fp16)
+ *   q8_0: 512 bytes [j = 0..7][c = 0..15][b = 0..3] = code of k = 32g + 4j + b; scales [tile][g][c]
+ *
+ * so that one 64-byte load holds 4 (q8_0) or 8 (q4_1) consecutive inputs of 16 columns, 4 bytes per 32-bit
+ * lane, and vpdpbusd against 4 activation bytes broadcast to every lane accumulates the 16 columns at once:
+ * no horizontal reductions, one scale vector per group and tile, one vector store per row and tile:
  *
  *   q4_1: y = sum_g dw[g] * dx[g] * dot(code_w, q_x)[g] + sum_g mw[g] * sx[g]
  *   q8_0: y = sum_g dw[g] * dx[g] * dot(w, q_x)[g]
  *
- * plus res[r, n] when a residual is given: each task adds it to the tile it has just stored, while the tile
- * is in cache (one float add of the finished sum, the value a separate elementwise add would give; the
- * micro-kernels stay as they are). Here dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] * sum(q_x)[g]. The dots are exact
- * integer sums; the float part is one multiply-add per group. Two implementations, picked at run time:
- * AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32) and portable C. SPINDLE_QKERNEL=scalar forces the portable one.
+ * plus res[r, n] when a residual is given (added to the finished sum as it is stored: the one float add a
+ * separate elementwise kernel would do). Here dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] *
+ * sum(q_x)[g]. The dots are exact integer sums; the float part is one multiply-add per group. Rows share
+ * each decoded weight vector (up to 8 rows per pass); one or two rows take two tiles per pass, sharing the
+ * activation broadcasts. Two implementations, picked at run time: AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32)
+ * and portable C (same layout). SPINDLE_QKERNEL=scalar forces the portable one.
  *
  * Activation scratch layout, one row of spindle_qact_row_bytes(K) bytes per activation row:
- *   [0, K)             int8 q_x; q4_1 stores each chunk of 128 weights (the last may be shorter, w wide)
- *                      as its w/2 even-indexed values, then its w/2 odd-indexed ones, matching the low and
- *                      high nibbles of the packed weight bytes; q8_0 stores them in order
+ *   [0, K)             int8 q_x in order
  *   [K, K + 4G)        float dx[G]
  *   [K + 4G, K + 8G)   float sx[G]
  *
  * vpdpbusd multiplies unsigned by signed bytes: the q8_0 path feeds it the weights as w + 128 (xor 0x80)
  * and takes 128 * sum(q_x) back out per group as a float term, sum_g (-128 dw[g]) * sx[g], like q4_1's
  * minimum term (the integer dots are exact, the float rounding stays ~1e-7 of the group's terms).
+ *
+ * spindle_qmm_*_sched is the parallel entry: every thread that calls it takes ranges of tiles from a
+ * shared counter (guided self-scheduling: a quarter of what is left, at least two tiles) until none is
+ * left, so a thread the OS preempts does not hold up the others at the end of the matmul.
  */
 #include <math.h>
 #include <stdint.h>
@@ -101,8 +111,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static int32_t qua
 
 static int use_vector_kernels(void);
 
-/* fmt: 0 = q8_0 order, 1 = q4_1 order (evens / odds per chunk of 128). */
+/* fmt (0 = q8_0, 1 = q4_1) is accepted for the calling convention: both formats read q_x in order. */
 int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fmt) {
+  (void)fmt;
   const int64_t G = K / QK;
   float *dx = (float *)(dst + K), *sx = dx + G;
   const int vector = use_vector_kernels();
@@ -117,63 +128,76 @@ int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fm
 #endif
     dx[g] = d;
     sx[g] = d * (float)sum;
-    const int64_t k0 = g * QK;
-    if (fmt == 1) {
-      const int64_t c0 = k0 / 128 * 128, w = K - c0 < 128 ? K - c0 : 128;
-      for (int i = 0; i < QK; i++) {
-        const int64_t kl = k0 - c0 + i;
-        dst[c0 + (kl & 1) * (w / 2) + kl / 2] = q[i];
-      }
-    } else {
-      memcpy(dst + k0, q, QK);
-    }
+    memcpy(dst + g * QK, q, QK);
   }
   return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Portable implementation. */
+ * Column tiles. */
 
-static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
-                        const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1, float *y,
+#define TILE 16
+#define Q4_1_GROUP_BYTES 256 /* per tile and group */
+#define Q8_0_GROUP_BYTES 512
+
+/* Columns [n0, n1) of tile t as a mask of its 16 lanes. */
+static uint32_t tile_columns(int64_t t, int64_t n0, int64_t n1) {
+  const int64_t lo = n0 > t * TILE ? n0 - t * TILE : 0, hi = n1 < (t + 1) * TILE ? n1 - t * TILE : TILE;
+  if (hi <= lo) return 0;
+  return (uint32_t)(((1u << (hi - lo)) - 1) << lo);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Portable implementation (the same layout). */
+
+static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw, const uint16_t *sc,
+                        const uint16_t *mn, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
                         int64_t ystride) {
   const int64_t G = K / QK;
-  for (int64_t r = 0; r < rows; r++) {
-    const int8_t *q = act + r * astride;
-    const float *dx = (const float *)(q + K), *sx = dx + G;
-    for (int64_t n = n0; n < n1; n++) {
-      const uint8_t *w = qw + n * (K / 2);
+  for (int64_t n = n0; n < n1; n++) {
+    const int64_t t = n / TILE, c = n % TILE;
+    for (int64_t r = 0; r < rows; r++) {
+      const int8_t *q = act + r * astride;
+      const float *dx = (const float *)(q + K), *sx = dx + G;
       float acc = 0.0f, macc = 0.0f;
       for (int64_t g = 0; g < G; g++) {
-        const int64_t k0 = g * QK, c0 = k0 / 128 * 128, half = (K - c0 < 128 ? K - c0 : 128) / 2;
+        const uint8_t *w = qw + (t * G + g) * Q4_1_GROUP_BYTES + c * 4;
         int32_t isum = 0;
-        for (int64_t b = k0 / 2; b < k0 / 2 + QK / 2; b++) { /* byte b: weight 2b low, 2b + 1 high */
-          const int64_t pos = c0 + (b - c0 / 2);
-          isum += (int32_t)(w[b] & 0x0F) * q[pos] + (int32_t)(w[b] >> 4) * q[pos + half];
-        }
-        acc += half_to_float(sc[n * G + g]) * dx[g] * (float)isum;
-        macc += half_to_float(mn[n * G + g]) * sx[g];
+        for (int j = 0; j < 4; j++)
+          for (int b = 0; b < 4; b++) {
+            const uint8_t byte = w[j * 64 + b];
+            isum += (int32_t)(byte & 0x0F) * q[g * QK + 8 * j + b] + (int32_t)(byte >> 4) * q[g * QK + 8 * j + 4 + b];
+          }
+        const int64_t s = (t * G + g) * TILE + c;
+        acc += half_to_float(sc[s]) * dx[g] * (float)isum;
+        macc += half_to_float(mn[s]) * sx[g];
       }
-      y[r * ystride + n] = acc + macc;
+      float out = acc + macc;
+      if (res) out += res[r * ystride + n];
+      y[r * ystride + n] = out;
     }
   }
 }
 
 static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, const uint16_t *sc,
-                        int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
+                        int64_t K, int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK;
-  for (int64_t r = 0; r < rows; r++) {
-    const int8_t *q = act + r * astride;
-    const float *dx = (const float *)(q + K);
-    for (int64_t n = n0; n < n1; n++) {
-      const int8_t *w = qw + n * K;
+  for (int64_t n = n0; n < n1; n++) {
+    const int64_t t = n / TILE, c = n % TILE;
+    for (int64_t r = 0; r < rows; r++) {
+      const int8_t *q = act + r * astride;
+      const float *dx = (const float *)(q + K);
       float acc = 0.0f;
       for (int64_t g = 0; g < G; g++) {
+        const int8_t *w = qw + (t * G + g) * Q8_0_GROUP_BYTES + c * 4;
         int32_t isum = 0;
-        for (int64_t k = g * QK; k < (g + 1) * QK; k++) isum += (int32_t)w[k] * q[k];
-        acc += half_to_float(sc[n * G + g]) * dx[g] * (float)isum;
+        for (int j = 0; j < 8; j++)
+          for (int b = 0; b < 4; b++) isum += (int32_t)w[j * 64 + b] * q[g * QK + 4 * j + b];
+        acc += half_to_float(sc[(t * G + g) * TILE + c]) * dx[g] * (float)isum;
       }
-      y[r * ystride + n] = acc;
+      float out = acc;
+      if (res) out += res[r * ystride + n];
+      y[r * ystride + n] = out;
     }
   }
 }
@@ -183,149 +207,167 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
 
 #ifdef SPINDLE_X86
 #ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 4096 /* software prefetch distance in the weight stream (the rows are contiguous) */
+#define PREFETCH_BYTES 4096 /* software prefetch distance in a tile's weight stream */
 #endif
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
 
-/* NC (1..2) adjacent output columns for NR (1..4) activation rows: the activation loads are shared by the
- * columns, the decoded weights by the rows. */
-AVX512_INLINE void q4_1_cols(const int8_t *act, int64_t astride, int NR, int NC, const uint8_t *w,
-                             const uint16_t *s, const uint16_t *m, int64_t K, float *y, int64_t ystride) {
+static inline int32_t load4(const int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* The finished tile of one row: y = acc (+ res), the columns of `cols` only. */
+AVX512_INLINE void store_tile(float *y, const float *res, __m512 acc, __mmask16 cols) {
+  if (res) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(cols, res));
+  _mm512_mask_storeu_ps(y, cols, acc);
+}
+
+/* NT (1..2) adjacent tiles for NR rows (NT = 2: NR <= 2). w, s, m: the first tile's arrays; y, res: the
+ * first tile's first column of the first row. */
+AVX512_INLINE void q4_1_tiles(const int8_t *act, int64_t astride, int NR, int NT, const uint8_t *w,
+                              const uint16_t *s, const uint16_t *m, int64_t K, float *y, const float *res,
+                              int64_t ystride, __mmask16 cols0, __mmask16 cols1) {
   const int64_t G = K / QK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
-  const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
-  __m512 acc[4][2];
-  for (int j = 0; j < NR; j++)
-    for (int i = 0; i < NC; i++) acc[j][i] = _mm512_setzero_ps();
-  for (int64_t g16 = 0; g16 < G; g16 += 16) {
-    const int64_t gm = G - g16 < 16 ? G - g16 : 16;
-    const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
-    __m512 scale[4][2];
-    for (int i = 0; i < NC; i++) {
-      const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + i * G + g16));
-      const __m512 mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, m + i * G + g16));
-      for (int j = 0; j < NR; j++) {
-        const float *dx = (const float *)(act + j * astride + K);
-        scale[j][i] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
-        acc[j][i] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(gmask, dx + G + g16), acc[j][i]);  /* min term */
+  __m512 acc[8][2], macc[8][2];
+  for (int r = 0; r < NR; r++)
+    for (int u = 0; u < NT; u++) acc[r][u] = macc[r][u] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; g++) {
+    __m512i lo[2][4], hi[2][4];
+    __m512 dw[2], mw[2];
+    for (int u = 0; u < NT; u++) {
+      const uint8_t *wg = w + (u * G + g) * Q4_1_GROUP_BYTES;
+      for (int j = 0; j < 4; j++) {
+        _mm_prefetch((const char *)wg + PREFETCH_BYTES + 64 * j, _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
+        lo[u][j] = _mm512_and_si512(v, m4);
+        hi[u][j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
       }
+      dw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + (u * G + g) * TILE)));
+      mw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(m + (u * G + g) * TILE)));
     }
-    for (int c = 0; c < 4; c++) {
-      const int64_t k0 = g16 * QK + 128 * c;
-      if (k0 >= K) break;
-      const int64_t half = (K - k0 < 128 ? K - k0 : 128) / 2;
-      const __mmask64 bmask = half == 64 ? ~(__mmask64)0 : (((__mmask64)1 << half) - 1);
-      __m512i lo[2], hi[2];
-      for (int i = 0; i < NC; i++) {
-        const uint8_t *wi = w + i * (K / 2) + k0 / 2;
-        _mm_prefetch((const char *)wi + PREFETCH_BYTES, _MM_HINT_T0);
-        const __m512i bytes = _mm512_maskz_loadu_epi8(bmask, wi);
-        lo[i] = _mm512_and_si512(bytes, m4);
-        hi[i] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
-      }
-      const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(4 * c));
-      for (int j = 0; j < NR; j++) {
-        const int8_t *q = act + j * astride + k0;
-        const __m512i qe = _mm512_maskz_loadu_epi8(bmask, q), qo = _mm512_maskz_loadu_epi8(bmask, q + half);
-        for (int i = 0; i < NC; i++) {
-          const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], qe), hi[i], qo);
-          acc[j][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j][i]), acc[j][i]);
+    for (int r = 0; r < NR; r++) {
+      const int8_t *q = act + r * astride + g * QK;
+      const float *dx = (const float *)(act + r * astride + K);
+      __m512i s0[2], s1[2];
+      for (int u = 0; u < NT; u++) s0[u] = s1[u] = _mm512_setzero_si512();
+      for (int j = 0; j < 4; j++) {
+        const __m512i x0 = _mm512_set1_epi32(load4(q + 8 * j)), x1 = _mm512_set1_epi32(load4(q + 8 * j + 4));
+        for (int u = 0; u < NT; u++) {
+          s0[u] = _mm512_dpbusd_epi32(s0[u], lo[u][j], x0);
+          s1[u] = _mm512_dpbusd_epi32(s1[u], hi[u][j], x1);
         }
+      }
+      const __m512 dxg = _mm512_set1_ps(dx[g]), sxg = _mm512_set1_ps(dx[G + g]);
+      for (int u = 0; u < NT; u++) {
+        acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[u], s1[u])), _mm512_mul_ps(dw[u], dxg),
+                                    acc[r][u]);
+        macc[r][u] = _mm512_fmadd_ps(mw[u], sxg, macc[r][u]);
       }
     }
   }
-  for (int j = 0; j < NR; j++)
-    for (int i = 0; i < NC; i++) y[j * ystride + i] = _mm512_reduce_add_ps(acc[j][i]);
+  for (int r = 0; r < NR; r++)
+    for (int u = 0; u < NT; u++)
+      store_tile(y + r * ystride + u * TILE, res ? res + r * ystride + u * TILE : NULL,
+                 _mm512_add_ps(acc[r][u], macc[r][u]), u ? cols1 : cols0);
 }
 
-AVX512_INLINE void q8_0_cols(const int8_t *act, int64_t astride, int NR, int NC, const int8_t *w,
-                             const uint16_t *s, int64_t K, float *y, int64_t ystride) {
+AVX512_INLINE void q8_0_tiles(const int8_t *act, int64_t astride, int NR, int NT, const int8_t *w,
+                              const uint16_t *s, int64_t K, float *y, const float *res, int64_t ystride,
+                              __mmask16 cols0, __mmask16 cols1) {
   const int64_t G = K / QK;
   const __m512i bias = _mm512_set1_epi8((char)0x80);
-  const __m512i lane_group = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 3);
-  __m512 acc[4][2];
-  for (int j = 0; j < NR; j++)
-    for (int i = 0; i < NC; i++) acc[j][i] = _mm512_setzero_ps();
-  for (int64_t g16 = 0; g16 < G; g16 += 16) {
-    const int64_t gm = G - g16 < 16 ? G - g16 : 16;
-    const __mmask16 gmask = (__mmask16)((1u << gm) - 1);
-    __m512 scale[4][2];
-    for (int i = 0; i < NC; i++) {
-      const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, s + i * G + g16));
-      const __m512 offset = _mm512_mul_ps(dw, _mm512_set1_ps(-128.0f));
-      for (int j = 0; j < NR; j++) {
-        const float *dx = (const float *)(act + j * astride + K);
-        scale[j][i] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(gmask, dx + g16));
-        acc[j][i] = _mm512_fmadd_ps(offset, _mm512_maskz_loadu_ps(gmask, dx + G + g16), acc[j][i]);
+  const __m512 minus128 = _mm512_set1_ps(-128.0f);
+  __m512 acc[8][2], macc[8][2];
+  for (int r = 0; r < NR; r++)
+    for (int u = 0; u < NT; u++) acc[r][u] = macc[r][u] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; g++) {
+    __m512i wu[2][8];
+    __m512 dw[2], off[2];
+    for (int u = 0; u < NT; u++) {
+      const int8_t *wg = w + (u * G + g) * Q8_0_GROUP_BYTES;
+      for (int j = 0; j < 8; j++) {
+        _mm_prefetch((const char *)wg + PREFETCH_BYTES + 64 * j, _MM_HINT_T0);
+        wu[u][j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wg + 64 * j)), bias);
       }
+      dw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + (u * G + g) * TILE)));
+      off[u] = _mm512_mul_ps(dw[u], minus128);
     }
-    for (int c = 0; c < 8; c++) {
-      const int64_t k0 = g16 * QK + 64 * c;
-      if (k0 >= K) break;
-      const int64_t width = K - k0 < 64 ? K - k0 : 64;
-      const __mmask64 bmask = width == 64 ? ~(__mmask64)0 : (((__mmask64)1 << width) - 1);
-      __m512i wu[2];
-      for (int i = 0; i < NC; i++) {
-        const int8_t *wi = w + i * K + k0;
-        _mm_prefetch((const char *)wi + PREFETCH_BYTES, _MM_HINT_T0);
-        wu[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bmask, wi), bias);
-      }
-      const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(2 * c));
-      for (int j = 0; j < NR; j++) {
-        const __m512i qx = _mm512_maskz_loadu_epi8(bmask, act + j * astride + k0);
-        for (int i = 0; i < NC; i++) {
-          const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu[i], qx);
-          acc[j][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, scale[j][i]), acc[j][i]);
+    for (int r = 0; r < NR; r++) {
+      const int8_t *q = act + r * astride + g * QK;
+      const float *dx = (const float *)(act + r * astride + K);
+      __m512i s0[2], s1[2];
+      for (int u = 0; u < NT; u++) s0[u] = s1[u] = _mm512_setzero_si512();
+      for (int j = 0; j < 8; j += 2) {
+        const __m512i x0 = _mm512_set1_epi32(load4(q + 4 * j)), x1 = _mm512_set1_epi32(load4(q + 4 * j + 4));
+        for (int u = 0; u < NT; u++) {
+          s0[u] = _mm512_dpbusd_epi32(s0[u], wu[u][j], x0);
+          s1[u] = _mm512_dpbusd_epi32(s1[u], wu[u][j + 1], x1);
         }
+      }
+      const __m512 dxg = _mm512_set1_ps(dx[g]), sxg = _mm512_set1_ps(dx[G + g]);
+      for (int u = 0; u < NT; u++) {
+        acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[u], s1[u])), _mm512_mul_ps(dw[u], dxg),
+                                    acc[r][u]);
+        macc[r][u] = _mm512_fmadd_ps(off[u], sxg, macc[r][u]);
       }
     }
   }
-  for (int j = 0; j < NR; j++)
-    for (int i = 0; i < NC; i++) y[j * ystride + i] = _mm512_reduce_add_ps(acc[j][i]);
+  for (int r = 0; r < NR; r++)
+    for (int u = 0; u < NT; u++)
+      store_tile(y + r * ystride + u * TILE, res ? res + r * ystride + u * TILE : NULL,
+                 _mm512_add_ps(acc[r][u], macc[r][u]), u ? cols1 : cols0);
 }
 
-/* Rows in blocks of 4; one row streams one column at a time (one sequential weight stream), several rows
- * take two adjacent columns per pass. */
-#define ROW_BLOCKS(COL_CALL)                                                                    \
-  for (int64_t r0 = 0; r0 < rows; r0 += 4) {                                                    \
-    const int64_t nr = rows - r0 < 4 ? rows - r0 : 4;                                           \
-    const int8_t *a = act + r0 * astride;                                                       \
-    float *yr = y + r0 * ystride;                                                               \
-    int64_t n = n0;                                                                             \
-    if (nr > 1)                                                                                 \
-      for (; n + 1 < n1; n += 2) {                                                              \
-        switch (nr) {                                                                           \
-          case 2: COL_CALL(2, 2); break;                                                        \
-          case 3: COL_CALL(3, 2); break;                                                        \
-          default: COL_CALL(4, 2); break;                                                       \
-        }                                                                                       \
+/* Tiles [t0, t1) restricted to columns [n0, n1), all rows: rows in blocks of 8; one or two rows take the
+ * tiles two at a time. TILES_CALL(NR, NT, t) runs NT tiles from t for the NR rows at row r0. */
+#define TILE_LOOP(TILES_CALL)                                                                   \
+  for (int64_t r0 = 0; r0 < rows; r0 += 8) {                                                    \
+    const int64_t nr = rows - r0 < 8 ? rows - r0 : 8;                                           \
+    int64_t t = t0;                                                                             \
+    if (nr <= 2)                                                                                \
+      for (; t + 1 < t1; t += 2) {                                                              \
+        const __mmask16 c0 = (__mmask16)tile_columns(t, n0, n1), c1 = (__mmask16)tile_columns(t + 1, n0, n1); \
+        if (nr == 1) TILES_CALL(1, 2, t, c0, c1); else TILES_CALL(2, 2, t, c0, c1);              \
       }                                                                                         \
-    for (; n < n1; n++) {                                                                       \
+    for (; t < t1; t++) {                                                                       \
+      const __mmask16 c0 = (__mmask16)tile_columns(t, n0, n1);                                  \
       switch (nr) {                                                                             \
-        case 1: COL_CALL(1, 1); break;                                                          \
-        case 2: COL_CALL(2, 1); break;                                                          \
-        case 3: COL_CALL(3, 1); break;                                                          \
-        default: COL_CALL(4, 1); break;                                                         \
+        case 1: TILES_CALL(1, 1, t, c0, 0); break;                                              \
+        case 2: TILES_CALL(2, 1, t, c0, 0); break;                                              \
+        case 3: TILES_CALL(3, 1, t, c0, 0); break;                                              \
+        case 4: TILES_CALL(4, 1, t, c0, 0); break;                                              \
+        case 5: TILES_CALL(5, 1, t, c0, 0); break;                                              \
+        case 6: TILES_CALL(6, 1, t, c0, 0); break;                                              \
+        case 7: TILES_CALL(7, 1, t, c0, 0); break;                                              \
+        default: TILES_CALL(8, 1, t, c0, 0); break;                                             \
       }                                                                                         \
     }                                                                                           \
   }
 
 AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
                                const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1,
-                               float *y, int64_t ystride) {
-  const int64_t G = K / QK;
-#define Q4_1_COL(NR, NC) q4_1_cols(a, astride, NR, NC, qw + n * (K / 2), sc + n * G, mn + n * G, K, yr + n, ystride)
-  ROW_BLOCKS(Q4_1_COL)
-#undef Q4_1_COL
+                               float *y, const float *res, int64_t ystride) {
+  const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
+#define Q4_1_CALL(NR, NT, T0, C0, C1)                                                                       \
+  q4_1_tiles(act + r0 * astride, astride, NR, NT, qw + (T0) * G * Q4_1_GROUP_BYTES, sc + (T0) * G * TILE,   \
+             mn + (T0) * G * TILE, K, y + r0 * ystride + (T0) * TILE, res ? res + r0 * ystride + (T0) * TILE : NULL, \
+             ystride, C0, C1)
+  TILE_LOOP(Q4_1_CALL)
+#undef Q4_1_CALL
 }
 
 AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw,
-                               const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ystride) {
-  const int64_t G = K / QK;
-#define Q8_0_COL(NR, NC) q8_0_cols(a, astride, NR, NC, qw + n * K, sc + n * G, K, yr + n, ystride)
-  ROW_BLOCKS(Q8_0_COL)
-#undef Q8_0_COL
+                               const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
+                               int64_t ystride) {
+  const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
+#define Q8_0_CALL(NR, NT, T0, C0, C1)                                                                       \
+  q8_0_tiles(act + r0 * astride, astride, NR, NT, qw + (T0) * G * Q8_0_GROUP_BYTES, sc + (T0) * G * TILE,   \
+             K, y + r0 * ystride + (T0) * TILE, res ? res + r0 * ystride + (T0) * TILE : NULL, ystride, C0, C1)
+  TILE_LOOP(Q8_0_CALL)
+#undef Q8_0_CALL
 }
 #endif /* SPINDLE_X86 */
 
@@ -364,25 +406,19 @@ int32_t spindle_qkernel_isa(void) {
 
 static int use_vector_kernels(void) { return spindle_qkernel_isa() == ISA_AVX512_VNNI; }
 
-/* The residual epilogue of a tile: y[r, n] += res[r, n] for r < rows, n0 <= n < n1. */
-static void add_residual(float *y, const float *res, int64_t rows, int64_t n0, int64_t n1, int64_t ystride) {
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t n = n0; n < n1; n++) y[r * ystride + n] += res[r * ystride + n];
-}
-
-/* y[r, n] (+ res[r, n] when res is not NULL) for r < rows, n0 <= n < n1; act rows are astride bytes apart,
- * y and res rows ystride floats apart. */
+/* y[r, n] (+ res[r, n] when res is not NULL) for r < rows, n0 <= n < n1 (columns of the tiled weight);
+ * act rows are astride bytes apart, y and res rows ystride floats apart. */
 int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const uint32_t *qweight,
                          const uint16_t *scales, const uint16_t *mins, int64_t K, int64_t n0, int64_t n1,
                          float *y, const float *res, int64_t ystride) {
   const uint8_t *qw = (const uint8_t *)qweight;
 #ifdef SPINDLE_X86
-  if (spindle_qkernel_isa() == ISA_AVX512_VNNI)
-    q4_1_avx512(act, astride, rows, qw, scales, mins, K, n0, n1, y, ystride);
-  else
+  if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
+    q4_1_avx512(act, astride, rows, qw, scales, mins, K, n0, n1, y, res, ystride);
+    return 0;
+  }
 #endif
-    q4_1_scalar(act, astride, rows, qw, scales, mins, K, n0, n1, y, ystride);
-  if (res) add_residual(y, res, rows, n0, n1, ystride);
+  q4_1_scalar(act, astride, rows, qw, scales, mins, K, n0, n1, y, res, ystride);
   return 0;
 }
 
@@ -390,11 +426,53 @@ int32_t spindle_qmm_q8_0(const int8_t *act, int64_t astride, int64_t rows, const
                          const uint16_t *scales, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
                          int64_t ystride) {
 #ifdef SPINDLE_X86
-  if (spindle_qkernel_isa() == ISA_AVX512_VNNI)
-    q8_0_avx512(act, astride, rows, qweight, scales, K, n0, n1, y, ystride);
-  else
+  if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
+    q8_0_avx512(act, astride, rows, qweight, scales, K, n0, n1, y, res, ystride);
+    return 0;
+  }
 #endif
-    q8_0_scalar(act, astride, rows, qweight, scales, K, n0, n1, y, ystride);
-  if (res) add_residual(y, res, rows, n0, n1, ystride);
+  q8_0_scalar(act, astride, rows, qweight, scales, K, n0, n1, y, res, ystride);
+  return 0;
+}
+
+/* Guided self-scheduling over `tiles` tiles: the next range [*t0, *t1) for the calling thread, or 0 when
+ * none is left. Ranges are a quarter of what is left, at least two tiles (the pair the one- and two-row
+ * kernels take at once). */
+static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1) {
+  int32_t cur = __atomic_load_n(counter, __ATOMIC_RELAXED);
+  for (;;) {
+    const int64_t left = tiles - cur;
+    if (left <= 0) return 0;
+    int64_t n = left / 4 > 2 ? left / 4 : 2;
+    if (n > left) n = left;
+    if (__atomic_compare_exchange_n(counter, &cur, (int32_t)(cur + n), 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+      *t0 = cur;
+      *t1 = cur + n;
+      return 1;
+    }
+  }
+}
+
+/* The parallel entries: every thread of the parallel region calls these with the same zeroed *counter;
+ * together they compute all N columns. */
+int32_t spindle_qmm_q4_1_sched(int32_t *counter, const int8_t *act, int64_t astride, int64_t rows,
+                               const uint32_t *qweight, const uint16_t *scales, const uint16_t *mins, int64_t K,
+                               int64_t N, float *y, const float *res) {
+  int64_t t0, t1;
+  while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1)) {
+    const int64_t n1 = t1 * TILE < N ? t1 * TILE : N;
+    spindle_qmm_q4_1(act, astride, rows, qweight, scales, mins, K, t0 * TILE, n1, y, res, N);
+  }
+  return 0;
+}
+
+int32_t spindle_qmm_q8_0_sched(int32_t *counter, const int8_t *act, int64_t astride, int64_t rows,
+                               const int8_t *qweight, const uint16_t *scales, int64_t K, int64_t N, float *y,
+                               const float *res) {
+  int64_t t0, t1;
+  while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1)) {
+    const int64_t n1 = t1 * TILE < N ? t1 * TILE : N;
+    spindle_qmm_q8_0(act, astride, rows, qweight, scales, K, t0 * TILE, n1, y, res, N);
+  }
   return 0;
 }
