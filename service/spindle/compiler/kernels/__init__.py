@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "870a787f4ba194398029c414b12fdfea4df947dfafb926931b74c5ca96b56967"
+SOURCE_DIGEST = "806a5edccd88f4971aef2913da9c362439b3b6e49cb305e757fd8ad70dc755a4"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -206,9 +206,10 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
  * AVX-512 VNNI implementation. */
 
 #ifdef SPINDLE_X86
-#ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 4096 /* software prefetch distance in a tile's weight stream */
-#endif
+/* Software prefetch: the same place in the next tile (pair) this pass will read, into L2. The tiles are
+ * contiguous, so that is the stream's position one pass ahead; a fixed distance would land inside the other
+ * tile of a pair, which is being read already. */
+#define PREFETCH(p, next, j) _mm_prefetch((const char *)(p) + (next) + 64 * (j), _MM_HINT_T1)
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
 
@@ -240,7 +241,7 @@ AVX512_INLINE void q4_1_tiles(const int8_t *act, int64_t astride, int NR, int NT
     for (int u = 0; u < NT; u++) {
       const uint8_t *wg = w + (u * G + g) * Q4_1_GROUP_BYTES;
       for (int j = 0; j < 4; j++) {
-        _mm_prefetch((const char *)wg + PREFETCH_BYTES + 64 * j, _MM_HINT_T0);
+        PREFETCH(wg, NT * G * Q4_1_GROUP_BYTES, j);
         const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
         lo[u][j] = _mm512_and_si512(v, m4);
         hi[u][j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
@@ -289,7 +290,7 @@ AVX512_INLINE void q8_0_tiles(const int8_t *act, int64_t astride, int NR, int NT
     for (int u = 0; u < NT; u++) {
       const int8_t *wg = w + (u * G + g) * Q8_0_GROUP_BYTES;
       for (int j = 0; j < 8; j++) {
-        _mm_prefetch((const char *)wg + PREFETCH_BYTES + 64 * j, _MM_HINT_T0);
+        PREFETCH(wg, NT * G * Q8_0_GROUP_BYTES, j);
         wu[u][j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wg + 64 * j)), bias);
       }
       dw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + (u * G + g) * TILE)));
