@@ -119,9 +119,10 @@ def compile_library(mod: tvm.IRModule, target: tvm.target.Target, out_path: Path
     if target.kind.name == "cuda":
         _check_cuda_toolchain()
     ex = tvm.compile(mod, target=target, relax_pipeline=_relax_pipeline(target, schedule))
-    from .kernels import object_file  # pylint: disable=import-outside-toplevel
+    from .kernels import floatmm, object_file  # pylint: disable=import-outside-toplevel
 
-    ex.export_library(str(out_path), addons=[object_file()])  # the C kernels the int8 matmuls call
+    # the C kernels the int8 and float decode matmuls call
+    ex.export_library(str(out_path), addons=[object_file(), floatmm.object_file()])
 
 
 def write_params(params: Iterable[tuple[str, np.ndarray]], params_dir: Path) -> None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -32,12 +33,23 @@ def embedding_format(dtype: str, parts: list[Part] | None) -> str:
     return "q8_0"
 
 
+FLOAT_KERNEL_ENV = "SPINDLE_FMATMUL"
+FLOAT_KERNELS = ("c", "tvm")
+
+
 def matmul_kernel(dtype: str, target: str) -> str | None:
-    """The matmul kernel of the quantized linears for ``dtype`` on ``target`` (None for float formats):
+    """The decode matmul kernel for ``dtype`` on ``target``. Float formats on the CPU: ``c`` (the C decode
+    kernel, `kernels/fmatmul.c`) unless ``$SPINDLE_FMATMUL=tvm`` (TVM's scheduled kernels); None on GPUs.
+    Quantized formats:
     ``int8`` (activations rounded to int8, integer dot products) on CPUs with AVX-512 VNNI unless
     ``$SPINDLE_QMATMUL`` says otherwise, ``float`` elsewhere and on GPU targets. Part of the cache key."""
     if dtype not in QUANTIZED:
-        return None
+        if target != "llvm":
+            return None
+        kernel = os.environ.get(FLOAT_KERNEL_ENV) or "c"
+        if kernel not in FLOAT_KERNELS:
+            raise CompileError(f"{FLOAT_KERNEL_ENV}: expected one of {FLOAT_KERNELS}, got {kernel!r}")
+        return kernel
     if target != "llvm":
         return "float"
     from .quantization import resolve_kernel  # pylint: disable=import-outside-toplevel
@@ -52,7 +64,7 @@ def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fm
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
     act = activation_dtype(dtype)
     if dtype not in QUANTIZED:
-        return LlamaForCausalLM(cfg, target, dtype=act)
+        return LlamaForCausalLM(cfg, target, dtype=act, float_kernel=matmul_kernel(dtype, target.kind.name))
     from .quantization import QuantizedLinear  # pylint: disable=import-outside-toplevel
 
     for name, dim in (("hidden_size", cfg.hidden_size), ("intermediate_size", cfg.intermediate_size),

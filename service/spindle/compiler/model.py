@@ -8,6 +8,8 @@ each; the weight loaders fuse the checkpoint's tensors to match (see ``loaders.p
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Callable
 
@@ -118,16 +120,70 @@ class ModelConfig:
 LinearFactory = Callable[[int, int, bool], nn.Module]
 
 
-def float_linear(dtype: str) -> LinearFactory:
+_DECODE = contextvars.ContextVar("spindle_decode_tracing", default=False)
+
+
+@contextlib.contextmanager
+def decode_tracing():
+    """While ``batch_decode`` is traced: float layers on the CPU use the C decode kernel there."""
+    token = _DECODE.set(True)
+    try:
+        yield
+    finally:
+        _DECODE.reset(token)
+
+
+def float_matmul(x: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
+    """``x @ weight.T (+ residual)`` by the C decode kernel (`kernels/fmatmul.c`), in x's dtype."""
+    from .kernels import floatmm  # pylint: disable=import-outside-toplevel
+
+    out_features, in_features = (int(d) for d in weight.shape)
+    lead = list(x.shape[:-1])
+    if len(lead) != 2:
+        rows = 1
+        for dim in lead:
+            rows = rows * dim
+        x = op.reshape(x, [1, rows, in_features])
+        if residual is not None:
+            residual = op.reshape(residual, [1, rows, out_features])
+    extra = [] if residual is None else [residual]
+    y = op.tensor_ir_op(
+        floatmm.float_matmul_func(in_features, out_features, x.dtype, weight.dtype, residual=residual is not None),
+        "float_matmul" + ("_residual" if residual is not None else ""), [x, weight, *extra],
+        Tensor.placeholder([*x.shape[:-1], out_features], x.dtype))
+    return y if len(lead) == 2 else op.reshape(y, [*lead, out_features])
+
+
+class FloatLinear(nn.Linear):
+    """``nn.Linear`` whose ``batch_decode`` matmul is the C decode kernel on the CPU (``kernel="c"``); prefill
+    keeps the scheduled TIR GEMM. Same parameters (``weight [out, in]``, ``bias``) as ``nn.Linear``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: str, kernel: str | None):
+        super().__init__(in_features, out_features, bias=bias, dtype=dtype)
+        self.kernel = kernel
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:  # pylint: disable=arguments-differ
+        if self.kernel == "c" and _DECODE.get() and x.dtype == self.weight.dtype:
+            y = float_matmul(x, self.weight, residual if self.bias is None else None)
+            if self.bias is None:
+                return y
+            y = y + self.bias
+        else:
+            y = super().forward(x)
+        return y if residual is None else residual + y
+
+
+def float_linear(dtype: str, kernel: str | None = None) -> LinearFactory:
     def make(in_features: int, out_features: int, bias: bool) -> nn.Module:
-        return nn.Linear(in_features, out_features, bias=bias, dtype=dtype)
+        return FloatLinear(in_features, out_features, bias, dtype, kernel)
     return make
 
 
 def project_add(linear: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
-    """``residual + linear(x)``: a `QuantizedLinear` takes the residual itself (its int8 kernel adds it as it
-    stores each output, no separate elementwise kernel); any other layer gets the add after it."""
-    if isinstance(linear, QuantizedLinear):
+    """``residual + linear(x)``: a `QuantizedLinear` or `FloatLinear` takes the residual itself (their C
+    kernels add it as they store each output, no separate elementwise kernel); any other layer gets the
+    add after it."""
+    if isinstance(linear, (QuantizedLinear, FloatLinear)):
         return linear(x, residual=residual)
     return residual + linear(x)
 
@@ -196,11 +252,13 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
 
     def __init__(self, cfg: ModelConfig, target: Target, dtype: str = "float32",
                  linear: LinearFactory | None = None, embedding: nn.Module | None = None,
-                 lm_head: nn.Module | None = None):
+                 lm_head: nn.Module | None = None, float_kernel: str | None = None):
         self.cfg = cfg
         self.target = target
         self.dtype = dtype
-        linear = linear or float_linear(dtype)
+        #: "c": float layers (and a tied output head) use the C decode kernel; None: TVM's kernels only.
+        self.float_kernel = float_kernel if target.kind.name == "llvm" else None
+        linear = linear or float_linear(dtype, self.float_kernel)
         self.embed_tokens = embedding if embedding is not None else nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
         self.layers = nn.ModuleList([DecoderLayer(cfg, linear, dtype) for _ in range(cfg.num_hidden_layers)])
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
@@ -212,10 +270,15 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
     # -- building blocks -------------------------------------------------------------------------
     def _logits(self, h: Tensor) -> Tensor:
         if self.lm_head is None:
-            if isinstance(self.embed_tokens, nn.Embedding):
+            if isinstance(self.embed_tokens, nn.Embedding) and self.float_kernel == "c":
+                logits = float_matmul(h, self.embed_tokens.weight)  # a few rows: the decode kernel's case
+            elif isinstance(self.embed_tokens, nn.Embedding):
                 logits = op.matmul(h, op.permute_dims(self.embed_tokens.weight))
             else:  # a quantized table: its forward is the matmul by the table
                 logits = self.embed_tokens(h)
+        elif isinstance(self.lm_head, FloatLinear):
+            with decode_tracing():  # a few rows in prefill too (the last position of each sequence)
+                logits = self.lm_head(h)
         else:
             logits = self.lm_head(h)
         if logits.dtype != "float32":
@@ -239,7 +302,8 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         return self._logits(h), kv
 
     def batch_decode(self, input_embeds: Tensor, kv: PagedKVCache):
-        h = self._decoder(input_embeds, kv)
+        with decode_tracing():
+            h = self._decoder(input_embeds, kv)
         return self._logits(h), kv
 
     def create_paged_kv_cache(self, max_batch_size: tirx.Var, max_total_seq_len: tirx.Var,

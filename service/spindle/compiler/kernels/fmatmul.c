@@ -1,0 +1,211 @@
+/* Decode matmuls by float32 / float16 weights on the CPU: y[r, n] = sum_k x[r, k] * W[n, k] (+ res[r, n]).
+ *
+ * W stays row-major [N, K] (the layout of the checkpoint, of prefill's GEMM and of a tied embedding table).
+ * A pass takes 4 consecutive weight rows (output columns; contiguous in memory) and up to 4 activation rows:
+ * each 16-wide weight load feeds one FMA per activation row, the 4 x 4 accumulators are summed at the end
+ * with one transpose-add, and the weights one pass ahead are prefetched into L2. float16 weights and
+ * activations are converted in registers (F16C) and accumulate in float32; a float16 output is rounded once.
+ * AVX-512 with a portable C fallback picked at run time (SPINDLE_QKERNEL=scalar forces it, as for the int8
+ * kernels). spindle_fmm_*_sched is the parallel entry: the threads of one parallel region take ranges of
+ * column blocks from a shared counter (a quarter of what is left) until none is left.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SPINDLE_X86 1
+#include <immintrin.h>
+#endif
+
+#define COLS 4 /* output columns per pass */
+#define ROWS 4 /* activation rows per pass */
+
+static float h2f(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) {
+        man <<= 1;
+        exp--;
+      }
+      bits = sign | (exp << 23) | ((man & 0x3FF) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7F800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static uint16_t f2h(float f) { /* round to nearest even */
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  int32_t exp = (int32_t)((x >> 23) & 0xFF) - 127 + 15;
+  uint32_t man = x & 0x7FFFFF;
+  if (((x >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (man ? 0x200 : 0));
+  if (exp >= 31) return (uint16_t)(sign | 0x7C00);
+  if (exp <= 0) {
+    if (exp < -10) return (uint16_t)sign;
+    man |= 0x800000;
+    const int shift = 14 - exp;
+    uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t half = (uint32_t)(exp << 10) | (man >> 13), rem = man & 0x1FFF;
+  if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
+  return (uint16_t)(sign | half);
+}
+
+/* dtype codes: 0 = float32, 1 = float16 */
+static float ld(const void *p, int64_t i, int dt) {
+  return dt ? h2f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static void st(void *p, int64_t i, int dt, float v) {
+  if (dt) ((uint16_t *)p)[i] = f2h(v);
+  else ((float *)p)[i] = v;
+}
+
+static void fmm_scalar(const void *x, int64_t rows, const void *w, int64_t K, int64_t n0, int64_t n1, void *y,
+                       const void *res, int64_t N, int adt, int wdt) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t n = n0; n < n1; n++) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; k++) acc += ld(x, r * K + k, adt) * ld(w, n * K + k, wdt);
+      if (res) acc += ld(res, r * N + n, adt);
+      st(y, r * N + n, adt, acc);
+    }
+}
+
+#ifdef SPINDLE_X86
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+#define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
+
+AVX512_INLINE __m512 load16(const void *p, int64_t i, int dt, __mmask16 m) {
+  if (dt) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+  return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
+/* NR rows x NC (<= 4) columns from column n. */
+AVX512_INLINE void fmm_block(const void *x, int NR, int NC, const void *w, int64_t K, int64_t n, void *y,
+                             const void *res, int64_t N, int adt, int wdt) {
+  __m512 acc[ROWS][COLS];
+  for (int r = 0; r < NR; r++)
+    for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+  const int64_t wbytes = wdt ? 2 : 4, ahead = NC * K * wbytes; /* the same place in the next pass */
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+    __m512 xv[ROWS];
+    for (int r = 0; r < NR; r++) xv[r] = load16(x, r * K + k, adt, m);
+    for (int c = 0; c < NC; c++) {
+      const char *p = (const char *)w + ((n + c) * K + k) * wbytes;
+      if ((k * wbytes) % 64 == 0) _mm_prefetch(p + ahead, _MM_HINT_T1);
+      const __m512 wv = load16(w, (n + c) * K + k, wdt, m);
+      for (int r = 0; r < NR; r++) acc[r][c] = _mm512_fmadd_ps(wv, xv[r], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    float out[COLS];
+    if (NC == COLS) { /* transpose-add: four 16-lane sums to four floats */
+      const __m512 a01 = _mm512_add_ps(_mm512_unpacklo_ps(acc[r][0], acc[r][1]), _mm512_unpackhi_ps(acc[r][0], acc[r][1]));
+      const __m512 a23 = _mm512_add_ps(_mm512_unpacklo_ps(acc[r][2], acc[r][3]), _mm512_unpackhi_ps(acc[r][2], acc[r][3]));
+      const __m512 b = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a01), _mm512_castps_pd(a23))),
+                                     _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a01), _mm512_castps_pd(a23))));
+      /* lanes 4q + {0,1,2,3} hold partial sums of columns {0,1,2,3} within each 128-bit quarter q */
+      const __m128 s = _mm_add_ps(_mm_add_ps(_mm512_castps512_ps128(b), _mm512_extractf32x4_ps(b, 1)),
+                                  _mm_add_ps(_mm512_extractf32x4_ps(b, 2), _mm512_extractf32x4_ps(b, 3)));
+      _mm_storeu_ps(out, s);
+    } else {
+      for (int c = 0; c < NC; c++) out[c] = _mm512_reduce_add_ps(acc[r][c]);
+    }
+    for (int c = 0; c < NC; c++) {
+      float v = out[c];
+      if (res) v += ld(res, r * N + n + c, adt);
+      st(y, r * N + n + c, adt, v);
+    }
+  }
+}
+
+AVX512 static void fmm_avx512(const void *x, int64_t rows, const void *w, int64_t K, int64_t n0, int64_t n1,
+                              void *y, const void *res, int64_t N, int adt, int wdt) {
+  const int64_t xb = adt ? 2 : 4;
+  for (int64_t r0 = 0; r0 < rows; r0 += ROWS) {
+    const int nr = rows - r0 < ROWS ? (int)(rows - r0) : ROWS;
+    const char *xr = (const char *)x + r0 * K * xb;
+    char *yr = (char *)y + r0 * N * xb;
+    const char *rr = res ? (const char *)res + r0 * N * xb : NULL;
+    for (int64_t n = n0; n < n1; n += COLS) {
+      const int nc = n1 - n < COLS ? (int)(n1 - n) : COLS;
+#define CALL(NR, NC) fmm_block(xr, NR, NC, w, K, n, yr, rr, N, adt, wdt)
+#define ROWCASE(NC) switch (nr) { case 1: CALL(1, NC); break; case 2: CALL(2, NC); break; case 3: CALL(3, NC); break; default: CALL(4, NC); }
+      switch (nc) {
+        case 1: ROWCASE(1) break;
+        case 2: ROWCASE(2) break;
+        case 3: ROWCASE(3) break;
+        default: ROWCASE(4) break;
+      }
+#undef ROWCASE
+#undef CALL
+    }
+  }
+}
+#endif
+
+static volatile int fmm_isa = -1;
+
+/* 0 = portable C, 1 = AVX-512 (with F16C). */
+int32_t spindle_fkernel_isa(void) {
+  int isa = fmm_isa;
+  if (isa >= 0) return isa;
+  isa = 0;
+#ifdef SPINDLE_X86
+  const char *force = getenv("SPINDLE_QKERNEL");
+  __builtin_cpu_init();
+  if (!(force && strcmp(force, "scalar") == 0) && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    isa = 1;
+#endif
+  fmm_isa = isa;
+  return isa;
+}
+
+/* Columns [n0, n1) of y[rows, N] = x[rows, K] @ W[N, K].T (+ res); adt / wdt: 0 float32, 1 float16 (y and
+ * res have the activations' dtype). */
+int32_t spindle_fmm(const void *x, int64_t rows, const void *w, int64_t K, int64_t n0, int64_t n1, void *y,
+                    const void *res, int64_t N, int32_t adt, int32_t wdt) {
+#ifdef SPINDLE_X86
+  if (spindle_fkernel_isa() == 1) {
+    fmm_avx512(x, rows, w, K, n0, n1, y, res, N, adt, wdt);
+    return 0;
+  }
+#endif
+  fmm_scalar(x, rows, w, K, n0, n1, y, res, N, adt, wdt);
+  return 0;
+}
+
+#define BLOCK_COLS 64 /* columns per scheduling unit */
+
+int32_t spindle_fmm_sched(int32_t *counter, const void *x, int64_t rows, const void *w, int64_t K, int64_t N,
+                          void *y, const void *res, int32_t adt, int32_t wdt) {
+  const int64_t blocks = (N + BLOCK_COLS - 1) / BLOCK_COLS;
+  int32_t cur = __atomic_load_n(counter, __ATOMIC_RELAXED);
+  for (;;) {
+    const int64_t left = blocks - cur;
+    if (left <= 0) return 0;
+    int64_t take = left / 4 > 1 ? left / 4 : 1;
+    if (__atomic_compare_exchange_n(counter, &cur, (int32_t)(cur + take), 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+      const int64_t n0 = cur * BLOCK_COLS, n1 = (cur + take) * BLOCK_COLS < N ? (cur + take) * BLOCK_COLS : N;
+      spindle_fmm(x, rows, w, K, n0, n1, y, res, N, adt, wdt);
+      cur = __atomic_load_n(counter, __ATOMIC_RELAXED);
+    }
+  }
+}
