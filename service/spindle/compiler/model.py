@@ -142,10 +142,15 @@ class Attention(nn.Module):
         self.o_proj = linear(self.num_q * self.head_dim, cfg.hidden_size, False)
 
     def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, residual: Tensor) -> Tensor:
-        """``residual + o_proj(attention(x))``."""
+        """``residual + o_proj(attention(x))``. The cache's fused-QKV attention is called directly on the
+        ``[tokens, heads, head_dim]`` views it works on (``PagedKVCache.attention_with_fused_qkv`` adds a
+        reshape on each side of it: two more VM reshapes per layer and step)."""
         b, s, _ = x.shape
-        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
-        out = kv.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim ** -0.5)
+        qkv = op.reshape(self.qkv_proj(x), (b * s, self.num_q + 2 * self.num_kv, self.head_dim))
+        out = Tensor(_expr=rx.BlockBuilder.current().emit(rx.call_dps_packed(
+            "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
+            [kv._expr, rx.prim_value(layer_id), rx.prim_value(self.head_dim ** -0.5), qkv._expr],  # pylint: disable=protected-access
+            out_ty=rx.TensorType((b * s, self.num_q, self.head_dim), qkv.dtype))))
         return project_add(self.o_proj, op.reshape(out, (b, s, self.num_q * self.head_dim)), residual)
 
 

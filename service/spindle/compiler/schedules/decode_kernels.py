@@ -167,7 +167,7 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                     blk[0] = run_max[g]
                     for l in T.serial(tile):
                         blk[0] = T.max(blk[0], vec[l])
-                    blk[1] = T.exp2(run_max[g] - blk[0])  # rescales what the earlier blocks summed
+                    blk[1] = fast_exp2(run_max[g] - blk[0])  # rescales what the earlier blocks summed
                     run_max[g] = blk[0]
                     run_sum[g] = run_sum[g] * blk[1]
                     for c in T.vectorized(d):
@@ -325,11 +325,14 @@ def transpose_append(h_kv: int, d: int, dtype: str, page_size: int = 16):
         k_data = T.match_buffer(var_k_data, (ntoken, h_kv, d), dtype)
         v_data = T.match_buffer(var_v_data, (ntoken, h_kv, d), dtype)
         position_map = T.match_buffer(var_position_map, (ntoken,), "int32", elem_offset=position_map_elem_offset)
-        if ntoken >= APPEND_PARALLEL_MIN:
-            for t in T.parallel(ntoken):
-                token(t, pages, k_data, v_data, position_map)
-        else:
-            for t in T.serial(ntoken):
-                token(t, pages, k_data, v_data, position_map)
+        with T.sblock("append"):  # the body is a block, as Relax's kernel analysis expects
+            T.reads()
+            T.writes()
+            if ntoken >= APPEND_PARALLEL_MIN:
+                for t in T.parallel(ntoken):
+                    token(t, pages, k_data, v_data, position_map)
+            else:
+                for t in T.serial(ntoken):
+                    token(t, pages, k_data, v_data, position_map)
 
     return kv_cache_transpose_append
