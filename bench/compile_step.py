@@ -33,6 +33,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT / "service")]
 
@@ -221,10 +222,13 @@ def step_times(runners: dict, batch: int, context: int, rounds: int, steps: int 
     """Median decode-step seconds per runner, rounds alternating between runners."""
     state = {}
     for tag, r in runners.items():
-        kv = r.create_kv_cache(max_batch_size=8, max_total_seq_len=4096)
+        kv = r.create_kv_cache(max_batch_size=8, max_total_seq_len=batch * (context + (steps + 1) * rounds + 32))
         for i in range(batch):
             r.add_sequence(kv, i)
-        r.prefill(kv, list(range(batch)), [[(7 * j + i) % 300 + 3 for j in range(context)] for i in range(batch)])
+        for i in range(batch):  # one sequence at a time, in chunks the library is planned for
+            tokens = [(7 * j + i) % 300 + 3 for j in range(context)]
+            for start in range(0, context, 512):
+                r.prefill(kv, [i], [tokens[start:start + 512]])
         state[tag] = kv
     times = {tag: [] for tag in runners}
     for _ in range(rounds):

@@ -14,8 +14,8 @@ matters is the fixed cost of a call as much as the arithmetic:
   finished by a halving tree of vector adds; ``exp2`` is a vectorised polynomial (``fast_exp2``) instead
   of a libm call per score;
 - **RoPE split**: the cos/sin of a position are computed once per frequency (``head_dim / 2`` of them, for
-  all heads) with a vectorised float64 ``sincos`` (``fast_sincos``), the inverse frequencies once per call;
-  models with ``llama3``/``yarn``/``longrope`` scaling keep the generic frequency functions;
+  all heads), the frequencies once per call; models with ``llama3``/``yarn``/``longrope`` scaling keep the
+  generic frequency functions;
 - **append**: a plain vectorised copy into the page slots.
 """
 
@@ -32,8 +32,10 @@ NO_KEYS_LSE = -5e4  # log-sum-exp of a query that sees no key (the bundled kerne
 BLOCK = 128  # keys per online-softmax block of the decode attention
 EXP_TILE = 16  # lanes of the vectorised softmax loops
 # Below this many (query head x cached key) pairs in a call the decode attention runs on the calling
-# thread: about 10 us of work, a few times the cost of waking the thread pool.
-DECODE_PARALLEL_MIN = 6144
+# thread: about 10 us of work, several times the cost of waking the thread pool.
+DECODE_PARALLEL_MIN = 2048
+SPLIT_KEYS = 256  # keys per task at least, when a sequence's keys are split across tasks
+MAX_SPLIT = 8  # key ranges per (sequence, KV head) at most
 ROPE_PARALLEL_MIN = 32  # tokens: below this the RoPE split runs on the calling thread
 APPEND_PARALLEL_MIN = 256  # tokens: below this the append runs on the calling thread
 
@@ -70,30 +72,6 @@ def fast_exp2(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.reinterpret(f32, bits)
 
 
-def fast_sincos(angle: tirx.PrimExpr, part: int) -> tirx.PrimExpr:
-    """``cos(angle)`` (part 0) or ``sin(angle)`` (part 1) of a float64 angle: reduction by pi/2 in float64,
-    Taylor polynomials to degree 12 on [-pi/4, pi/4] (error < 1e-12 for |angle| < 1e6), the quadrant
-    picked with selects. Only arithmetic, so it vectorises."""
-    f64 = "float64"
-
-    def c(v):
-        return tirx.const(v, f64)
-
-    k = tirx.round(angle * c(2.0 / math.pi))
-    r = angle - k * c(math.pi / 2)
-    r2 = r * r
-    sin_r = r * (c(1.0) + r2 * (c(-1 / 6) + r2 * (c(1 / 120) + r2 * (c(-1 / 5040) + r2 * (
-        c(1 / 362880) + r2 * c(-1 / 39916800))))))
-    cos_r = c(1.0) + r2 * (c(-0.5) + r2 * (c(1 / 24) + r2 * (c(-1 / 720) + r2 * (c(1 / 40320) + r2 * (
-        c(-1 / 3628800) + r2 * c(1 / 479001600))))))
-    quad = tirx.bitwise_and(tirx.Cast("int64", k), tirx.const(3, "int64"))
-    if part == 0:  # cos(r + q pi/2) = cos r, -sin r, -cos r, sin r
-        vals = (cos_r, -sin_r, -cos_r, sin_r)
-    else:  # sin(r + q pi/2) = sin r, cos r, -sin r, -cos r
-        vals = (sin_r, cos_r, -sin_r, -cos_r)
-    return tirx.Select(quad == 0, vals[0], tirx.Select(quad == 1, vals[1], tirx.Select(quad == 2, vals[2], vals[3])))
-
-
 # -- paged decode attention ---------------------------------------------------------------------------------
 def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 0, page_size: int = 16):
     """`batch_decode_paged_kv_cpu(q, pages, page_indptr, page_values, length_info, k_rope_pos_offset,
@@ -106,8 +84,10 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
     tile = EXP_TILE
 
     @T.macro
-    def task(bk, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset, q_rope_position,
-             output, lse, sm_scale):
+    def task(bk, part, parts, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
+             q_rope_position, output, lse, part_o, part_ms, sm_scale, direct):
+        # Keys [lo, nkv) of sequence b are cut into `parts` equal ranges; this task takes range `part`.
+        # direct: write the output and lse; else the unnormalised output, running max and sum of the range.
         with T.sblock("attn"):
             T.reads()
             T.writes()
@@ -132,9 +112,12 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                     o[g, c] = T.float32(0)
                 run_max[g] = T.float32(NO_KEYS_LSE)
                 run_sum[g] = T.float32(0)
-            for kb in T.serial((nkv - lo + BLOCK - 1) // BLOCK):
-                j0: T.let[T.int32] = lo + kb * BLOCK
-                nb: T.let[T.int32] = T.min(BLOCK, nkv - j0)
+            span: T.let[T.int32] = (nkv - lo + parts - 1) // parts
+            k0: T.let[T.int32] = T.min(lo + part * span, nkv)
+            k1: T.let[T.int32] = T.min(k0 + span, nkv)
+            for kb in T.serial((k1 - k0 + BLOCK - 1) // BLOCK):
+                j0: T.let[T.int32] = k0 + kb * BLOCK
+                nb: T.let[T.int32] = T.min(BLOCK, k1 - j0)
                 for j in T.serial(nb):
                     for g in T.unroll(group):
                         for l in T.vectorized(lanes):
@@ -162,8 +145,10 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                         vec[l] = T.float32(NO_KEYS_LSE)
                     for t in T.serial((nb + tile - 1) // tile):
                         for l in T.vectorized(tile):
-                            vec[l] = T.max(vec[l], T.if_then_else(t * tile + l < nb, scores[g, t * tile + l],
-                                                                  T.float32(NO_KEYS_LSE)))
+                            # Select, not if_then_else: both sides are computed, so the loop vectorises
+                            # (the lanes past nb read stale scores of this block buffer and are masked).
+                            vec[l] = T.max(vec[l], T.Select(t * tile + l < nb, scores[g, t * tile + l],
+                                                            T.float32(NO_KEYS_LSE)))
                     blk[0] = run_max[g]
                     for l in T.serial(tile):
                         blk[0] = T.max(blk[0], vec[l])
@@ -176,7 +161,7 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                         vec[l] = T.float32(0)
                     for t in T.serial((nb + tile - 1) // tile):
                         for l in T.vectorized(tile):
-                            scores[g, t * tile + l] = T.if_then_else(
+                            scores[g, t * tile + l] = T.Select(
                                 t * tile + l < nb, fast_exp2(scores[g, t * tile + l] - blk[0]), T.float32(0))
                             vec[l] = vec[l] + scores[g, t * tile + l]
                     for l in T.serial(tile):
@@ -188,12 +173,49 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                                 o[g, c0 * lanes + l] = o[g, c0 * lanes + l] + scores[g, j] * T.Cast(
                                     "float32", pages[page_values[p0 + (j0 + j) // page_size], 1, hk,
                                                      (j0 + j) % page_size, c0 * lanes + l])
+            if direct:
+                for g in T.serial(group):
+                    for c in T.vectorized(d):
+                        output[b, hk * group + g, c] = T.Cast(dtype, T.if_then_else(
+                            run_sum[g] > T.float32(0), o[g, c] / run_sum[g], T.float32(0)))
+                    lse[b, hk * group + g] = T.if_then_else(
+                        run_sum[g] > T.float32(0), run_max[g] + T.log2(run_sum[g]), T.float32(NO_KEYS_LSE))
+            else:
+                for g in T.serial(group):
+                    for c in T.vectorized(d):
+                        part_o[bk, part, g, c] = o[g, c]
+                    part_ms[bk, part, g, 0] = run_max[g]
+                    part_ms[bk, part, g, 1] = run_sum[g]
+
+    def n_parts(nnz_pages, batch_size):
+        return T.max(1, T.min(MAX_SPLIT, nnz_pages * page_size // (batch_size * SPLIT_KEYS)))
+
+    @T.macro
+    def merge(bk, parts, output, lse, part_o, part_ms):
+        # Combines the ranges of (sequence, KV head) `bk`: rescale each to the overall max and normalise.
+        with T.sblock("merge"):
+            T.reads()
+            T.writes()
+            o = T.sblock_alloc_buffer((d,), "float32")
+            ms = T.sblock_alloc_buffer((2,), "float32")
+            b: T.let[T.int32] = bk // h_kv
+            hk: T.let[T.int32] = bk % h_kv
             for g in T.serial(group):
+                ms[0] = T.float32(NO_KEYS_LSE)
+                for p in T.serial(parts):
+                    ms[0] = T.max(ms[0], part_ms[bk, p, g, 0])
+                ms[1] = T.float32(0)
+                for c in T.vectorized(d):
+                    o[c] = T.float32(0)
+                for p in T.serial(parts):
+                    for c in T.vectorized(d):
+                        o[c] = o[c] + part_o[bk, p, g, c] * fast_exp2(part_ms[bk, p, g, 0] - ms[0])
+                    ms[1] = ms[1] + part_ms[bk, p, g, 1] * fast_exp2(part_ms[bk, p, g, 0] - ms[0])
                 for c in T.vectorized(d):
                     output[b, hk * group + g, c] = T.Cast(dtype, T.if_then_else(
-                        run_sum[g] > T.float32(0), o[g, c] / run_sum[g], T.float32(0)))
-                lse[b, hk * group + g] = T.if_then_else(run_sum[g] > T.float32(0),
-                                                        run_max[g] + T.log2(run_sum[g]), T.float32(NO_KEYS_LSE))
+                        ms[1] > T.float32(0), o[c] / ms[1], T.float32(0)))
+                lse[b, hk * group + g] = T.if_then_else(ms[1] > T.float32(0), ms[0] + T.log2(ms[1]),
+                                                        T.float32(NO_KEYS_LSE))
 
     # pylint: disable=too-many-locals,too-many-statements,unused-argument
     @T.prim_func(s_tir=True)
@@ -222,14 +244,28 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
         lse = T.match_buffer(var_lse, (batch_size, h_q), "float32")
 
         T.Assert(rotary_mode == 0, "Spindle's CPU attention expects RoPE applied before the cache append")
-        if nnz_pages * page_size * h_q >= DECODE_PARALLEL_MIN:
-            for bk in T.parallel(batch_size * h_kv):
-                task(bk, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset, q_rope_position,
-                     output, lse, sm_scale)
-        else:
-            for bk in T.serial(batch_size * h_kv):
-                task(bk, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset, q_rope_position,
-                     output, lse, sm_scale)
+        with T.sblock("decode"):
+            T.reads()
+            T.writes()
+            # Each (sequence, KV head) is cut into `parts` key ranges of about SPLIT_KEYS (at most
+            # MAX_SPLIT): a batch-1 long context then has enough tasks for every core.
+            part_o = T.sblock_alloc_buffer((batch_size * h_kv, n_parts(nnz_pages, batch_size), group, d), "float32")
+            part_ms = T.sblock_alloc_buffer((batch_size * h_kv, n_parts(nnz_pages, batch_size), group, 2), "float32")
+            if nnz_pages * page_size * h_q < DECODE_PARALLEL_MIN:
+                for bk in T.serial(batch_size * h_kv):
+                    task(bk, 0, 1, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
+                         q_rope_position, output, lse, part_o, part_ms, sm_scale, True)
+            elif n_parts(nnz_pages, batch_size) == 1:
+                for bk in T.parallel(batch_size * h_kv):
+                    task(bk, 0, 1, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
+                         q_rope_position, output, lse, part_o, part_ms, sm_scale, True)
+            else:
+                for t in T.parallel(batch_size * h_kv * n_parts(nnz_pages, batch_size)):
+                    task(t // n_parts(nnz_pages, batch_size), t % n_parts(nnz_pages, batch_size),
+                         n_parts(nnz_pages, batch_size), q, pages, page_indptr, page_values, last_page_len,
+                         k_rope_pos_offset, q_rope_position, output, lse, part_o, part_ms, sm_scale, False)
+                for bk in T.serial(batch_size * h_kv):
+                    merge(bk, n_parts(nnz_pages, batch_size), output, lse, part_o, part_ms)
 
     return batch_decode_paged_kv_cpu
 
@@ -237,11 +273,15 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
 # -- q/k/v split with RoPE ----------------------------------------------------------------------------------
 def split_rotary_default(theta: float, scale: float, d: int, h_q: int, h_kv: int, dtype: str):
     """`tir_split_rotary(qkv, position_map, q, k, v, apply_rope)` for RoPE without frequency scaling
-    (``default``; ``linear`` is the position ``scale``): rotate-half with inverse frequencies
-    ``theta ** (-2i / d)``, angles and their cos/sin in float64."""
+    (``default``; ``linear`` is the position ``scale``): rotate-half with the angle
+    ``float32(pos * scale) / float32(theta ** (2i / d))`` rounded in float32 and libm's cos/sin of it, as
+    Hugging Face and TVM's kernel compute them (a quantized model's int8 activations can turn a last-bit
+    difference into a different token on a near tie). The divisors are computed once per call, the cos/sin
+    once per token and frequency for all heads (TVM's kernel evaluates pow, cos and sin per head and
+    dimension)."""
     fused = h_q + 2 * h_kv
     half = d // 2
-    step = float(theta) ** (-2.0 / d)
+    step = float(theta) ** (2.0 / d)
 
     @T.macro
     def token(s, qkv, position_map, q, k, v, apply_rope, inv):
@@ -251,10 +291,10 @@ def split_rotary_default(theta: float, scale: float, d: int, h_q: int, h_kv: int
             cs = T.sblock_alloc_buffer((half,), "float32")
             sn = T.sblock_alloc_buffer((half,), "float32")
             for i in T.vectorized(half):
-                cs[i] = T.if_then_else(apply_rope > 0, T.Cast("float32", fast_sincos(
-                    T.Cast("float64", position_map[s]) * T.float64(scale) * inv[i], 0)), T.float32(1))
-                sn[i] = T.if_then_else(apply_rope > 0, T.Cast("float32", fast_sincos(
-                    T.Cast("float64", position_map[s]) * T.float64(scale) * inv[i], 1)), T.float32(0))
+                cs[i] = T.if_then_else(apply_rope > 0, T.cos(
+                    T.Cast("float32", position_map[s]) * T.float32(scale) / inv[i]), T.float32(1))
+                sn[i] = T.if_then_else(apply_rope > 0, T.sin(
+                    T.Cast("float32", position_map[s]) * T.float32(scale) / inv[i]), T.float32(0))
             for h in T.serial(h_q):
                 for i in T.vectorized(half):
                     q[s, h, i] = T.Cast(dtype, cs[i] * T.Cast("float32", qkv[s, h, i])
@@ -285,10 +325,13 @@ def split_rotary_default(theta: float, scale: float, d: int, h_q: int, h_kv: int
         with T.sblock("inv_freq"):
             T.reads()
             T.writes()
-            inv = T.sblock_alloc_buffer((half,), "float64")
-            inv[0] = T.float64(1)
+            den = T.sblock_alloc_buffer((half,), "float64")  # theta ** (2i / d), exact to ~1e-15
+            inv = T.sblock_alloc_buffer((half,), "float32")  # ... rounded to float32 (the divisor)
+            den[0] = T.float64(1)
             for i in T.serial(1, half):
-                inv[i] = inv[i - 1] * T.float64(step)
+                den[i] = den[i - 1] * T.float64(step)
+            for i in T.serial(half):
+                inv[i] = T.Cast("float32", den[i])
             if seq_len >= ROPE_PARALLEL_MIN:
                 for s in T.parallel(seq_len):
                     token(s, qkv, position_map, q, k, v, apply_rope, inv)
