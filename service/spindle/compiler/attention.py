@@ -11,10 +11,10 @@ multi-core SIMD CPU:
   a time with broadcast-FMA (four independent accumulator chains, no horizontal sums); the softmax is
   exact (two passes over the row's scores); ``P @ V`` accumulates the output row in vector registers
   along ``head_dim``;
-- **paged decode** (one query per sequence): parallel over (sequence, query head); each score is one
-  vectorised dot product along ``head_dim``, the output accumulates along ``head_dim`` as above;
-- **RoPE split** (q/k/v out of the fused projection, RoPE on q and k): parallel over tokens, a
-  position's cos/sin computed once per dimension for all heads.
+- **paged decode**, the **RoPE split** and the **k/v append** of a decode step: see
+  ``schedules/decode_kernels.py`` (per (sequence, KV head) tasks with an online softmax, serial when the
+  work is small); ``split_rotary`` below is the RoPE split for ``llama3``/``yarn`` scaling: parallel over
+  tokens, a position's cos/sin computed once per dimension for all heads.
 
 Scores are scaled by ``sm_scale * log2(e)`` and exponentiated with ``exp2``, as the cache's merge kernel
 expects. A query that sees no key (possible only in the paged parts) gets a zero output and a log-sum-exp
