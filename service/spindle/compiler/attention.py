@@ -11,10 +11,10 @@ multi-core SIMD CPU:
   a time with broadcast-FMA (four independent accumulator chains, no horizontal sums); the softmax is
   exact (two passes over the row's scores); ``P @ V`` accumulates the output row in vector registers
   along ``head_dim``;
-- **paged decode** (one query per sequence): parallel over (sequence, query head); each score is one
-  vectorised dot product along ``head_dim``, the output accumulates along ``head_dim`` as above;
-- **RoPE split** (q/k/v out of the fused projection, RoPE on q and k): parallel over tokens, a
-  position's cos/sin computed once per dimension for all heads.
+- **paged decode**, the **RoPE split** and the **k/v append** of a decode step: see
+  ``schedules/decode_kernels.py`` (per (sequence, KV head) tasks with an online softmax, serial when the
+  work is small); ``split_rotary`` below is the RoPE split for ``llama3``/``yarn`` scaling: parallel over
+  tokens, a position's cos/sin computed once per dimension for all heads.
 
 Scores are scaled by ``sm_scale * log2(e)`` and exponentiated with ``exp2``, as the cache's merge kernel
 expects. A query that sees no key (possible only in the paged parts) gets a zero output and a log-sum-exp
@@ -42,6 +42,8 @@ from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
 from tvm.relax.frontend.nn.llm.position_embedding import switch_rope_freq_func
 from tvm.script import tirx as T
 from tvm.target import Target
+
+from .schedules.decode_kernels import paged_decode, split_rotary_default, transpose_append
 
 LOG2E = math.log2(math.e)
 KEY_TILE = 16  # keys per score vector (one 512-bit register of float32)
@@ -269,94 +271,6 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int =
     return batch_prefill_paged_kv_cpu
 
 
-def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 0, page_size: int = 16):
-    """`batch_decode_paged_kv_cpu(q, pages, page_indptr, page_values, length_info, k_rope_pos_offset,
-    q_rope_position, output, lse, rotary_mode, rope_scale, rope_theta, sm_scale)`: one query token per
-    sequence attending to its cached pages."""
-    group = h_q // h_kv
-    lanes = _lanes(d)
-    window = int(sliding_window)
-
-    # pylint: disable=too-many-locals,too-many-statements,unused-argument
-    @T.prim_func(s_tir=True)
-    def batch_decode_paged_kv_cpu(var_q: T.handle, var_pages: T.handle, var_page_indptr: T.handle,
-                                  var_page_values: T.handle, var_length_info: T.handle,
-                                  var_k_rope_pos_offset: T.handle, var_q_rope_position: T.handle,
-                                  var_output: T.handle, var_lse: T.handle, rotary_mode: T.int32,
-                                  rope_scale: T.float32, rope_theta: T.float32, sm_scale: T.float32):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        batch_size = T.int32()
-        nnz_pages = T.int32()
-        max_num_pages = T.int32()
-        page_indptr_off = T.int32()
-        page_values_off = T.int32()
-        k_pos_off = T.int32()
-        q_pos_off = T.int32()
-        length_info_off = T.int32()
-        q = T.match_buffer(var_q, (batch_size, h_q, d), dtype)
-        pages = T.match_buffer(var_pages, (max_num_pages, 2, h_kv, page_size, d), dtype)
-        page_indptr = T.match_buffer(var_page_indptr, (batch_size + 1,), "int32", elem_offset=page_indptr_off)
-        page_values = T.match_buffer(var_page_values, (nnz_pages,), "int32", elem_offset=page_values_off)
-        last_page_len = T.match_buffer(var_length_info, (batch_size,), "int32", elem_offset=length_info_off)
-        k_rope_pos_offset = T.match_buffer(var_k_rope_pos_offset, (batch_size,), "int32", elem_offset=k_pos_off)
-        q_rope_position = T.match_buffer(var_q_rope_position, (batch_size,), "int32", elem_offset=q_pos_off)
-        output = T.match_buffer(var_output, (batch_size, h_q, d), dtype)
-        lse = T.match_buffer(var_lse, (batch_size, h_q), "float32")
-
-        T.Assert(rotary_mode == 0, "Spindle's CPU attention expects RoPE applied before the cache append")
-        for bh in T.parallel(batch_size * h_q):
-            with T.sblock("attn"):
-                T.reads()
-                T.writes()
-                scores = T.sblock_alloc_buffer((nnz_pages * page_size,), "float32")
-                qv = T.sblock_alloc_buffer((d,), "float32")
-                acc = T.sblock_alloc_buffer((lanes,), "float32")
-                o = T.sblock_alloc_buffer((d,), "float32")
-                stat = T.sblock_alloc_buffer((2,), "float32")
-                b: T.let[T.int32] = bh // h_q
-                h: T.let[T.int32] = bh % h_q
-                p0: T.let[T.int32] = page_indptr[b]
-                npages: T.let[T.int32] = page_indptr[b + 1] - page_indptr[b]
-                nkv: T.let[T.int32] = T.if_then_else(npages > 0, (npages - 1) * page_size + last_page_len[b], 0)
-                lo: T.let[T.int32] = T.if_then_else(
-                    window > 0, T.min(T.max(q_rope_position[b] - window + 1 - k_rope_pos_offset[b], 0), nkv), 0)
-                for c in T.serial(d):
-                    qv[c] = T.Cast("float32", q[b, h, c]) * sm_scale * T.float32(LOG2E)
-                for j in T.serial(nkv - lo):
-                    for l in T.vectorized(lanes):
-                        acc[l] = T.float32(0)
-                    for c0 in T.unroll(d // lanes):
-                        for l in T.vectorized(lanes):
-                            acc[l] = acc[l] + qv[c0 * lanes + l] * T.Cast(
-                                "float32", pages[page_values[p0 + (lo + j) // page_size], 0, h // group,
-                                                 (lo + j) % page_size, c0 * lanes + l])
-                    scores[j] = T.float32(0)
-                    for l in T.serial(lanes):
-                        scores[j] = scores[j] + acc[l]
-                stat[0] = T.float32(NO_KEYS_LSE)
-                for j in T.serial(nkv - lo):
-                    stat[0] = T.max(stat[0], scores[j])
-                stat[1] = T.float32(0)
-                for j in T.serial(nkv - lo):
-                    scores[j] = T.exp2(scores[j] - stat[0])
-                    stat[1] = stat[1] + scores[j]
-                for c in T.vectorized(d):
-                    o[c] = T.float32(0)
-                for j in T.serial(nkv - lo):
-                    for c0 in T.unroll(d // lanes):
-                        for l in T.vectorized(lanes):
-                            o[c0 * lanes + l] = o[c0 * lanes + l] + scores[j] * T.Cast(
-                                "float32", pages[page_values[p0 + (lo + j) // page_size], 1, h // group,
-                                                 (lo + j) % page_size, c0 * lanes + l])
-                for c in T.vectorized(d):
-                    output[b, h, c] = T.Cast(dtype, T.if_then_else(
-                        stat[1] > T.float32(0), o[c] / stat[1], T.float32(0)))
-                lse[b, h] = T.if_then_else(stat[1] > T.float32(0), stat[0] + T.log2(stat[1]),
-                                           T.float32(NO_KEYS_LSE))
-
-    return batch_decode_paged_kv_cpu
-
-
 def split_rotary(theta: float, scale: float, d: int, h_q: int, h_kv: int, dtype: str,
                  rope_scaling: dict[str, Any]):
     """`tir_split_rotary(qkv, position_map, q, k, v, apply_rope)`: splits the fused projection into q, k
@@ -417,6 +331,16 @@ def split_rotary(theta: float, scale: float, d: int, h_q: int, h_kv: int, dtype:
     return split_rotary_cpu
 
 
+def rope_split(theta: float, scale: float, d: int, h_q: int, h_kv: int, dtype: str, rope_scaling: dict[str, Any]):
+    """The cache's `tir_split_rotary` for the model's RoPE: the float64 fast path without frequency scaling,
+    `split_rotary` for llama3/yarn, TVM's kernel for longrope (which needs its factor table)."""
+    if not rope_scaling or rope_scaling.get("rope_type") in (None, "default"):
+        return split_rotary_default(theta, scale, d, h_q, h_kv, dtype)
+    if rope_scaling.get("rope_type") == "longrope":
+        return tvm_kv.llama_rope_with_position_map(theta, scale, d, h_q, h_kv, dtype, rope_scaling, d)
+    return split_rotary(theta, scale, d, h_q, h_kv, dtype, rope_scaling)
+
+
 class CPUPagedKVCache(PagedKVCache):  # pylint: disable=too-few-public-methods
     """``TIRPagedKVCache`` for the CPU with Spindle's attention kernels in place of the bundled ones.
 
@@ -450,7 +374,7 @@ class CPUPagedKVCache(PagedKVCache):  # pylint: disable=too-few-public-methods
             rx.prim_value(rope_theta),
             rx.prim_value(0),  # no RoPE extension factors
             rx.op.zeros((), dtype),
-            bb.add_func(tvm_kv._kv_cache_transpose_append(h_kv, d, dtype), "kv_cache_transpose_append"),  # pylint: disable=protected-access
+            bb.add_func(transpose_append(h_kv, d, dtype), "kv_cache_transpose_append"),
             bb.add_func(tvm_kv._kv_cache_transpose_append_mla(d, dtype), "kv_cache_transpose_append_mla"),  # pylint: disable=protected-access
             tir(ragged_prefill(h_kv, h_q, d, dtype, sliding_window), "spindle_attention_prefill_ragged"),
             tir(paged_prefill(h_kv, h_q, d, dtype, sliding_window), "spindle_attention_prefill_paged"),
@@ -466,10 +390,7 @@ class CPUPagedKVCache(PagedKVCache):  # pylint: disable=too-few-public-methods
                 "tir_attention_prefill_with_tree_mask_with_paged_kv_cache_cpu"),
             rx.Tuple([]),  # no MLA prefill
             rx.Tuple([bb.add_func(tvm_kv._merge_state_inplace_cpu(dtype), "tir_attention_merge_state_cpu")]),  # pylint: disable=protected-access
-            bb.add_func(split_rotary(rope_theta, rope_scale, d, h_q, h_kv, dtype, rope_scaling)
-                        if rope_scaling.get("rope_type") != "longrope" else  # longrope needs its factor table
-                        tvm_kv.llama_rope_with_position_map(rope_theta, rope_scale, d, h_q, h_kv, dtype, rope_scaling, d),
-                        "tir_split_rotary"),
+            bb.add_func(rope_split(rope_theta, rope_scale, d, h_q, h_kv, dtype, rope_scaling), "tir_split_rotary"),
             bb.add_func(tvm_kv._copy_single_page_cpu(h_kv, page_size, d, dtype), "kv_cache_copy_single_page_cpu"),  # pylint: disable=protected-access
             bb.add_func(tvm_kv._kv_cache_debug_get_kv(num_hidden_layers, h_kv, d, dtype), "kv_cache_debug_get_kv"),  # pylint: disable=protected-access
             bb.add_func(tvm_kv._compact_kv_copy_cpu(h_kv, d, dtype), "kv_cache_compact_kv_copy_cpu"),  # pylint: disable=protected-access

@@ -198,10 +198,21 @@ class Attention(nn.Module):
         self.o_proj = linear(self.num_q * self.head_dim, cfg.hidden_size, False)
 
     def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, residual: Tensor) -> Tensor:
-        """``residual + o_proj(attention(x))``."""
+        """``residual + o_proj(attention(x))``. The cache's fused-QKV attention is called directly on the
+        ``[tokens, heads, head_dim]`` views it works on (``PagedKVCache.attention_with_fused_qkv`` adds a
+        reshape on each side of it: two more VM reshapes per layer and step)."""
         b, s, _ = x.shape
-        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
-        out = kv.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim ** -0.5)
+        bb = rx.BlockBuilder.current()
+        # The float scale is one VM computation per use: bind it once per function, on the first layer.
+        scale = getattr(kv, "_spindle_sm_scale", None)
+        if scale is None:
+            scale = bb.emit(rx.prim_value(self.head_dim ** -0.5))
+            kv._spindle_sm_scale = scale  # pylint: disable=protected-access
+        qkv = op.reshape(self.qkv_proj(x), (b * s, self.num_q + 2 * self.num_kv, self.head_dim))
+        out = Tensor(_expr=bb.emit(rx.call_dps_packed(
+            "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
+            [kv._expr, rx.prim_value(layer_id), scale, qkv._expr],  # pylint: disable=protected-access
+            out_ty=rx.TensorType((b * s, self.num_q, self.head_dim), qkv.dtype))))
         return project_add(self.o_proj, op.reshape(out, (b, s, self.num_q * self.head_dim)), residual)
 
 
