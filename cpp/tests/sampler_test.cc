@@ -36,6 +36,25 @@ TEST(Sampler, GreedyTakesTheFirstMaximum) {
   EXPECT_EQ(Sample(Logits({0.1f, 2.0f, 5.0f, 3.0f}), g, &rng), 2);
 }
 
+TEST(Sampler, ArgmaxFirstMatchesAScalarScan) {
+  Rng rng(3);
+  for (int64_t n : {1, 5, 16, 17, 31, 49152, 49153}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> x(n);
+      for (float& v : x) v = static_cast<float>(static_cast<int>(rng.Uniform() * 50) - 25);  // many ties
+      int32_t want = 0;
+      for (int64_t i = 1; i < n; ++i) {
+        if (x[i] > x[want]) want = static_cast<int32_t>(i);
+      }
+      EXPECT_EQ(ArgmaxFirst(x.data(), n), want) << "n=" << n;
+    }
+  }
+  std::vector<float> inf(40, -INFINITY);
+  EXPECT_EQ(ArgmaxFirst(inf.data(), 40), 0);
+  inf[33] = -1e30f;
+  EXPECT_EQ(ArgmaxFirst(inf.data(), 40), 33);
+}
+
 TEST(Sampler, TemperatureSamplingFollowsTheSoftmax) {
   GenerationConfig g;
   g.temperature = 2.0;

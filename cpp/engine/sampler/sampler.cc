@@ -23,6 +23,25 @@ struct ByValueDesc {
 
 }  // namespace
 
+int32_t ArgmaxFirst(const float* x, int64_t n) {
+  // Running maxima in 16 independent lanes (the compiler vectorises this loop), then the first index that
+  // holds the maximum: the same token as a scalar scan keeping the first of equal maxima.
+  constexpr int kLanes = 16;
+  float lanes[kLanes];
+  for (float& v : lanes) v = -INFINITY;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] = x[i + l] > lanes[l] ? x[i + l] : lanes[l];
+  }
+  float m = -INFINITY;
+  for (float v : lanes) m = v > m ? v : m;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  for (int64_t j = 0; j < n; ++j) {
+    if (x[j] == m) return static_cast<int32_t>(j);
+  }
+  return 0;  // no value above -inf (or NaNs only)
+}
+
 Rng Rng::ForBranch(uint64_t seed, int64_t branch) {
   return Rng(SplitMix64(SplitMix64(seed) ^ static_cast<uint64_t>(branch + 1) * 0xD1B54A32D192ED03ULL));
 }
@@ -58,16 +77,20 @@ void ApplyLogitAdjustments(float* x, int64_t vocab, const GenerationConfig& c, c
 
 SampleResult SampleToken(const float* logits, int64_t vocab, const GenerationConfig& c, const SamplerHistory& h,
                          Rng* rng, std::vector<float>* scratch) {
-  std::vector<float>& x = *scratch;
-  x.assign(logits, logits + vocab);
-  ApplyLogitAdjustments(x.data(), vocab, c, h);
+  // The logits are read in place unless something adjusts them (then a copy in *scratch is adjusted).
+  const bool adjust = !c.logit_bias.empty() || c.repetition_penalty != 1.0 ||
+                      ((c.frequency_penalty != 0 || c.presence_penalty != 0) && h.output_counts != nullptr &&
+                       !h.output_counts->empty());
+  const float* x = logits;
+  if (adjust) {
+    scratch->assign(logits, logits + vocab);
+    ApplyLogitAdjustments(scratch->data(), vocab, c, h);
+    x = scratch->data();
+  }
 
   SampleResult result;
   // Argmax (first of equal maxima), used by greedy decoding and as the softmax shift.
-  int32_t best = 0;
-  for (int64_t i = 1; i < vocab; ++i) {
-    if (x[i] > x[best]) best = static_cast<int32_t>(i);
-  }
+  const int32_t best = ArgmaxFirst(x, vocab);
   const float max_logit = x[best];
 
   const bool greedy = c.temperature == 0 || c.top_k == 1;
@@ -147,7 +170,7 @@ SampleResult SampleToken(const float* logits, int64_t vocab, const GenerationCon
       int64_t k = std::min<int64_t>(c.top_logprobs, vocab);
       std::vector<int32_t> idx(vocab);
       std::iota(idx.begin(), idx.end(), 0);
-      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), ByValueDesc{x.data()});
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), ByValueDesc{x});
       result.top.reserve(k);
       for (int64_t i = 0; i < k; ++i) result.top.emplace_back(idx[i], static_cast<float>(x[idx[i]] - log_z));
     }

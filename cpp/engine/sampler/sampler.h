@@ -39,6 +39,9 @@ struct SampleResult {
   std::vector<std::pair<int32_t, float>> top;  // filled when top_logprobs > 0
 };
 
+/*! \brief Index of the largest value (the first of equal maxima), vectorised; 0 when none is above -inf. */
+int32_t ArgmaxFirst(const float* x, int64_t n);
+
 /*!
  * \brief Sample one token from `vocab` float logits.
  * Logprobs are those of the distribution after logit bias and penalties, before temperature and
