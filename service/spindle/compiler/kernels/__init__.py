@@ -46,16 +46,23 @@ def compiler() -> str:
     return path
 
 
-def _compile(out: Path, shared: bool) -> Path:
-    if source_digest() != SOURCE_DIGEST:
-        raise KernelBuildError(f"{SOURCE.name} does not match kernels.SOURCE_DIGEST; update the digest to "
-                               f"{source_digest()} so that compiled artifacts are rebuilt")
+def compile_source(source: Path, digest: str, owner: str, out: Path, shared: bool) -> Path:
+    """Compile one C source of this package to an object (or, with ``shared``, a shared library) at ``out``,
+    after checking it against the digest its Python module ``owner`` records (``owner.SOURCE_DIGEST``)."""
+    actual = hashlib.sha256(source.read_bytes()).hexdigest()
+    if actual != digest:
+        raise KernelBuildError(f"{source.name} does not match {owner}.SOURCE_DIGEST; update the digest to "
+                               f"{actual} so that compiled artifacts are rebuilt")
     cmd = [compiler(), "-x", "c", "-std=gnu11", "-O3", "-fPIC", "-fno-math-errno", "-Wall",
-           *(["-shared"] if shared else ["-c"]), str(SOURCE), "-o", str(out)]
+           *(["-shared"] if shared else ["-c"]), str(source), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise KernelBuildError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr}")
+        raise KernelBuildError(f"compiling {source.name} failed ({' '.join(cmd)}):\n{proc.stderr}")
     return out
+
+
+def _compile(out: Path, shared: bool) -> Path:
+    return compile_source(SOURCE, SOURCE_DIGEST, "kernels", out, shared)
 
 
 @functools.lru_cache(maxsize=None)

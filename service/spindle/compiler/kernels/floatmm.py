@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import subprocess
 import tempfile
 from pathlib import Path
 
-from . import KernelBuildError, compiler
+from . import compile_source
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
 SOURCE_DIGEST = "b6bb2eabadf73c9b7477cb0f74704f7256c500da12f1edfec77fde6e6c851c42"
@@ -27,15 +26,7 @@ def source_digest() -> str:
 
 
 def _compile(out: Path, shared: bool) -> Path:
-    if source_digest() != SOURCE_DIGEST:
-        raise KernelBuildError(f"{SOURCE.name} does not match floatmm.SOURCE_DIGEST; update the digest to "
-                               f"{source_digest()} so that compiled artifacts are rebuilt")
-    cmd = [compiler(), "-x", "c", "-std=gnu11", "-O3", "-fPIC", "-fno-math-errno", "-Wall",
-           *(["-shared"] if shared else ["-c"]), str(SOURCE), "-o", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise KernelBuildError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr}")
-    return out
+    return compile_source(SOURCE, SOURCE_DIGEST, "floatmm", out, shared)
 
 
 @functools.lru_cache(maxsize=None)
