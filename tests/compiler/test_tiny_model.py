@@ -84,6 +84,40 @@ def test_quantized_matches_reference_on_its_weights(tiny_model_factory, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
+@pytest.mark.parametrize("dims", [{}, {"tie_word_embeddings": False, "attention_bias": True, "model_type": "qwen2"}],
+                         ids=["tied", "untied-qkv-bias"])
+def test_decode_blocks_fused_and_separate(tmp_path, monkeypatch, fmt, dims):
+    """``batch_decode`` with the fused C blocks (the default on the int8 kernel) and with a kernel per op
+    (``SPINDLE_DECODE_BLOCKS=separate``) both match the reference (Qwen2's qkv bias keeps its norm apart,
+    the untied head takes the final norm); the artifact records which one it holds."""
+    from spindle.compiler.quantization import resolve_kernel
+    from spindle.compiler.testing import build_tiny_artifact
+
+    if resolve_kernel() != "int8":
+        pytest.skip("the fused blocks run on the int8 kernel (AVX-512 VNNI)")
+    params = quantized_reference_params(random_params(tiny_config(**dims), seed=0), fmt)
+    for blocks in ("separate", "fused"):
+        monkeypatch.setenv("SPINDLE_DECODE_BLOCKS", blocks)
+        artifact = build_tiny_artifact(tmp_path / blocks, dtype=fmt, seed=0, **dims)
+        assert json.loads((artifact / "spindle-config.json").read_text())["decode_blocks"] == blocks
+        diffs, ties = compare_quantized_with_reference(artifact, params, decode_steps=4)
+        clean = ties == 0
+        assert clean.sum() >= clean.size // 2, (blocks, ties)
+        assert diffs[clean].max() < 1e-4, (blocks, diffs)
+        assert diffs.max() < 0.5, (blocks, diffs)
+
+
+def test_decode_blocks_setting_is_checked(monkeypatch):
+    from spindle.compiler.convert import decode_blocks
+    from spindle.compiler.build import CompileError
+
+    monkeypatch.setenv("SPINDLE_DECODE_BLOCKS", "sideways")
+    with pytest.raises(CompileError, match="SPINDLE_DECODE_BLOCKS"):
+        decode_blocks("q4_1", "llvm")
+    assert decode_blocks("float32", "llvm") is None and decode_blocks("q4_1", "cuda") is None
+
+
+@pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
 def test_float_kernel_matches_reference_on_its_weights(tmp_path, monkeypatch, fmt):
     """The float-activation kernel (``SPINDLE_QMATMUL=float``, kept for comparison) against the reference
     on the dequantized weights: float32 accuracy (measured 1.5e-5 / 0.9e-5)."""

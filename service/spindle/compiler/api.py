@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .build import (DTYPES, TARGETS, CompileError, artifact_lock, compiler_fingerprint, make_target,
                     set_runtime_threads, write_artifact)
-from .convert import convert_weights, embedding_format, make_model, matmul_kernel
+from .convert import convert_weights, decode_blocks, embedding_format, make_model, matmul_kernel
 from .loaders import default_model_path
 
 DEFAULT_DTYPE = "q4_1"
@@ -44,7 +44,7 @@ def _source_files(source: Path) -> list[Path]:
 def content_hash(source: Path, dtype: str, target: str, schedule: bool = True, limits: dict | None = None) -> str:
     """Hash of the checkpoint bytes, the format, the target, the limits and the compiler (sources + TVM)."""
     key = json.dumps({"files": _hash_files(_source_files(source)), "dtype": dtype, "target": target,
-                      "matmul_kernel": matmul_kernel(dtype, target),
+                      "matmul_kernel": matmul_kernel(dtype, target), "decode_blocks": decode_blocks(dtype, target),
                       "compiler": compiler_fingerprint(), "schedule": schedule,
                       "limits": {k: v for k, v in (limits or {}).items() if v is not None}}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -132,7 +132,8 @@ def _compile(src: Path, dtype: str, target: str, out: Path, chash: str, progress
                    dtype=dtype, target=target, content_hash=chash, source=ckpt.source,
                    extra={"weight_formats": {"linear": dtype, "embedding": embed_fmt,
                                              "lm_head": head_fmt if ckpt.weights.get("lm_head.weight") else None},
-                          "matmul_kernel": matmul_kernel(dtype, target)},
+                          "matmul_kernel": matmul_kernel(dtype, target),
+                          "decode_blocks": decode_blocks(dtype, target)},
                    schedule=schedule)
     steps.update(1)
     steps.set_postfix_str(f"done in {time.time() - t0:.1f}s")

@@ -57,6 +57,23 @@ def matmul_kernel(dtype: str, target: str) -> str | None:
     return resolve_kernel()
 
 
+BLOCKS_ENV = "SPINDLE_DECODE_BLOCKS"
+BLOCKS = ("fused", "separate")
+
+
+def decode_blocks(dtype: str, target: str) -> str | None:
+    """How ``batch_decode`` runs a decoder layer on the int8 kernel: ``fused`` (two C blocks around the
+    attention: the input norm folded into the QKV matmul, then o_proj, norm, gate_up, SwiGLU and down in
+    one parallel region; the final norm folded into the output head) unless ``$SPINDLE_DECODE_BLOCKS=separate``
+    (a kernel per op, for side-by-side runs); None where the int8 kernel is not used. Part of the cache key."""
+    if matmul_kernel(dtype, target) != "int8":
+        return None
+    blocks = os.environ.get(BLOCKS_ENV) or "fused"
+    if blocks not in BLOCKS:
+        raise CompileError(f"{BLOCKS_ENV}: expected one of {BLOCKS}, got {blocks!r}")
+    return blocks
+
+
 def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fmt: str | None = None,
                head_fmt: str | None = None) -> LlamaForCausalLM:
     """The nn module for weight format ``dtype`` (see the module docstring)."""
@@ -80,7 +97,8 @@ def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fm
     embed = QuantizedLinear(cfg.hidden_size, cfg.vocab_size, embed_fmt or "q8_0", out_dtype=act, kernel=kernel)
     head = None if cfg.tie_word_embeddings else QuantizedLinear(cfg.hidden_size, cfg.vocab_size, head_fmt or "q8_0",
                                                                  out_dtype=act, kernel=kernel)
-    return LlamaForCausalLM(cfg, target, dtype=act, linear=linear, embedding=embed, lm_head=head)
+    return LlamaForCausalLM(cfg, target, dtype=act, linear=linear, embedding=embed, lm_head=head,
+                            fused_blocks=decode_blocks(dtype, target.kind.name) == "fused")
 
 
 def _concat_float(parts: list[Part]) -> np.ndarray:

@@ -179,6 +179,40 @@ def float_linear(dtype: str, kernel: str | None = None) -> LinearFactory:
     return make
 
 
+def _block_linear(m: nn.Module) -> bool:
+    """A `QuantizedLinear` on the int8 kernel's column tiles with float32 output (what the fused blocks read)."""
+    return isinstance(m, QuantizedLinear) and m.layout == "tiles" and m.out_dtype == "float32"
+
+
+def _block_arrays(linear: QuantizedLinear) -> list:
+    """(qweight, scales, mins) of a fused block's matrix; a q8_0 matrix passes its scales as the (unread) mins."""
+    return [linear.qweight, linear.scales, linear.mins if linear.mins is not None else linear.scales]
+
+
+def norm_linear(norm: nn.RMSNorm, linear: QuantizedLinear, x: Tensor) -> Tensor:
+    """``rmsnorm(x) @ W.T`` in one fused C block (`kernels.norm_matmul_func`); x is float32 ``[d0, d1, K]``."""
+    from .kernels import norm_matmul_func  # pylint: disable=import-outside-toplevel
+
+    func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon))
+    return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", [x, norm.weight, *_block_arrays(linear)],
+                           Tensor.placeholder([*x.shape[:-1], linear.out_features], "float32"))
+
+
+def mlp_block(a: Tensor, x: Tensor, o_proj: QuantizedLinear, norm: nn.RMSNorm, gate_up: QuantizedLinear,
+              down: QuantizedLinear) -> Tensor:
+    """``x2 + down(swiglu(gate_up(rmsnorm(x2))))`` with ``x2 = x + o_proj(a)``: a decoder layer after its
+    attention, in one fused C block (`kernels.mlp_block_func`)."""
+    from .kernels import mlp_block_func  # pylint: disable=import-outside-toplevel
+
+    if a.dtype != "float32":
+        a = a.astype("float32")
+    inter = gate_up.out_features // 2
+    func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features, inter,
+                          float(norm.epsilon))
+    args = [a, x, *_block_arrays(o_proj), norm.weight, *_block_arrays(gate_up), *_block_arrays(down)]
+    return op.tensor_ir_op(func, "mlp_block", args, Tensor.placeholder(list(x.shape), "float32"))
+
+
 def project_add(linear: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
     """``residual + linear(x)``: a `QuantizedLinear` or `FloatLinear` takes the residual itself (their C
     kernels add it as they store each output, no separate elementwise kernel); any other layer gets the
@@ -201,19 +235,23 @@ class Attention(nn.Module):
         """``residual + o_proj(attention(x))``. The cache's fused-QKV attention is called directly on the
         ``[tokens, heads, head_dim]`` views it works on (``PagedKVCache.attention_with_fused_qkv`` adds a
         reshape on each side of it: two more VM reshapes per layer and step)."""
-        b, s, _ = x.shape
+        return project_add(self.o_proj, self.attend(self.qkv_proj(x), kv, layer_id), residual)
+
+    def attend(self, qkv: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+        """The cache's attention of the fused ``qkv [b, s, (q + 2 kv) * head_dim]``: ``[b, s, q * head_dim]``."""
+        b, s, _ = qkv.shape
         bb = rx.BlockBuilder.current()
         # The float scale is one VM computation per use: bind it once per function, on the first layer.
         scale = getattr(kv, "_spindle_sm_scale", None)
         if scale is None:
             scale = bb.emit(rx.prim_value(self.head_dim ** -0.5))
             kv._spindle_sm_scale = scale  # pylint: disable=protected-access
-        qkv = op.reshape(self.qkv_proj(x), (b * s, self.num_q + 2 * self.num_kv, self.head_dim))
+        qkv = op.reshape(qkv, (b * s, self.num_q + 2 * self.num_kv, self.head_dim))
         out = Tensor(_expr=bb.emit(rx.call_dps_packed(
             "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
             [kv._expr, rx.prim_value(layer_id), scale, qkv._expr],  # pylint: disable=protected-access
             out_ty=rx.TensorType((b * s, self.num_q, self.head_dim), qkv.dtype))))
-        return project_add(self.o_proj, op.reshape(out, (b, s, self.num_q * self.head_dim)), residual)
+        return op.reshape(out, (b, s, self.num_q * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -246,10 +284,36 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(cfg, linear)
         self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
         self.mlp = MLP(cfg, linear)
+        #: Decode with the fused C blocks where the layer allows it (`fused_blocks`).
+        self.fused = False
 
     def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+        if _DECODE.get() and self.fused_blocks():
+            return self._fused_forward(x, kv, layer_id)
         x = self.self_attn(self.input_layernorm(x), kv, layer_id, residual=x)
         return self.mlp(self.post_attention_layernorm(x), residual=x)
+
+    def fused_blocks(self) -> bool:
+        """Whether ``batch_decode`` runs this layer as two fused C blocks around its attention
+        (`kernels.norm_matmul_func`, `kernels.mlp_block_func`): int8-kernel layers with float32
+        activations and norms, an intermediate size that is a multiple of 16, no bias after the attention."""
+        attn, mlp = self.self_attn, self.mlp
+        linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        return (self.fused and all(_block_linear(m) for m in linears)
+                and all(m.bias is None for m in linears[1:]) and mlp.inter % 16 == 0
+                and self.input_layernorm.weight.dtype == "float32"
+                and self.post_attention_layernorm.weight.dtype == "float32")
+
+    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+        attn, mlp = self.self_attn, self.mlp
+        if x.dtype != "float32":
+            x = x.astype("float32")
+        if attn.qkv_proj.bias is None:
+            qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x)
+        else:  # Qwen2's qkv bias: the norm and the matmul stay apart
+            qkv = attn.qkv_proj(self.input_layernorm(x))
+        a = attn.attend(qkv, kv, layer_id)
+        return mlp_block(a, x, attn.o_proj, self.post_attention_layernorm, mlp.gate_up_proj, mlp.down_proj)
 
 
 class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
@@ -263,7 +327,7 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
 
     def __init__(self, cfg: ModelConfig, target: Target, dtype: str = "float32",
                  linear: LinearFactory | None = None, embedding: nn.Module | None = None,
-                 lm_head: nn.Module | None = None, float_kernel: str | None = None):
+                 lm_head: nn.Module | None = None, float_kernel: str | None = None, fused_blocks: bool = False):
         self.cfg = cfg
         self.target = target
         self.dtype = dtype
@@ -272,6 +336,11 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         linear = linear or float_linear(dtype, self.float_kernel)
         self.embed_tokens = embedding if embedding is not None else nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
         self.layers = nn.ModuleList([DecoderLayer(cfg, linear, dtype) for _ in range(cfg.num_hidden_layers)])
+        #: Decode runs each layer as fused C blocks where it can (``DecoderLayer.fused_blocks``), with the
+        #: final norm folded into the output head; CPU only.
+        self.fused_blocks = bool(fused_blocks) and target.kind.name == "llvm"
+        for layer in self.layers:
+            layer.fused = self.fused_blocks
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
         if cfg.tie_word_embeddings:
             self.lm_head = None
@@ -313,9 +382,25 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         return self._logits(h), kv
 
     def batch_decode(self, input_embeds: Tensor, kv: PagedKVCache):
+        head = self._fused_head()
         with decode_tracing():
-            h = self._decoder(input_embeds, kv)
+            if head is None:
+                h = self._decoder(input_embeds, kv)
+            else:  # the final norm folded into the output head's activation quantization
+                h = input_embeds
+                for i, layer in enumerate(self.layers):
+                    h = layer(h, kv, i)
+                if h.dtype != "float32":
+                    h = h.astype("float32")
+                return norm_linear(self.norm, head, h), kv
         return self._logits(h), kv
+
+    def _fused_head(self) -> QuantizedLinear | None:
+        """The output head when decode folds the final norm into it (fused blocks, an int8-kernel head)."""
+        if not self.fused_blocks or self.norm.weight.dtype != "float32":
+            return None
+        head = self.embed_tokens if self.lm_head is None else self.lm_head
+        return head if _block_linear(head) and head.bias is None else None
 
     def create_paged_kv_cache(self, max_batch_size: tirx.Var, max_total_seq_len: tirx.Var,
                               prefill_chunk_size: tirx.Var, page_size: tirx.Var,

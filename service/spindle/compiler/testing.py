@@ -93,10 +93,10 @@ def tiny_config(**dims: Any) -> ModelConfig:
 
 def tiny_content_hash(*, dtype: str, seed: int, target: str, schedule: bool = True, **dims: Any) -> str:
     cfg = tiny_config(**dims)
-    from .convert import matmul_kernel  # pylint: disable=import-outside-toplevel
+    from .convert import decode_blocks, matmul_kernel  # pylint: disable=import-outside-toplevel
 
     key = json.dumps({"cfg": cfg.to_dict(), "dtype": dtype, "seed": seed, "target": target, "schedule": schedule,
-                      "matmul_kernel": matmul_kernel(dtype, target),
+                      "matmul_kernel": matmul_kernel(dtype, target), "decode_blocks": decode_blocks(dtype, target),
                       "compiler": compiler_fingerprint(),
                       "testing": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -109,7 +109,7 @@ def build_tiny_artifact(out_dir: str | Path, *, dtype: str = "float32", seed: in
     ``dims`` override :data:`TINY_DIMS` (any :class:`ModelConfig` field). The float32 weights are drawn
     from ``seed``; other formats are converted from them the way a checkpoint would be.
     """
-    from .convert import convert_params, embedding_format, make_model, matmul_kernel  # pylint: disable=import-outside-toplevel
+    from .convert import convert_params, decode_blocks, embedding_format, make_model, matmul_kernel  # pylint: disable=import-outside-toplevel
 
     if dtype not in DTYPES:
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
@@ -124,7 +124,8 @@ def build_tiny_artifact(out_dir: str | Path, *, dtype: str = "float32", seed: in
     return write_artifact(Path(out_dir), model=model, params=params, tokenizer_json=tiny_tokenizer_json(cfg.vocab_size),
                           meta=meta, dtype=dtype, target=target, content_hash=content_hash,
                           source=f"tiny-random-llama(seed={seed})", schedule=schedule,
-                          extra={"matmul_kernel": matmul_kernel(dtype, target)})
+                          extra={"matmul_kernel": matmul_kernel(dtype, target),
+                                 "decode_blocks": decode_blocks(dtype, target)})
 
 
 def cached_tiny_artifact(cache_root: str | Path, *, dtype: str = "float32", seed: int = 0, target: str = "llvm",

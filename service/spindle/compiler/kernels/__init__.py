@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "806a5edccd88f4971aef2913da9c362439b3b6e49cb305e757fd8ad70dc755a4"
+SOURCE_DIGEST = "b448018d908c49847c3c4d07d3890a5eca6608715e3b42f200754424883ce0d2"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -231,5 +231,108 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
         quantize(x, act, d0 * d1)
         q8_0_tiles(act, qweight, scales, y, null, d0 * d1)
+
+    return func
+
+
+def _matrix_specs(fmt: str, out_features: int, in_features: int):
+    """(qweight shape, qweight dtype, scales shape) of one tiled matrix. A fused block's PrimFunc takes
+    (qweight, scales, mins) for every matrix; a q8_0 matrix passes its scales again as `mins` (unread)."""
+    from ..quantization import tiled_specs  # pylint: disable=import-outside-toplevel
+
+    specs = tiled_specs(fmt, out_features, in_features)
+    return specs["qweight"][0], specs["qweight"][1], specs["scales"][0]
+
+
+def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
+    """The PrimFunc `(x[d0, d1, K], norm_w[K], qweight, scales, mins, y[d0, d1, N])` of
+    `spindle_qblock_norm_matmul`: `y = rmsnorm(x) @ W.T`, the norm folded into the activation quantization
+    (one VM call and one parallel region instead of a norm kernel and a matmul)."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    load_into_process()
+    k, n, code = int(in_features), int(out_features), FORMAT_CODES[fmt]
+    row_bytes = act_row_bytes(k)
+    qshape, qdtype, sshape = _matrix_specs(fmt, n, k)
+    i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
+
+    # pylint: disable=no-member,invalid-name,unused-variable
+    @T.prim_func(private=True)
+    def func(var_x: T.handle, norm_w: T.Buffer((k,), "float32"), qweight: T.Buffer(qshape, qdtype),
+             scales: T.Buffer(sshape, "float16"), mins: T.Buffer(sshape, "float16"), var_y: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+        d0, d1 = T.int64(), T.int64()
+        x = T.match_buffer(var_x, (d0, d1, k), "float32")
+        y = T.match_buffer(var_y, (d0, d1, n), "float32")
+        act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
+        sync = T.decl_buffer((4,), "int32")
+        for i in range(4):
+            sync[i] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_qblock_norm_matmul", T.tvm_access_ptr(i32, sync.data, 0, 4, 3), d0 * d1,
+                T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * k, 1), T.address_of(norm_w[0]), T.float32(eps),
+                T.int64(k), T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 3), code,
+                T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.address_of(mins[0, 0, 0]),
+                T.int64(n), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2)))
+
+    return func
+
+
+def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, inter: int, eps: float):
+    """The PrimFunc of `spindle_qblock_mlp`, what a decoder layer does after its attention:
+
+        (a[d0, d1, A], x[d0, d1, H], o: qweight, scales, mins, norm_w[H], gate_up: qweight, scales, mins,
+         down: qweight, scales, mins, y[d0, d1, H])
+        x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
+
+    `fmts` are the formats of o_proj, gate_up_proj and down_proj; `inter` must be a multiple of 16 (the
+    gate and up columns of one tile pair are computed by one thread, which applies SwiGLU to them)."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    if inter % 16:
+        raise ValueError(f"intermediate size {inter} is not a multiple of 16")
+    load_into_process()
+    a_, h_, i_ = int(attn_features), int(hidden), int(inter)
+    fo, fg, fd = (FORMAT_CODES[f] for f in fmts)
+    qo, qo_t, so = _matrix_specs(fmts[0], h_, a_)
+    qg, qg_t, sg = _matrix_specs(fmts[1], 2 * i_, h_)
+    qd, qd_t, sd = _matrix_specs(fmts[2], h_, i_)
+    rb_a, rb_h, rb_i = act_row_bytes(a_), act_row_bytes(h_), act_row_bytes(i_)
+    i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
+
+    # pylint: disable=no-member,invalid-name,unused-variable,too-many-arguments
+    @T.prim_func(private=True)
+    def func(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), o_s: T.Buffer(so, "float16"),
+             o_m: T.Buffer(so, "float16"), norm_w: T.Buffer((h_,), "float32"), g_q: T.Buffer(qg, qg_t),
+             g_s: T.Buffer(sg, "float16"), g_m: T.Buffer(sg, "float16"), d_q: T.Buffer(qd, qd_t),
+             d_s: T.Buffer(sd, "float16"), d_m: T.Buffer(sd, "float16"), var_y: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+        d0, d1 = T.int64(), T.int64()
+        a = T.match_buffer(var_a, (d0, d1, a_), "float32")
+        x = T.match_buffer(var_x, (d0, d1, h_), "float32")
+        y = T.match_buffer(var_y, (d0, d1, h_), "float32")
+        act_a = T.decl_buffer((d0 * d1 * rb_a,), "int8")
+        act_n = T.decl_buffer((d0 * d1 * rb_h,), "int8")
+        act_h = T.decl_buffer((d0 * d1 * rb_i,), "int8")
+        x2 = T.decl_buffer((d0 * d1 * h_,), "float32")
+        gu = T.decl_buffer((d0 * d1 * 2 * i_,), "float32")
+        hb = T.decl_buffer((d0 * d1 * i_,), "float32")
+        sync = T.decl_buffer((12,), "int32")
+        for i in range(12):
+            sync[i] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, 12, 3), d0 * d1,
+                T.tvm_access_ptr(f32, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
+                T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
+                fo, T.address_of(o_q[0, 0, 0]), T.address_of(o_s[0, 0, 0]), T.address_of(o_m[0, 0, 0]),
+                T.address_of(norm_w[0]), T.float32(eps),
+                fg, T.address_of(g_q[0, 0, 0]), T.address_of(g_s[0, 0, 0]), T.address_of(g_m[0, 0, 0]),
+                fd, T.address_of(d_q[0, 0, 0]), T.address_of(d_s[0, 0, 0]), T.address_of(d_m[0, 0, 0]),
+                T.tvm_access_ptr(i8, act_a.data, 0, d0 * d1 * rb_a, 3), T.tvm_access_ptr(i8, act_n.data, 0, d0 * d1 * rb_h, 3),
+                T.tvm_access_ptr(i8, act_h.data, 0, d0 * d1 * rb_i, 3), T.tvm_access_ptr(f32, x2.data, 0, d0 * d1 * h_, 3),
+                T.tvm_access_ptr(f32, gu.data, 0, d0 * d1 * 2 * i_, 3), T.tvm_access_ptr(f32, hb.data, 0, d0 * d1 * i_, 3),
+                T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * h_, 2)))
 
     return func
