@@ -65,7 +65,10 @@ void ThreadedEngine::AbortRequest(const std::string& request_id) {
   Push(Instruction{Kind::kAbort, nullptr, request_id, {}, nullptr});
 }
 
-void ThreadedEngine::Reset() { Push(Instruction{Kind::kReset, nullptr, "", {}, nullptr}); }
+void ThreadedEngine::Reset() {
+  // Returns once the loop has aborted everything and published the metrics of the empty engine.
+  PushAndWait(Instruction{Kind::kReset, nullptr, "", {}, nullptr});
+}
 
 Status ThreadedEngine::PushAndWait(Instruction ins) {
   ins.done = std::make_shared<std::promise<Status>>();
@@ -187,7 +190,11 @@ void ThreadedEngine::RunBackgroundLoop() {
       batch.swap(queue_);
     }
     std::vector<RequestOutput> out;
-    for (Instruction& ins : batch) Apply(ins, &out);
+    std::vector<std::shared_ptr<std::promise<Status>>> settled;  // resets, answered after publishing
+    for (Instruction& ins : batch) {
+      Apply(ins, &out);
+      if (ins.kind == Kind::kReset && ins.done) settled.push_back(std::move(ins.done));
+    }
     batch.clear();
     if (engine_) Append(&out, engine_->Step());
     EngineMetrics m = engine_ ? engine_->Metrics() : EngineMetrics();
@@ -207,6 +214,7 @@ void ThreadedEngine::RunBackgroundLoop() {
       }
     }
     if (has_output) out_cv_.notify_one();
+    for (auto& done : settled) done->set_value(Status::OK());
   }
 }
 

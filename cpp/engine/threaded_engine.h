@@ -27,7 +27,8 @@ class ThreadedEngine {
   Status AddRequest(RequestPtr request);
   /*! \brief Idempotent; applied between steps. */
   void AbortRequest(const std::string& request_id);
-  /*! \brief Abort every request (each gets its finish) and empty the KV cache. */
+  /*! \brief Abort every request (each gets its finish) and empty the KV cache; blocks until the loop has
+   *  applied it, so the metrics read afterwards show the empty engine. */
   void Reset();
   /*! \brief The metrics after the latest step. */
   EngineMetrics Metrics() const;

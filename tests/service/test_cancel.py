@@ -75,11 +75,32 @@ def test_abort_request_ends_a_followed_request_with_abort(client):
 
 
 def test_reset_aborts_everything(client):
-    client.add_request(PROMPT, request_id="reset-1", **LONG)
-    client.add_request(PROMPT, request_id="reset-2", **LONG)
-    assert client.reset() == 2
-    deadline = time.monotonic() + 10
-    while client.metrics().running_requests and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Reset ends every live stream with abort and counts them; a request that won the race ends by length."""
+    streams = [client.stream(PROMPT, request_id=f"reset-{i}", **LONG) for i in range(2)]
+    iters = [iter(s) for s in streams]
+    for it in iters:
+        assert next(it).token_ids   # both requests are running
+    aborted = client.reset()
+    for it in iters:
+        for _ in it:
+            pass
+    reasons = [s.result.finish_reason for s in streams]
+    assert set(reasons) <= {"abort", "length"}, reasons
+    assert aborted == reasons.count("abort"), (aborted, reasons)
+    for s in streams:
+        if s.result.finish_reason == "length":
+            assert len(s.result.token_ids) == LONG["max_tokens"]
     m = client.metrics()
     assert m.live_requests == 0 and m.running_requests == 0 and m.kv_pages_used == 0
+
+
+def test_reset_aborts_everything_in_stepped_mode(stepped_client):
+    """In stepped mode nothing advances without Step, so the count is exact."""
+    stepped_client.add_request(PROMPT, request_id="reset-1", **LONG)
+    stepped_client.add_request(PROMPT, request_id="reset-2", **LONG)
+    stepped_client.step()
+    assert stepped_client.reset() == 2
+    assert not stepped_client.step().outputs
+    m = stepped_client.metrics()
+    assert m.live_requests == 0 and m.running_requests == 0 and m.waiting_requests == 0
+    assert m.kv_pages_used == 0

@@ -202,8 +202,14 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
     @_status_errors
     async def Reset(self, request: pb.ResetRequest, context) -> pb.ResetResponse:
         host = self._engine()
+        # The engine's abort outputs may finish some requests before finish_all_locally sees them, and a
+        # request may finish on its own while the reset is in flight: count what ended aborted.
+        live = list(self.table.live.values())
         await host.reset()
-        return pb.ResetResponse(aborted_requests=self.table.finish_all_locally())
+        self.table.finish_all_locally()
+        aborted = sum(1 for req in live if req.final is not None and any(
+            b.finish_reason == pb.FINISH_REASON_ABORT for b in req.final.branches))
+        return pb.ResetResponse(aborted_requests=aborted)
 
     @_status_errors
     async def Metrics(self, request: pb.MetricsRequest, context) -> pb.MetricsResponse:
