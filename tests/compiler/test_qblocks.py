@@ -61,18 +61,19 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def _run_threads(fn, threads: int) -> None:
-    """``fn()`` on ``threads`` threads at once (ctypes calls release the GIL), as a parallel loop would."""
+    """``fn(half)`` on ``threads`` threads at once (ctypes calls release the GIL), as a parallel loop would:
+    thread i is in half ``i % 2`` of the loop's iterations."""
     start = threading.Barrier(threads)
     errors = []
 
-    def body():
+    def body(half):
         try:
             start.wait()
-            fn()
+            fn(half)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    workers = [threading.Thread(target=body) for _ in range(threads)]
+    workers = [threading.Thread(target=body, args=(i % 2,)) for i in range(threads)]
     for t in workers:
         t.start()
     for t in workers:
@@ -84,10 +85,10 @@ def _norm_matmul(lib, fmt, x, norm_w, arrays, n, threads=1):
     rows, k = x.shape
     act = np.zeros((rows, kernels.act_row_bytes(k)), np.int8)
     y = np.full((rows, n), np.nan, np.float32)
-    sync = np.zeros(4, np.int32)
+    sync = np.zeros(2 * kernels.SYNC_WORDS, np.int32)
 
-    def call():
-        lib.spindle_qblock_norm_matmul(_ptr(sync), _I64(rows), _ptr(x), _ptr(norm_w), _F32(EPS), _I64(k), _ptr(act),
+    def call(half=0):
+        lib.spindle_qblock_norm_matmul(_ptr(sync), _I32(half), _I64(rows), _ptr(x), _ptr(norm_w), _F32(EPS), _I64(k), _ptr(act),
                                        _I32(kernels.FORMAT_CODES[fmt]), *[_ptr(a) for a in arrays], _I64(n), _ptr(y))
 
     _run_threads(call, threads)
@@ -118,12 +119,12 @@ def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None):
     gu = np.zeros((rows, 2 * inter), np.float32)
     h = np.zeros((rows, inter), np.float32)
     y = np.full((rows, h_dim), np.nan, np.float32)
-    sync = np.zeros(12, np.int32) if sync is None else sync
+    sync = np.zeros(6 * kernels.SYNC_WORDS, np.int32) if sync is None else sync
     codes = [_I32(kernels.FORMAT_CODES[f]) for f in fmts]
 
-    def call():
+    def call(half=0):
         lib.spindle_qblock_mlp(
-            _ptr(sync), _I64(rows), _ptr(a), _I64(a_dim), _ptr(x), _I64(h_dim), _I64(inter),
+            _ptr(sync), _I32(half), _I64(rows), _ptr(a), _I64(a_dim), _ptr(x), _I64(h_dim), _I64(inter),
             codes[0], *[_ptr(m) for m in mats[0]], _ptr(norm_w), _F32(EPS),
             codes[1], *[_ptr(m) for m in mats[1]], codes[2], *[_ptr(m) for m in mats[2]],
             _ptr(act_a), _ptr(act_n), _ptr(act_h), _ptr(x2), _ptr(gu), _ptr(h), _ptr(y))
@@ -165,8 +166,9 @@ def test_mlp_block_matches_reference(libs, which, fmts, rows, a_dim, h_dim, inte
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
 def test_blocks_give_the_same_bits_on_any_number_of_threads(libs, threads):
-    """The phases hand out units (rows, column tiles) to whichever thread asks; which thread computes a
-    unit changes nothing in it, so any number of concurrent callers gives the single caller's bits."""
+    """The phases hand out units (rows, column tiles) to whichever thread asks, from either half; which
+    thread computes a unit changes nothing in it, so any number of concurrent callers gives the single
+    caller's bits."""
     fmts = ("q4_1",) * 3
     a, x, norm_w, mats = _mlp_case(fmts, 8, 576, 576, 1536, seed=5)
     tiled = [m[1] for m in mats]
@@ -185,13 +187,14 @@ def test_a_late_caller_finds_the_work_done(libs):
     iteration first) takes nothing and returns at once, leaving the outputs as they are."""
     fmts = ("q4_1",) * 3
     a, x, norm_w, mats = _mlp_case(fmts, 2, 64, 64, 96, seed=11)
-    sync = np.zeros(12, np.int32)
+    sync = np.zeros(6 * kernels.SYNC_WORDS, np.int32)
     y, call = _mlp(libs["auto"], fmts, a, x, [m[1] for m in mats], norm_w, 96, sync=sync)
     before, counters = y.copy(), sync.copy()
     y[:] = -1.0  # a late caller that wrote anything would leave something other than -1 here
-    call()
+    call(1)
     assert (y == -1.0).all()
-    np.testing.assert_array_equal(sync[1::2], counters[1::2])  # no unit finished twice
+    words = kernels.SYNC_WORDS  # per phase: tiles taken from each half (words 0-3), units done (word 4)
+    np.testing.assert_array_equal(sync.reshape(-1, words)[:, :5], counters.reshape(-1, words)[:, :5])
     assert np.isfinite(before).all()
 
 

@@ -21,11 +21,12 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "b448018d908c49847c3c4d07d3890a5eca6608715e3b42f200754424883ce0d2"
+SOURCE_DIGEST = "99a3401723106068fc019f2cbd491d37633127e2f22ec3f2e5675a7eb1f561a7"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
 FORMAT_CODES = {"q8_0": 0, "q4_1": 1}
+SYNC_WORDS = 8  # int32 words of a fused block's phase (PHASE_WORDS in qmatmul.c)
 
 
 class KernelBuildError(RuntimeError):
@@ -265,12 +266,13 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
         y = T.match_buffer(var_y, (d0, d1, n), "float32")
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
-        sync = T.decl_buffer((4,), "int32")
-        for i in range(4):
+        sync = T.decl_buffer((2 * SYNC_WORDS,), "int32")
+        for i in range(2 * SYNC_WORDS):
             sync[i] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qblock_norm_matmul", T.tvm_access_ptr(i32, sync.data, 0, 4, 3), d0 * d1,
+                "int32", "spindle_qblock_norm_matmul", T.tvm_access_ptr(i32, sync.data, 0, 2 * SYNC_WORDS, 3),
+                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * k, 1), T.address_of(norm_w[0]), T.float32(eps),
                 T.int64(k), T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 3), code,
                 T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.address_of(mins[0, 0, 0]),
@@ -318,12 +320,13 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
         x2 = T.decl_buffer((d0 * d1 * h_,), "float32")
         gu = T.decl_buffer((d0 * d1 * 2 * i_,), "float32")
         hb = T.decl_buffer((d0 * d1 * i_,), "float32")
-        sync = T.decl_buffer((12,), "int32")
-        for i in range(12):
+        sync = T.decl_buffer((6 * SYNC_WORDS,), "int32")
+        for i in range(6 * SYNC_WORDS):
             sync[i] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, 12, 3), d0 * d1,
+                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, 6 * SYNC_WORDS, 3),
+                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
                 fo, T.address_of(o_q[0, 0, 0]), T.address_of(o_s[0, 0, 0]), T.address_of(o_m[0, 0, 0]),

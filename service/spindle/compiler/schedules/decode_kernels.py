@@ -32,8 +32,10 @@ NO_KEYS_LSE = -5e4  # log-sum-exp of a query that sees no key (the bundled kerne
 BLOCK = 128  # keys per online-softmax block of the decode attention
 EXP_TILE = 16  # lanes of the vectorised softmax loops
 # Below this many (query head x cached key) pairs in a call the decode attention runs on the calling
-# thread: about 10 us of work, several times the cost of waking the thread pool.
-DECODE_PARALLEL_MIN = 2048
+# thread. In a decode step the cached keys and values come from memory, not cache (the step streamed all
+# the weights since the layer last read them), so even a batch-1 step over 64 keys gains from a second
+# thread's loads (4% of a SmolLM2 q4_1 step); the pool's threads are awake between a step's kernels.
+DECODE_PARALLEL_MIN = 256
 SPLIT_KEYS = 256  # keys per task at least, when a sequence's keys are split across tasks
 MAX_SPLIT = 8  # key ranges per (sequence, KV head) at most
 ROPE_PARALLEL_MIN = 32  # tokens: below this the RoPE split runs on the calling thread
