@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import re
 import statistics
@@ -134,12 +135,14 @@ class InProcess:
 
 # -- over gRPC ---------------------------------------------------------------------------------------------
 class OverGrpc:
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, *server_args: str):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "service"), str(ROOT / "clients" / "python"),
                                              env.get("PYTHONPATH", "")])
-        self.proc = subprocess.Popen([sys.executable, "-m", "spindle.cli", "serve", str(model_dir), "--port", "0"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "spindle.cli", "serve", str(model_dir), "--port", "0",
+                                      *server_args],
                                      env=env, stderr=subprocess.PIPE, text=True)
+        atexit.register(self.close)  # never leave the server behind when the benchmark dies
         port = None
         for line in self.proc.stderr:
             m = re.search(r"serving .* on [\d.]+:(\d+)", line)
@@ -171,8 +174,14 @@ class OverGrpc:
             return summarize(list(traces), time.perf_counter() - t0)
 
     def close(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class GoClient:
@@ -214,6 +223,8 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
     p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
+    p.add_argument("--stream-interval", type=int, default=1,
+                   help="N > 1 adds a row: the Go client on a second server started with --stream-interval N")
     args = p.parse_args()
 
     from spindle.cli import resolve_model
@@ -223,11 +234,17 @@ def main() -> int:
           f"median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
     runners = {"in-process": InProcess(model_dir), "gRPC": OverGrpc(model_dir)}
+    extra_servers: list[OverGrpc] = []
     if not args.no_go:
         try:
             runners["gRPC, Go"] = GoClient(runners["gRPC"].target)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"(no Go client row: {exc})")
+        else:
+            if args.stream_interval > 1:
+                coalescing = OverGrpc(model_dir, "--stream-interval", str(args.stream_interval))
+                extra_servers.append(coalescing)
+                runners[f"Go, {args.stream_interval}/msg"] = GoClient(coalescing.target)
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for runner in runners.values():
@@ -240,7 +257,7 @@ def main() -> int:
                 for name, runner in (order if i % 2 == 0 else order[::-1]):
                     runs.setdefault((name, c), []).append(runner.run(c, args.max_tokens))
     finally:
-        for runner in runners.values():
+        for runner in [*runners.values(), *extra_servers]:
             runner.close()
     results = {key: median_of(value) for key, value in runs.items()}
     load_after = os.getloadavg()
@@ -268,6 +285,9 @@ def main() -> int:
             print(f"{c:>7} {'per round':>10} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%  {name}")
     print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference")
+    if args.stream_interval > 1:
+        print(f"Go, {args.stream_interval}/msg: the Go client on a server started with --stream-interval "
+              f"{args.stream_interval} (the first token alone, then {args.stream_interval} tokens per message)")
     return 0
 
 

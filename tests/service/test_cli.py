@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from spindle.cli import build_parser, main
 from spindle_client import SyncClient
 
@@ -84,3 +86,10 @@ def test_serve_on_a_busy_port_fails_cleanly(threaded_server, tiny_model_dir):
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_rejects_a_stream_interval_below_one(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--stream-interval", "0"])
+    assert "--stream-interval" in capsys.readouterr().err
+    assert build_parser().parse_args(["serve", "--stream-interval", "4"]).stream_interval == 4

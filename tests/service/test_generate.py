@@ -148,3 +148,28 @@ def test_64_concurrent_streams_are_complete_and_unmixed(threaded_server):
     with SyncClient(threaded_server.target) as c:
         m = c.metrics()
     assert m.running_requests == 0 and m.kv_pages_used == 0 and m.live_requests == 0
+
+
+def test_stream_interval_sends_fewer_messages_with_the_same_tokens(client, server_thread, tiny_model_dir):
+    expected = client.generate(PROMPT, max_tokens=13, temperature=0, ignore_eos=True)
+    srv = server_thread(tiny_model_dir, mode="threaded", stream_interval=4)
+    try:
+        with SyncClient(srv.target, timeout=60) as c:
+            s = c.stream(PROMPT, max_tokens=13, temperature=0, ignore_eos=True)
+            deltas = list(s)
+            assert c.metrics().live_requests == 0
+    finally:
+        srv.stop()
+    assert s.result.token_ids == expected.token_ids and s.result.text == expected.text
+    sizes = [len(d.token_ids) for d in deltas if d.token_ids]
+    # the first token alone (time to first token is not traded away), then at least 4 per message; the
+    # final message carries the rest
+    assert sizes[0] == 1 and sum(sizes) == 13
+    assert all(n >= 4 for n in sizes[1:-1]) and len(sizes) <= 1 + 12 // 4 + 1
+
+
+def test_stream_interval_must_be_positive(tiny_model_dir):
+    from spindle.server.app import ServerOptions, SpindleServer
+
+    with pytest.raises(ValueError, match="stream_interval"):
+        SpindleServer(tiny_model_dir, ServerOptions(stream_interval=0))

@@ -90,3 +90,47 @@ def test_a_waiting_reader_wakes_once_for_everything_queued_before_it_runs():
     (deltas, final), (rest, last) = asyncio.run(run())
     assert deltas == [Delta(0, "01234", [0, 1, 2, 3, 4])] and final is None
     assert rest == [] and last is not None
+
+
+def test_stream_interval_holds_tokens_back_until_enough_are_queued():
+    async def run():
+        q = OutputQueue(maxsize=64, stream_interval=3)
+        seen = []
+        q.put([_delta(0, "a", 1)], None)
+        seen.append(await asyncio.wait_for(q.get_all(), 1))  # the first tokens are never held back
+        getter = asyncio.ensure_future(q.get_all())
+        for i in range(2):
+            q.put([_delta(0, str(i), 10 + i)], None)
+            await asyncio.sleep(0.01)
+            assert not getter.done(), "woken before stream_interval tokens were queued"
+        q.put([_delta(0, "2", 12)], None)
+        seen.append(await asyncio.wait_for(getter, 1))
+        q.put([_delta(0, "z", 13)], None)
+        getter = asyncio.ensure_future(q.get_all())
+        await asyncio.sleep(0.01)
+        assert not getter.done()
+        q.put([], pb.FinalOutput())  # the final goes out at once with whatever is queued
+        seen.append(await asyncio.wait_for(getter, 1))
+        return seen
+
+    (first, f1), (middle, f2), (last, f3) = asyncio.run(run())
+    assert first == [Delta(0, "a", [1])] and f1 is None
+    assert middle == [Delta(0, "012", [10, 11, 12])] and f2 is None
+    assert last == [Delta(0, "z", [13])] and f3 is not None
+
+
+def test_stream_interval_counts_tokens_of_every_branch():
+    async def run():
+        q = OutputQueue(maxsize=64, stream_interval=4)
+        q.put([_delta(0, "a", 1)], None)
+        await q.get_all()
+        q.put([_delta(0, "b", 2), _delta(1, "c", 3)], None)
+        getter = asyncio.ensure_future(q.get_all())
+        await asyncio.sleep(0.01)
+        held = not getter.done()
+        q.put([_delta(0, "d", 4), _delta(1, "e", 5)], None)
+        return held, await asyncio.wait_for(getter, 1)
+
+    held, (deltas, final) = asyncio.run(run())
+    assert held and final is None
+    assert deltas == [Delta(0, "bd", [2, 4]), Delta(1, "ce", [3, 5])]

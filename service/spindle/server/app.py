@@ -39,6 +39,7 @@ class ServerOptions:
     mode: str = THREADED
     max_queued_requests: int = 256       # live requests before RESOURCE_EXHAUSTED
     output_queue_size: int = 64          # items per stream before deltas are merged
+    stream_interval: int = 1             # tokens per streamed message (first and final excepted)
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 30.0         # drain time on SIGTERM before aborting
     device: str = "cpu"
@@ -54,6 +55,8 @@ class SpindleServer:
         self.options = options or ServerOptions()
         if self.options.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.options.mode!r}")
+        if not isinstance(self.options.stream_interval, int) or self.options.stream_interval < 1:
+            raise ValueError(f"stream_interval must be a positive integer, got {self.options.stream_interval!r}")
         self.model_dir = Path(model_dir)
         self.model = ServedModel.load(self.model_dir)
         self.port: int | None = None
@@ -72,7 +75,7 @@ class SpindleServer:
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
-                                   finish_on_stop=opts.mode == STEPPED)
+                                   finish_on_stop=opts.mode == STEPPED, stream_interval=opts.stream_interval)
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
