@@ -131,6 +131,10 @@ Status ValidateEngineConfig(const EngineConfig& c) {
                                                      std::to_string(c.kv_cache_page_size));
   }
   if (c.num_threads < 0) return Status::Invalid("num_threads", "must be >= 0 (0 = every core)");
+  if (c.admission_window_us < -1 || c.admission_window_us > 10'000'000) {
+    return Status::Invalid("admission_window_us", "must be between 0 and 10000000 microseconds (or unset), got " +
+                                                      std::to_string(c.admission_window_us));
+  }
   return Status::OK();
 }
 
@@ -138,7 +142,7 @@ Status ResolveEngineConfig(const EngineConfig& config, const ModelInfo& model, E
   SPINDLE_RETURN_IF_ERROR(ValidateEngineConfig(config));
   EngineConfig c = config;
   const int64_t ctx = model.context_window_size;
-  int64_t preset_seqs = 0, preset_total = 0;
+  int64_t preset_seqs = 0, preset_total = 0, preset_window_us = 0;
   if (c.mode == "interactive") {
     preset_seqs = 1;
     preset_total = ctx;
@@ -148,7 +152,9 @@ Status ResolveEngineConfig(const EngineConfig& config, const ModelInfo& model, E
   } else {  // server
     preset_seqs = model.max_batch_size;
     preset_total = std::max<int64_t>(ctx, std::min<int64_t>(ctx * preset_seqs, 32768));
+    preset_window_us = 8000;
   }
+  if (c.admission_window_us == -1) c.admission_window_us = preset_window_us;
   if (c.max_num_sequence == -1) c.max_num_sequence = preset_seqs;
   if (c.max_total_sequence_length == -1) c.max_total_sequence_length = preset_total;
   if (c.max_single_sequence_length == -1) c.max_single_sequence_length = std::min(ctx, c.max_total_sequence_length);

@@ -63,6 +63,11 @@ struct EngineConfig {
   int64_t prefill_chunk_size = -1;
   int64_t kv_cache_page_size = 16;
   int64_t num_threads = 0;  // TVM worker threads; 0 = every core
+  // ThreadedEngine: when a request wakes the idle engine, how long (at most, microseconds) the loop keeps
+  // collecting requests that arrive in a burst before its first step, so that they share one prefill.
+  // It stops early once no request has come for an eighth of the window. 0 = step at once; -1 = the preset's
+  // (server: 8000, local and interactive: 0).
+  int64_t admission_window_us = -1;
 };
 
 /*! \brief Validate the user-facing fields that do not need the model (mode, signs, device). */

@@ -1,5 +1,6 @@
 #include "threaded_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -172,6 +173,31 @@ void ThreadedEngine::StopAccepting() {
   accepting_ = false;
 }
 
+void ThreadedEngine::CollectBurstLocked(std::unique_lock<std::mutex>& lock) {
+  // The engine is idle and something woke it. If it is a request, more may be on the way (a client
+  // opening several streams at once): wait while they keep coming, so they share the first prefill
+  // instead of the first one starting a step alone and the others queueing behind it.
+  const int64_t window_us = engine_ ? engine_->config().admission_window_us : 0;
+  if (window_us <= 0) return;
+  auto holdable = [&] {
+    for (const Instruction& ins : queue_) {
+      if (ins.kind != Kind::kAdd && ins.kind != Kind::kAbort) return false;  // a caller blocks on it
+    }
+    return true;
+  };
+  if (!holdable()) return;
+  const auto quiet = std::chrono::microseconds(std::max<int64_t>(1, window_us / 8));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(window_us);
+  const size_t full = static_cast<size_t>(engine_->config().max_num_sequence);
+  size_t seen = queue_.size();
+  while (!exit_ && seen < full) {
+    auto until = std::min(deadline, std::chrono::steady_clock::now() + quiet);
+    if (!cv_.wait_until(lock, until, [&] { return exit_ || queue_.size() != seen; })) break;  // quiet
+    seen = queue_.size();
+    if (!holdable() || std::chrono::steady_clock::now() >= deadline) break;
+  }
+}
+
 void ThreadedEngine::RunBackgroundLoop() {
   std::vector<Instruction> batch;
   while (true) {
@@ -179,6 +205,7 @@ void ThreadedEngine::RunBackgroundLoop() {
       std::unique_lock<std::mutex> lock(mu_);
       loop_waiting_ = true;
       cv_.wait(lock, [&] { return exit_ || !queue_.empty() || has_work_; });
+      if (!has_work_ && !exit_) CollectBurstLocked(lock);
       loop_waiting_ = false;
       if (exit_) {
         for (Instruction& ins : queue_) {

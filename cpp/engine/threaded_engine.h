@@ -78,6 +78,7 @@ class ThreadedEngine {
   Status PushAndWait(Instruction ins);
   void Apply(Instruction& ins, std::vector<RequestOutput>* out);
   void SetLimitsLocked();
+  void CollectBurstLocked(std::unique_lock<std::mutex>& lock);
 
   std::unique_ptr<Engine> engine_;
   Callback callback_;

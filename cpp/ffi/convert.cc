@@ -83,6 +83,11 @@ Status EngineConfigFromMap(const AnyMap& map, EngineConfig* out) {
       RETURN_IF_ERROR(GetInt(value, key, &c.kv_cache_page_size));
     } else if (key == "num_threads") {
       RETURN_IF_ERROR(GetInt(value, key, &c.num_threads));
+    } else if (key == "admission_window_us") {
+      if (!IsNone(value)) RETURN_IF_ERROR(GetInt(value, key, &c.admission_window_us));
+      if (!IsNone(value) && c.admission_window_us < 0) {
+        return Status::Invalid(key, "must be >= 0 microseconds (or unset)");
+      }
     } else {
       return Status::Invalid(key, "unknown engine config field");
     }

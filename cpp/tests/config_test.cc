@@ -51,6 +51,7 @@ TEST(EngineConfig, ModePresets) {
   ASSERT_TRUE(ResolveEngineConfig(c, m, &out).ok());
   EXPECT_EQ(out.max_num_sequence, 1);
   EXPECT_EQ(out.max_single_sequence_length, 256);
+  EXPECT_EQ(out.admission_window_us, 0);
   c.mode = "local";
   ASSERT_TRUE(ResolveEngineConfig(c, m, &out).ok());
   EXPECT_EQ(out.max_num_sequence, 4);
@@ -59,6 +60,10 @@ TEST(EngineConfig, ModePresets) {
   ASSERT_TRUE(ResolveEngineConfig(c, m, &out).ok());
   EXPECT_EQ(out.max_num_sequence, 8);
   EXPECT_GE(out.max_total_sequence_length, 256);
+  EXPECT_EQ(out.admission_window_us, 8000);  // the server preset collects bursts of requests
+  c.admission_window_us = 0;
+  ASSERT_TRUE(ResolveEngineConfig(c, m, &out).ok());
+  EXPECT_EQ(out.admission_window_us, 0);
   c.max_num_sequence = 2;
   c.max_total_sequence_length = 100;
   ASSERT_TRUE(ResolveEngineConfig(c, m, &out).ok());
@@ -86,6 +91,8 @@ TEST(EngineConfig, ErrorsNameTheField) {
   EXPECT_EQ(field_of([](EngineConfig& c) { c.prefill_chunk_size = 65; }), "prefill_chunk_size");
   EXPECT_EQ(field_of([](EngineConfig& c) { c.kv_cache_page_size = 32; }), "kv_cache_page_size");
   EXPECT_EQ(field_of([](EngineConfig& c) { c.num_threads = -1; }), "num_threads");
+  EXPECT_EQ(field_of([](EngineConfig& c) { c.admission_window_us = -2; }), "admission_window_us");
+  EXPECT_EQ(field_of([](EngineConfig& c) { c.admission_window_us = 60'000'000; }), "admission_window_us");
 }
 
 TEST(GenerationConfig, DefaultsAreValid) {

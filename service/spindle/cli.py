@@ -55,6 +55,10 @@ def _add_serve(subparsers) -> None:
     p.add_argument("--max-num-sequence", type=int, default=None, help="sequences run at once (default: the preset's)")
     p.add_argument("--max-total-sequence-length", type=int, default=None,
                    help="KV cache size in tokens over all sequences (default: the preset's)")
+    p.add_argument("--admission-window-ms", type=_window_ms, default=None,
+                   help="when a request reaches the idle engine, wait up to this long while more arrive so that a "
+                        "burst shares one prefill (stops after an eighth of it without a new request; default: "
+                        "the preset's, 8 ms for server, 0 otherwise)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     p.set_defaults(func=_serve)
 
@@ -66,6 +70,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _window_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected 0 to 10000 milliseconds, got {value:g}")
     return value
 
 
@@ -93,6 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
                             max_queued_requests=args.max_queued_requests, max_message_bytes=args.max_message_bytes,
                             grace_period_s=args.grace_period, device=args.device, engine_mode=args.engine_mode,
                             stream_interval=args.stream_interval,
+                            admission_window_us=None if args.admission_window_ms is None
+                            else int(round(args.admission_window_ms * 1000)),
                             max_num_sequence=args.max_num_sequence,
                             max_total_sequence_length=args.max_total_sequence_length)
     try:

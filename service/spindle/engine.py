@@ -127,6 +127,10 @@ class EngineConfig:
     prefill_chunk_size: int | None = None
     kv_cache_page_size: int = 16
     num_threads: int = 0
+    #: ThreadedEngine: when a request wakes the idle engine, the most microseconds to keep collecting
+    #: requests that arrive in a burst so that they share the first prefill (it stops once none has come
+    #: for an eighth of the window). 0 steps at once; None takes the preset's (server 8000, others 0).
+    admission_window_us: int | None = None
 
     def to_ffi(self) -> dict[str, Any]:
         if not isinstance(self.model, (str, os.PathLike)) or not str(self.model):
@@ -140,6 +144,7 @@ class EngineConfig:
             out[name] = _check_int(name, getattr(self, name), optional=True)
         out["kv_cache_page_size"] = _check_int("kv_cache_page_size", self.kv_cache_page_size)
         out["num_threads"] = _check_int("num_threads", self.num_threads)
+        out["admission_window_us"] = _check_int("admission_window_us", self.admission_window_us, optional=True)
         return out
 
 

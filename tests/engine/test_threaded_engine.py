@@ -65,6 +65,58 @@ def test_outputs_arrive_batched_with_one_finish_each(threaded):
     assert m.finished == 6 and m.kv_pages_used == 0 and m.running == 0
 
 
+def _burst(engine, spacing_s: float, n: int = 4) -> None:
+    for i in range(n):
+        engine.add_request(f"b{i}", [3 + i, 4, 5], GenerationConfig(max_tokens=3, ignore_eos=True, temperature=0.0))
+        time.sleep(spacing_s)
+
+
+def test_a_burst_of_requests_shares_the_first_prefill(threaded):
+    # 400 ms window: the loop keeps collecting while requests come less than 50 ms apart
+    sink = Sink()
+    engine = threaded(sink, admission_window_us=400_000)
+    assert engine.limits["admission_window_us"] == 400_000
+    _burst(engine, 0.005)
+    assert engine.wait_idle(30)
+    m = engine.metrics()
+    assert m.prefill_steps == 1 and m.finished == 4 and m.kv_pages_used == 0
+    assert sorted(sink.collector.finishes) == [f"b{i}" for i in range(4)]
+
+
+def test_without_a_window_the_first_request_starts_alone(threaded):
+    engine = threaded(Sink(), admission_window_us=0)
+    _burst(engine, 0.02)
+    assert engine.wait_idle(30)
+    assert engine.metrics().prefill_steps >= 2
+
+
+def test_the_window_is_only_waited_when_the_engine_is_idle(threaded):
+    # requests added while the engine is busy join at the next step, whatever the window
+    sink = Sink()
+    engine = threaded(sink, admission_window_us=2_000_000)
+    engine.add_request("long", [3, 4, 5], GenerationConfig(max_tokens=200, ignore_eos=True, temperature=0.0))
+    deadline = time.monotonic() + 10
+    while not sink.collector.tokens.get("long") and time.monotonic() < deadline:
+        time.sleep(0.001)  # the first request waited out its quiet gap (250 ms) and is decoding now
+    t = time.monotonic()
+    engine.add_request("late", [6, 7], GenerationConfig(max_tokens=1, ignore_eos=True, temperature=0.0))
+    while "late" not in sink.collector.finishes and time.monotonic() - t < 10:
+        time.sleep(0.001)
+    assert "late" in sink.collector.finishes
+    assert time.monotonic() - t < 0.2, "a request added to a busy engine waited for the admission window"
+    engine.abort_request("long")
+    assert engine.wait_idle(30)
+
+
+def test_admission_window_is_checked(tiny_model_dir):
+    with pytest.raises(InvalidRequestError) as err:
+        ThreadedEngine(EngineConfig(model=str(tiny_model_dir), admission_window_us=-5), Sink())
+    assert err.value.field == "admission_window_us"
+    with pytest.raises(InvalidRequestError) as err:
+        ThreadedEngine(EngineConfig(model=str(tiny_model_dir), admission_window_us=20_000_000), Sink())
+    assert err.value.field == "admission_window_us"
+
+
 def test_add_request_raises_synchronously(threaded):
     engine = threaded(Sink())
     with pytest.raises(InvalidRequestError) as err:
@@ -118,6 +170,7 @@ def test_slow_callback_does_not_stall_stepping(threaded):
 
 
 def test_stress_500_requests_from_several_threads(threaded):
+    before = set(threading.enumerate())  # e.g. servers of other test modules in the same session
     sink = Sink()
     engine = threaded(sink, max_num_sequence=8, max_total_sequence_length=256, max_single_sequence_length=128,
                       prefill_chunk_size=64)
@@ -169,7 +222,8 @@ def test_stress_500_requests_from_several_threads(threaded):
     start = time.monotonic()
     engine.shutdown()
     assert time.monotonic() - start < 5
-    assert not [t for t in threading.enumerate() if t.name.startswith("spindle-")], "the loops have stopped"
+    assert not [t for t in threading.enumerate() if t.name.startswith("spindle-") and t not in before], \
+        "the loops have stopped"
 
 
 def test_shutdown_with_requests_in_flight(threaded):

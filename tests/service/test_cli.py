@@ -93,3 +93,10 @@ def test_serve_rejects_a_stream_interval_below_one(capsys):
         build_parser().parse_args(["serve", "--stream-interval", "0"])
     assert "--stream-interval" in capsys.readouterr().err
     assert build_parser().parse_args(["serve", "--stream-interval", "4"]).stream_interval == 4
+
+
+def test_serve_admission_window_flag():
+    assert build_parser().parse_args(["serve", "--admission-window-ms", "2.5"]).admission_window_ms == 2.5
+    assert build_parser().parse_args(["serve"]).admission_window_ms is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--admission-window-ms", "-1"])

@@ -173,3 +173,14 @@ def test_stream_interval_must_be_positive(tiny_model_dir):
 
     with pytest.raises(ValueError, match="stream_interval"):
         SpindleServer(tiny_model_dir, ServerOptions(stream_interval=0))
+
+
+def test_admission_window_reaches_the_engine(threaded_server, server_thread, tiny_model_dir):
+    assert threaded_server.server.servicer.host.admission_window_us == 8000  # the server preset's
+    srv = server_thread(tiny_model_dir, mode="threaded", admission_window_us=0)
+    try:
+        assert srv.server.servicer.host.admission_window_us == 0
+        with SyncClient(srv.target, timeout=60) as c:
+            assert c.generate(PROMPT, max_tokens=3, temperature=0).finish_reason == "length"
+    finally:
+        srv.stop()

@@ -46,6 +46,7 @@ class ServerOptions:
     engine_mode: str = "server"          # engine preset: server (batch = the model's), local (4), interactive (1)
     max_num_sequence: int | None = None  # sequences the engine runs at once (None: the preset's)
     max_total_sequence_length: int | None = None  # KV cache tokens over all sequences (None: the preset's)
+    admission_window_us: int | None = None  # idle engine: collect a burst of requests first (None: the preset's)
 
 
 class SpindleServer:
@@ -102,13 +103,15 @@ class SpindleServer:
         def make() -> EngineHost:
             return EngineHost(str(self.model_dir), opts.mode, loop, table.dispatch, device=opts.device,
                               engine_mode=opts.engine_mode, max_num_sequence=opts.max_num_sequence,
-                              max_total_sequence_length=opts.max_total_sequence_length)
+                              max_total_sequence_length=opts.max_total_sequence_length,
+                              admission_window_us=opts.admission_window_us)
 
         self.servicer.host = await loop.run_in_executor(None, make)
         c = self.model.config
         host = self.servicer.host
-        log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence",
-                 _engine_library(), self.model_dir, host.max_num_sequence, host.max_sequence_length)
+        log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence, "
+                 "admission window %.1f ms", _engine_library(), self.model_dir, host.max_num_sequence,
+                 host.max_sequence_length, host.admission_window_us / 1000)
         log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
                  c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
                  opts.host, self.port)

@@ -55,6 +55,8 @@ class EngineHost:
         self.max_sequence_length = int(limits.get("max_single_sequence_length") or 0) or None
         #: Sequences the engine runs at once.
         self.max_num_sequence = int(limits.get("max_num_sequence") or 0) or None
+        #: How long the idle engine collects a burst of requests before its first step (threaded mode).
+        self.admission_window_us = int(limits.get("admission_window_us") or 0)
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod
