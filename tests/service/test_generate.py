@@ -162,9 +162,10 @@ def test_stream_interval_sends_fewer_messages_with_the_same_tokens(client, serve
         srv.stop()
     assert s.result.token_ids == expected.token_ids and s.result.text == expected.text
     sizes = [len(d.token_ids) for d in deltas if d.token_ids]
-    # the first token alone (time to first token is not traded away), then at least 4 per message; the
-    # final message carries the rest
-    assert sizes[0] == 1 and sum(sizes) == 13
+    # the first message goes out as soon as there is a token (more only when the reader was late: the
+    # queue unit tests check it is never held back), then at least 4 per message; the final one carries
+    # the rest
+    assert sum(sizes) == 13 and sizes[0] < 13
     assert all(n >= 4 for n in sizes[1:-1]) and len(sizes) <= 1 + 12 // 4 + 1
 
 
