@@ -15,13 +15,19 @@ PROMPT = "Once upon a time"
 LONG = dict(max_tokens=480, temperature=0, ignore_eos=True)
 
 
-def _settled(client, before_aborted: int, timeout_s: float = 10.0):
-    """Metrics once the server has ended the RPC (no live request): the engine must be idle by then."""
+def _idle(client, timeout_s: float = 10.0):
+    """Metrics once no request is live on the server (or after the timeout)."""
     deadline = time.monotonic() + timeout_s
     m = client.metrics()
     while m.live_requests and time.monotonic() < deadline:
         time.sleep(0.005)
         m = client.metrics()
+    return m
+
+
+def _settled(client, before_aborted: int, timeout_s: float = 10.0):
+    """Metrics once the server has ended the RPC (no live request): the engine must be idle by then."""
+    m = _idle(client, timeout_s)
     assert m.live_requests == 0, m
     assert m.running_requests == 0 and m.waiting_requests == 0, m
     assert m.kv_pages_used == 0, m
@@ -52,15 +58,6 @@ def test_disconnect_aborts_the_engine_request(threaded_server, client):
     next(call)
     channel.close()
     _settled(client, before)
-
-
-def _idle(client, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    m = client.metrics()
-    while m.live_requests and time.monotonic() < deadline:
-        time.sleep(0.005)
-        m = client.metrics()
-    return m
 
 
 def test_deadline_aborts_the_engine_request(client):

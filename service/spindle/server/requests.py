@@ -60,6 +60,10 @@ def build_response(message_type: Any, request_id: str, deltas: Iterable[Delta],
     return msg
 
 
+def _token_count(deltas: Iterable[Delta]) -> int:
+    return sum(len(d.token_ids) for d in deltas)
+
+
 class OutputQueue:
     """A bounded queue of (deltas, final) items for one reader; never blocks the writer.
 
@@ -99,8 +103,7 @@ class OutputQueue:
             self.merged += 1
         else:
             items.append((deltas, final))
-        if self.stream_interval > 1:
-            self._tokens += sum(len(d.token_ids) for d in deltas)
+        self._tokens += _token_count(deltas)
         waiter = self._waiter
         if waiter is not None and self._ready():
             self._waiter = None
@@ -116,25 +119,21 @@ class OutputQueue:
                 if self._waiter is waiter:
                     self._waiter = None
 
-    def _taken(self) -> None:
-        self._sent_first = True
-        self._tokens = 0
-
     async def get(self) -> tuple[list[Delta], pb.FinalOutput | None]:
         await self._wait()
         item = self._items.pop(0)
-        self._taken()
-        if self._items:  # only reachable with stream_interval 1 or behind a final: count what is left
-            self._tokens = sum(len(d.token_ids) for ds, _ in self._items for d in ds)
+        self._sent_first = True
+        self._tokens -= _token_count(item[0])
         return item
 
     async def get_all(self) -> tuple[list[Delta], pb.FinalOutput | None]:
         """Wait for output, then take everything queued up to a final at once as one merged item."""
         await self._wait()
         items = self._items
+        self._sent_first = True
+        self._tokens = 0  # everything up to a final is taken, and nothing follows a final
         if len(items) == 1:
             self._items = []
-            self._taken()
             return items[0]
         deltas, final = items[0]
         taken = 1
@@ -143,7 +142,6 @@ class OutputQueue:
             deltas = merge_deltas(deltas, more)
             taken += 1
         del items[:taken]
-        self._taken()
         return deltas, final
 
     def __len__(self) -> int:
