@@ -182,15 +182,37 @@ ffi::Any StatusToAny(const Status& s) {
   return ffi::Array<ffi::Any>{static_cast<int64_t>(s.code), ffi::String(s.field), ffi::String(s.message)};
 }
 
-ffi::Array<ffi::Any> OutputsToArray(const std::vector<RequestOutput>& outputs) {
-  ffi::Array<ffi::Any> result;
-  result.reserve(outputs.size());
+ffi::Array<ffi::Any> OutputsToPacked(const std::vector<RequestOutput>& outputs) {
+  ffi::Array<ffi::Any> ids;
+  ffi::Array<ffi::Any> extras;
+  ids.reserve(outputs.size());
+  extras.reserve(outputs.size());
+  std::vector<int64_t> ints;
   for (const RequestOutput& o : outputs) {
-    ffi::Array<ffi::Any> branches;
+    ids.push_back(ffi::String(o.request_id));
+    ints.push_back(o.finished ? 1 : 0);
+    ints.push_back(static_cast<int64_t>(o.branches.size()));
     for (const BranchDelta& d : o.branches) {
-      std::vector<int64_t> ids(d.token_ids.begin(), d.token_ids.end());
-      ffi::Any logprobs(nullptr);
-      if (o.want_logprobs) {
+      ints.push_back(d.index);
+      ints.push_back(static_cast<int64_t>(d.finish_reason));
+      ints.push_back(d.stop_token_id);
+      ints.push_back(static_cast<int64_t>(d.token_ids.size()));
+      ints.insert(ints.end(), d.token_ids.begin(), d.token_ids.end());
+    }
+    if (!o.usage.has_value() && o.error.empty() && !o.want_logprobs) {
+      extras.push_back(ffi::Any(nullptr));
+      continue;
+    }
+    ffi::Any usage(nullptr);
+    if (o.usage.has_value()) {
+      const Usage& u = *o.usage;
+      usage = ffi::Array<ffi::Any>{u.prompt_tokens, u.completion_tokens, u.time_to_first_token_s,
+                                   u.prefill_time_s, u.decode_time_s, u.end_to_end_s};
+    }
+    ffi::Any logprobs(nullptr);
+    if (o.want_logprobs) {
+      ffi::Array<ffi::Any> per_branch;
+      for (const BranchDelta& d : o.branches) {
         ffi::Array<ffi::Any> lps;
         for (const TokenLogprob& lp : d.logprobs) {
           ffi::Array<ffi::Any> top;
@@ -199,20 +221,13 @@ ffi::Array<ffi::Any> OutputsToArray(const std::vector<RequestOutput>& outputs) {
           }
           lps.push_back(ffi::Array<ffi::Any>{static_cast<int64_t>(lp.token_id), static_cast<double>(lp.logprob), top});
         }
-        logprobs = lps;
+        per_branch.push_back(lps);
       }
-      branches.push_back(ffi::Array<ffi::Any>{d.index, ffi::Shape(ids), logprobs, static_cast<int64_t>(d.finish_reason),
-                                              static_cast<int64_t>(d.stop_token_id)});
+      logprobs = per_branch;
     }
-    ffi::Any usage(nullptr);
-    if (o.usage.has_value()) {
-      const Usage& u = *o.usage;
-      usage = ffi::Array<ffi::Any>{u.prompt_tokens, u.completion_tokens, u.time_to_first_token_s,
-                                   u.prefill_time_s, u.decode_time_s, u.end_to_end_s};
-    }
-    result.push_back(ffi::Array<ffi::Any>{ffi::String(o.request_id), branches, o.finished, usage, ffi::String(o.error)});
+    extras.push_back(ffi::Array<ffi::Any>{usage, ffi::String(o.error), logprobs});
   }
-  return result;
+  return ffi::Array<ffi::Any>{ids, ffi::Shape(ints), extras};
 }
 
 AnyMap MetricsToMap(const EngineMetrics& m) {

@@ -24,8 +24,15 @@ Status TokenIdsFromAny(const ffi::Any& value, std::vector<int32_t>* out);
 
 /*! \brief None on success, else [code, field, message]. */
 ffi::Any StatusToAny(const Status& status);
-/*! \brief [request_id, [[index, token_ids, logprobs|None, finish_reason], ...], finished, usage|None, error]. */
-ffi::Array<ffi::Any> OutputsToArray(const std::vector<RequestOutput>& outputs);
+/*!
+ * \brief The outputs of a step packed so that the Python side converts them with a few calls:
+ * [request_ids (Array of String), ints (Shape), extras (Array)]. Per output, ints holds finished (0/1) and
+ * the branch count, then per branch: index, finish reason code, stop token id (-1: none), token count and
+ * the token ids. extras holds per output None, or [usage|None, error, logprobs|None] when the output has
+ * usage, an error or logprobs; usage is [prompt_tokens, completion_tokens, ttft_s, prefill_s, decode_s,
+ * end_to_end_s], logprobs per branch [[token_id, logprob, [[token_id, logprob], ...]], ...].
+ */
+ffi::Array<ffi::Any> OutputsToPacked(const std::vector<RequestOutput>& outputs);
 AnyMap MetricsToMap(const EngineMetrics& m);
 
 }  // namespace spindle

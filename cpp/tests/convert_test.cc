@@ -81,17 +81,33 @@ TEST(Convert, OutputsAndStatus) {
   d.finish_reason = FinishReason::kLength;
   o.branches.push_back(d);
   o.usage = Usage{3, 2, 0.1, 0.1, 0.2, 0.3};
-  ffi::Array<ffi::Any> arr = OutputsToArray({o});
-  ASSERT_EQ(arr.size(), 1u);
-  auto item = arr[0].cast<ffi::Array<ffi::Any>>();
-  EXPECT_EQ(std::string(item[0].cast<ffi::String>()), "r");
-  EXPECT_TRUE(item[2].cast<bool>());
-  auto branch = item[1].cast<ffi::Array<ffi::Any>>()[0].cast<ffi::Array<ffi::Any>>();
-  EXPECT_EQ(branch[1].cast<ffi::Shape>().size(), 2u);
-  EXPECT_EQ(branch[2].cast<ffi::Array<ffi::Any>>().size(), 2u);
-  EXPECT_EQ(branch[3].cast<int64_t>(), static_cast<int64_t>(FinishReason::kLength));
-  EXPECT_EQ(branch[4].cast<int64_t>(), -1);
-  EXPECT_EQ(item[3].cast<ffi::Array<ffi::Any>>()[1].cast<int64_t>(), 2);
+  RequestOutput plain;
+  plain.request_id = "p";
+  BranchDelta pd;
+  pd.index = 1;
+  pd.token_ids = {9};
+  plain.branches.push_back(pd);
+  ffi::Array<ffi::Any> packed = OutputsToPacked({o, plain});
+  ASSERT_EQ(packed.size(), 3u);
+  auto ids = packed[0].cast<ffi::Array<ffi::Any>>();
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(std::string(ids[0].cast<ffi::String>()), "r");
+  EXPECT_EQ(std::string(ids[1].cast<ffi::String>()), "p");
+  auto ints = packed[1].cast<ffi::Shape>();
+  const std::vector<int64_t> want = {1, 1, 0, static_cast<int64_t>(FinishReason::kLength), -1, 2, 4, 5,  // o
+                                     0, 1, 1, 0, -1, 1, 9};                                               // plain
+  ASSERT_EQ(ints.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(ints[i], want[i]) << "ints[" << i << "]";
+  auto extras = packed[2].cast<ffi::Array<ffi::Any>>();
+  ASSERT_EQ(extras.size(), 2u);
+  EXPECT_EQ(extras[1], nullptr);  // nothing beyond the tokens
+  auto extra = extras[0].cast<ffi::Array<ffi::Any>>();
+  EXPECT_EQ(extra[0].cast<ffi::Array<ffi::Any>>()[1].cast<int64_t>(), 2);  // usage.completion_tokens
+  EXPECT_EQ(std::string(extra[1].cast<ffi::String>()), "");
+  auto lps = extra[2].cast<ffi::Array<ffi::Any>>()[0].cast<ffi::Array<ffi::Any>>();
+  ASSERT_EQ(lps.size(), 2u);
+  EXPECT_EQ(lps[0].cast<ffi::Array<ffi::Any>>()[0].cast<int64_t>(), 4);
+  EXPECT_EQ(lps[0].cast<ffi::Array<ffi::Any>>()[2].cast<ffi::Array<ffi::Any>>().size(), 1u);
 
   EXPECT_EQ(StatusToAny(Status::OK()), nullptr);
   auto err = StatusToAny(Status::Invalid("top_p", "bad")).cast<ffi::Array<ffi::Any>>();
@@ -104,10 +120,11 @@ TEST(Convert, OutputsAndStatus) {
   sd.finish_reason = FinishReason::kStop;
   sd.stop_token_id = 7;
   stop.branches.push_back(sd);
-  auto sb = OutputsToArray({stop})[0].cast<ffi::Array<ffi::Any>>()[1].cast<ffi::Array<ffi::Any>>()[0]
-                .cast<ffi::Array<ffi::Any>>();
-  EXPECT_EQ(sb[3].cast<int64_t>(), static_cast<int64_t>(FinishReason::kStop));
-  EXPECT_EQ(sb[4].cast<int64_t>(), 7);
+  auto sb = OutputsToPacked({stop})[1].cast<ffi::Shape>();
+  ASSERT_EQ(sb.size(), 6u);  // finished, 1 branch, then index, finish code, stop token, 0 tokens
+  EXPECT_EQ(sb[3], static_cast<int64_t>(FinishReason::kStop));
+  EXPECT_EQ(sb[4], 7);
+  EXPECT_EQ(sb[5], 0);
 }
 
 TEST(Convert, MetricsAreTyped) {

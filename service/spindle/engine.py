@@ -289,27 +289,35 @@ def _convert_logprobs(raw: Any) -> list[TokenLogprob]:
 
 
 def _convert_outputs(raw: Any) -> list[RequestOutput]:
-    """The engine's output arrays as RequestOutput values (this runs once per step on the delivery thread).
+    """The engine's packed outputs as RequestOutput values (this runs once per step, on the reader's thread).
 
-    Layout (cpp/ffi/convert.cc): [request_id, branches, finished, usage | None, error], each branch
-    [index, token_ids (Shape), logprobs | None, finish code, stop token id or -1].
+    Layout (cpp/ffi/convert.h, OutputsToPacked): [request_ids, ints, extras]; per output, ints holds
+    finished and the branch count, then per branch index, finish code, stop token id (-1: none), token
+    count and the token ids; extras holds None or [usage | None, error, per-branch logprobs | None].
     """
     get = _get
+    ids, ints, extras = get(raw, 0), get(raw, 1), get(raw, 2)
     outputs = []
-    for i in range(len(raw)):
-        o = get(raw, i)
-        raw_branches = get(o, 1)
+    p = 0
+    finish = _FINISH
+    for request_id, extra in zip(ids, extras):
+        finished, nb = ints[p], ints[p + 1]
+        p += 2
+        lps = None
+        usage = error = None
+        if extra is not None:
+            raw_usage, raw_error, lps = extra
+            usage = None if raw_usage is None else Usage(*raw_usage)
+            error = str(raw_error) or None
         deltas = []
-        for j in range(len(raw_branches)):
-            b = get(raw_branches, j)
-            lps = get(b, 2)
-            stop_token = get(b, 4)
-            deltas.append(BranchDelta(get(b, 0), list(get(b, 1)),
-                                      None if lps is None else _convert_logprobs(lps),
-                                      _FINISH[get(b, 3)], stop_token if stop_token >= 0 else None))
-        usage = get(o, 3)
-        outputs.append(RequestOutput(str(get(o, 0)), deltas, bool(get(o, 2)),
-                                     None if usage is None else Usage(*usage), str(get(o, 4)) or None))
+        for j in range(nb):
+            index, code, stop_token, n = ints[p], ints[p + 1], ints[p + 2], ints[p + 3]
+            p += 4
+            deltas.append(BranchDelta(index, list(ints[p:p + n]),
+                                      None if lps is None else _convert_logprobs(lps[j]),
+                                      finish[code], stop_token if stop_token >= 0 else None))
+            p += n
+        outputs.append(RequestOutput(str(request_id), deltas, bool(finished), usage, error))
     return outputs
 
 
@@ -385,14 +393,28 @@ def _shutdown_all() -> None:
 
 
 class ThreadedEngine(_Base):
-    """The engine on a background step loop; ``callback(list[RequestOutput])`` runs on the stream-back thread."""
+    """The engine on a background step loop, with two ways to receive its outputs.
 
-    def __init__(self, config: EngineConfig, callback: Callable[[list[RequestOutput]], None]):
-        if not callable(callback):
-            raise InvalidRequestError("callback", "expected a callable")
+    With a ``callback``, ``callback(list[RequestOutput])`` runs on the stream-back thread for each batch.
+    With ``callback=None`` the batches wait in a queue inside the library instead: :meth:`fileno` becomes
+    readable when there are some and :meth:`take_outputs` takes them all, in order. That is the way for an
+    event loop (``loop.add_reader(engine.fileno(), ...)``): delivery needs neither the interpreter lock nor
+    a hop through another Python thread.
+    """
+
+    def __init__(self, config: EngineConfig, callback: Callable[[list[RequestOutput]], None] | None):
+        if callback is not None and not callable(callback):
+            raise InvalidRequestError("callback", "expected a callable or None")
         self.config = config
         self._callback = callback
-        self._mod = _create("spindle.engine.create_threaded", config, self._deliver)
+        if callback is None:
+            self._mod = _create("spindle.engine.create_threaded_polled", config)
+            self._fileno = int(self._mod["fileno"]())
+            self._take = self._mod["take_outputs"]
+        else:
+            self._mod = _create("spindle.engine.create_threaded", config, self._deliver)
+            self._fileno = -1
+            self._take = None
         self._add = self._mod["add_request"]
         self._closed = False
         self._close_lock = threading.Lock()
@@ -410,6 +432,28 @@ class ThreadedEngine(_Base):
             self._callback(_convert_outputs(raw))
         except Exception:  # pylint: disable=broad-except
             logger.exception("the engine output callback raised")
+
+    @property
+    def polled(self) -> bool:
+        """Whether outputs wait for :meth:`take_outputs` (created with ``callback=None``)."""
+        return self._take is not None
+
+    def fileno(self) -> int:
+        """A descriptor that is readable while outputs wait (polled engines only); read it to clear it."""
+        if self._take is None:
+            raise InvalidRequestError("callback", "this engine delivers to its callback; fileno needs callback=None")
+        return self._fileno
+
+    def take_outputs(self) -> list[RequestOutput]:
+        """Every output batch delivered since the last call, in order (polled engines only; never blocks).
+
+        Clear the descriptor first (``os.read(engine.fileno(), 8)``), then take: an output that arrives in
+        between makes it readable again.
+        """
+        if self._take is None:
+            raise InvalidRequestError("callback", "this engine delivers to its callback; take_outputs needs "
+                                                  "callback=None")
+        return _convert_outputs(self._take())
 
     def reload(self, config: EngineConfig) -> None:
         """Load ``config`` (another model or other limits), blocking until done; active requests end with ABORT.
@@ -429,7 +473,8 @@ class ThreadedEngine(_Base):
         return int(self._mod["num_active"]())
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no request is active and every output was delivered."""
+        """Wait until no request is active and every output was delivered (to the callback, or into the
+        queue that :meth:`take_outputs` empties)."""
         return bool(self._mod["wait_idle"](float(timeout_s)))
 
     @property

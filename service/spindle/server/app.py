@@ -106,9 +106,10 @@ class SpindleServer:
                               max_total_sequence_length=opts.max_total_sequence_length,
                               admission_window_us=opts.admission_window_us)
 
-        self.servicer.host = await loop.run_in_executor(None, make)
+        host = await loop.run_in_executor(None, make)
+        host.start_delivery()
+        self.servicer.host = host
         c = self.model.config
-        host = self.servicer.host
         log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence, "
                  "admission window %.1f ms", _engine_library(), self.model_dir, host.max_num_sequence,
                  host.max_sequence_length, host.admission_window_us / 1000)
@@ -157,6 +158,7 @@ class SpindleServer:
         if host is not None:
             self.servicer.host = None
             await asyncio.get_running_loop().run_in_executor(None, host.shutdown)
+            host.stop_delivery()
         self._stopped.set()
         log.info("stopped")
 
@@ -197,3 +199,4 @@ async def serve(model_dir: str | Path, options: ServerOptions) -> None:
     server = SpindleServer(model_dir, options)
     await server.start()
     await server.serve_forever()
+

@@ -1,7 +1,7 @@
 """Live requests on the server: per-branch detokenization and stop strings, bounded output queues.
 
-Engine outputs reach ``RequestTable.dispatch`` on the event loop (threaded mode: the stream-back thread
-hands each whole batch over with one ``loop.call_soon_threadsafe``; stepped mode: the Step RPC). Each
+Engine outputs reach ``RequestTable.dispatch`` on the event loop (threaded mode: the loop takes each batch
+when the engine's descriptor turns readable, see ``EngineHost``; stepped mode: the Step RPC). Each
 output is detokenized once, here, into light ``Delta`` tuples that go straight onto the request's
 bounded queue; the protobuf message is built once per message sent (``build_response``).
 """
