@@ -225,6 +225,9 @@ def main() -> int:
     p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
     p.add_argument("--stream-interval", type=int, default=1,
                    help="N > 1 adds a row: the Go client on a second server started with --stream-interval N")
+    p.add_argument("--server", action="append", default=[], metavar="ARGS",
+                   help="adds a row: the Go client on another server started with these `spindle serve` flags "
+                        "(repeatable), e.g. --server='--stream-interval-ms 0'")
     args = p.parse_args()
 
     from spindle.cli import resolve_model
@@ -245,6 +248,10 @@ def main() -> int:
                 coalescing = OverGrpc(model_dir, "--stream-interval", str(args.stream_interval))
                 extra_servers.append(coalescing)
                 runners[f"Go, {args.stream_interval}/msg"] = GoClient(coalescing.target)
+            for flags in args.server:
+                other = OverGrpc(model_dir, *flags.split())
+                extra_servers.append(other)
+                runners[f"Go, {flags.strip()}"] = GoClient(other.target)
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for runner in runners.values():
@@ -264,25 +271,26 @@ def main() -> int:
     print("load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in load_before)
           + "; after " + ", ".join(f"{x:.2f}" for x in load_after) + f"; {os.cpu_count()} cores")
 
-    header = f"{'streams':>7} {'path':>10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tok/s':>8}"
+    width = max(10, *(len(name) for name in runners))
+    header = f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tok/s':>8}"
     print(header)
     print("-" * len(header))
     paths = [name for name in runners if name != "in-process"]
     for c in args.concurrency:
         for name in runners:
             r = results[(name, c)]
-            print(f"{c:>7} {name:>10} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
+            print(f"{c:>7} {name:>{width}} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
                   f"{r['itl_p99']:>6.2f}ms {r['tok_s']:>8.1f}")
         base = results[("in-process", c)]
         for name in paths:
             grpc_r = results[(name, c)]
-            print(f"{c:>7} {'cost':>10} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
+            print(f"{c:>7} {'cost':>{width}} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
                   f"{'':>9} {'':>8} {'':>8} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
             # each round's runs are back to back: their difference cancels load that drifts between rounds
             pairs = list(zip(runs[("in-process", c)], runs[(name, c)]))
             ttft = statistics.median(g["ttft_p50"] - b["ttft_p50"] for b, g in pairs)
             tok = statistics.median(100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs)
-            print(f"{c:>7} {'per round':>10} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%  {name}")
+            print(f"{c:>7} {'per round':>{width}} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%  {name}")
     print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference")
     if args.stream_interval > 1:

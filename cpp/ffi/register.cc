@@ -8,21 +8,10 @@
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/reflection/registry.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-#ifdef __linux__
-#include <sys/eventfd.h>
-#endif
-
-#include <cerrno>
-#include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "../engine/engine.h"
 #include "../engine/threaded_engine.h"
@@ -102,97 +91,15 @@ class EngineModule : public ffi::ModuleObj {
   std::unique_ptr<Engine> engine_;
 };
 
-// Outputs waiting for a reader that polls, such as an event loop: the stream-back loop appends each batch
-// and makes a file descriptor readable when the queue turns non-empty; the reader takes everything at
-// once. Delivery then needs no interpreter lock and no thread of the reader's: one eventfd write per batch.
-class OutputChannel {
- public:
-  OutputChannel() {
-#ifdef __linux__
-    read_fd_ = write_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-#else
-    int fds[2];
-    if (pipe(fds) == 0) {
-      for (int fd : fds) {
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-      }
-      read_fd_ = fds[0];
-      write_fd_ = fds[1];
-    }
-#endif
-  }
-  ~OutputChannel() {
-    if (read_fd_ >= 0) close(read_fd_);
-    if (write_fd_ >= 0 && write_fd_ != read_fd_) close(write_fd_);
-  }
-  OutputChannel(const OutputChannel&) = delete;
-  OutputChannel& operator=(const OutputChannel&) = delete;
-
-  bool ok() const { return read_fd_ >= 0; }
-  int fileno() const { return read_fd_; }
-
-  void Put(std::vector<RequestOutput> batch) {
-    bool signal;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      signal = pending_.empty();
-      if (signal) {
-        pending_ = std::move(batch);
-      } else {
-        for (auto& out : batch) pending_.push_back(std::move(out));
-      }
-    }
-    // A reader that took the batch before this write wakes once more and finds nothing: harmless.
-    if (signal) Signal();
-  }
-
-  std::vector<RequestOutput> Take() {
-    std::vector<RequestOutput> out;
-    std::lock_guard<std::mutex> lock(mu_);
-    out.swap(pending_);
-    return out;
-  }
-
-  int64_t Pending() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return static_cast<int64_t>(pending_.size());
-  }
-
- private:
-  void Signal() {
-#ifdef __linux__
-    const uint64_t one = 1;
-    ssize_t n = write(write_fd_, &one, sizeof one);
-#else
-    const char one = 1;
-    ssize_t n = write(write_fd_, &one, 1);  // a full pipe is readable already
-#endif
-    (void)n;
-  }
-
-  int read_fd_ = -1;
-  int write_fd_ = -1;
-  std::mutex mu_;
-  std::vector<RequestOutput> pending_;
-};
-
 class ThreadedEngineModule : public ffi::ModuleObj {
  public:
-  ThreadedEngineModule(std::unique_ptr<ThreadedEngine> engine, std::shared_ptr<OutputChannel> channel)
-      : engine_(std::move(engine)), channel_(std::move(channel)) {}
+  explicit ThreadedEngineModule(std::unique_ptr<ThreadedEngine> engine) : engine_(std::move(engine)) {}
   const char* kind() const final { return "spindle.ThreadedEngine"; }
 
   Optional<Function> GetFunction(const String& name) final {
     auto self = ffi::GetObjectPtr<ThreadedEngineModule>(this);
     ThreadedEngine* e = engine_.get();
     if (auto verb = SharedVerb(name, self, e)) return verb;
-    if (channel_) {
-      OutputChannel* c = channel_.get();
-      if (name == "fileno") return Function::FromTyped([self, c]() { return static_cast<int64_t>(c->fileno()); });
-      if (name == "take_outputs") return Function::FromTyped([self, c]() { return OutputsToPacked(c->Take()); });
-      if (name == "pending_outputs") return Function::FromTyped([self, c]() { return c->Pending(); });
-    }
     if (name == "run_background_loop") return Function::FromTyped([self, e]() { e->RunBackgroundLoop(); });
     if (name == "run_background_stream_back_loop") {
       return Function::FromTyped([self, e]() { e->RunBackgroundStreamBackLoop(); });
@@ -222,7 +129,6 @@ class ThreadedEngineModule : public ffi::ModuleObj {
 
  private:
   std::unique_ptr<ThreadedEngine> engine_;
-  std::shared_ptr<OutputChannel> channel_;  // polled delivery only
 };
 
 Any CreateEngine(AnyMap config_map) {
@@ -247,22 +153,7 @@ Any CreateThreadedEngine(AnyMap config_map, Function callback) {
   };
   std::unique_ptr<ThreadedEngine> engine = ThreadedEngine::Create(config, std::move(cb), &s);
   if (!s.ok()) return StatusToAny(s);
-  return ffi::Module(ffi::make_object<ThreadedEngineModule>(std::move(engine), nullptr));
-}
-
-// A ThreadedEngine whose outputs wait in an OutputChannel for the reader (fileno / take_outputs).
-Any CreatePolledThreadedEngine(AnyMap config_map) {
-  EngineConfig config;
-  Status s = EngineConfigFromMap(config_map, &config);
-  if (!s.ok()) return StatusToAny(s);
-  auto channel = std::make_shared<OutputChannel>();
-  if (!channel->ok()) {
-    TVM_FFI_THROW(RuntimeError) << "cannot create the output channel's file descriptor: " << std::strerror(errno);
-  }
-  ThreadedEngine::Callback cb = [channel](std::vector<RequestOutput> outputs) { channel->Put(std::move(outputs)); };
-  std::unique_ptr<ThreadedEngine> engine = ThreadedEngine::Create(config, std::move(cb), &s);
-  if (!s.ok()) return StatusToAny(s);
-  return ffi::Module(ffi::make_object<ThreadedEngineModule>(std::move(engine), std::move(channel)));
+  return ffi::Module(ffi::make_object<ThreadedEngineModule>(std::move(engine)));
 }
 
 }  // namespace
@@ -272,7 +163,6 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   refl::GlobalDef()
       .def("spindle.engine.create", CreateEngine)
       .def("spindle.engine.create_threaded", CreateThreadedEngine)
-      .def("spindle.engine.create_threaded_polled", CreatePolledThreadedEngine)
       .def("spindle.engine.version", []() { return String("0.1.0"); });
 }
 

@@ -47,6 +47,10 @@ def _add_serve(subparsers) -> None:
                    help="tokens per streamed message: 1 sends every step's tokens at once (default); N > 1 "
                         "sends fewer, larger messages (the first token is never held back), which costs less "
                         "CPU per token where the model uses every core")
+    p.add_argument("--stream-interval-ms", type=_milliseconds, default=d.stream_interval_ms,
+                   help="least time between two messages of a stream: tokens that come sooner wait and go "
+                        "out together (the first message and the final one are never held back; default "
+                        f"{d.stream_interval_ms:g}, 0 sends each step's tokens at once)")
     p.add_argument("--grace-period", type=float, default=d.grace_period_s,
                    help=f"seconds live requests get to finish on SIGTERM (default {d.grace_period_s:g})")
     p.add_argument("--engine-mode", choices=("server", "local", "interactive"), default=d.engine_mode,
@@ -55,7 +59,7 @@ def _add_serve(subparsers) -> None:
     p.add_argument("--max-num-sequence", type=int, default=None, help="sequences run at once (default: the preset's)")
     p.add_argument("--max-total-sequence-length", type=int, default=None,
                    help="KV cache size in tokens over all sequences (default: the preset's)")
-    p.add_argument("--admission-window-ms", type=_window_ms, default=None,
+    p.add_argument("--admission-window-ms", type=_milliseconds, default=None,
                    help="when a request reaches the idle engine, wait up to this long while more arrive so that a "
                         "burst shares one prefill (stops after an eighth of it without a new request; default: "
                         "the preset's, 8 ms for server, 0 otherwise)")
@@ -73,7 +77,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _window_ms(text: str) -> float:
+def _milliseconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -106,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = ServerOptions(host=args.host, port=args.port, mode=args.mode,
                             max_queued_requests=args.max_queued_requests, max_message_bytes=args.max_message_bytes,
                             grace_period_s=args.grace_period, device=args.device, engine_mode=args.engine_mode,
-                            stream_interval=args.stream_interval,
+                            stream_interval=args.stream_interval, stream_interval_ms=args.stream_interval_ms,
                             admission_window_us=None if args.admission_window_ms is None
                             else int(round(args.admission_window_ms * 1000)),
                             max_num_sequence=args.max_num_sequence,

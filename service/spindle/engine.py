@@ -393,28 +393,14 @@ def _shutdown_all() -> None:
 
 
 class ThreadedEngine(_Base):
-    """The engine on a background step loop, with two ways to receive its outputs.
+    """The engine on a background step loop; ``callback(list[RequestOutput])`` runs on the stream-back thread."""
 
-    With a ``callback``, ``callback(list[RequestOutput])`` runs on the stream-back thread for each batch.
-    With ``callback=None`` the batches wait in a queue inside the library instead: :meth:`fileno` becomes
-    readable when there are some and :meth:`take_outputs` takes them all, in order. That is the way for an
-    event loop (``loop.add_reader(engine.fileno(), ...)``): delivery needs neither the interpreter lock nor
-    a hop through another Python thread.
-    """
-
-    def __init__(self, config: EngineConfig, callback: Callable[[list[RequestOutput]], None] | None):
-        if callback is not None and not callable(callback):
-            raise InvalidRequestError("callback", "expected a callable or None")
+    def __init__(self, config: EngineConfig, callback: Callable[[list[RequestOutput]], None]):
+        if not callable(callback):
+            raise InvalidRequestError("callback", "expected a callable")
         self.config = config
         self._callback = callback
-        if callback is None:
-            self._mod = _create("spindle.engine.create_threaded_polled", config)
-            self._fileno = int(self._mod["fileno"]())
-            self._take = self._mod["take_outputs"]
-        else:
-            self._mod = _create("spindle.engine.create_threaded", config, self._deliver)
-            self._fileno = -1
-            self._take = None
+        self._mod = _create("spindle.engine.create_threaded", config, self._deliver)
         self._add = self._mod["add_request"]
         self._closed = False
         self._close_lock = threading.Lock()
@@ -432,28 +418,6 @@ class ThreadedEngine(_Base):
             self._callback(_convert_outputs(raw))
         except Exception:  # pylint: disable=broad-except
             logger.exception("the engine output callback raised")
-
-    @property
-    def polled(self) -> bool:
-        """Whether outputs wait for :meth:`take_outputs` (created with ``callback=None``)."""
-        return self._take is not None
-
-    def fileno(self) -> int:
-        """A descriptor that is readable while outputs wait (polled engines only); read it to clear it."""
-        if self._take is None:
-            raise InvalidRequestError("callback", "this engine delivers to its callback; fileno needs callback=None")
-        return self._fileno
-
-    def take_outputs(self) -> list[RequestOutput]:
-        """Every output batch delivered since the last call, in order (polled engines only; never blocks).
-
-        Clear the descriptor first (``os.read(engine.fileno(), 8)``), then take: an output that arrives in
-        between makes it readable again.
-        """
-        if self._take is None:
-            raise InvalidRequestError("callback", "this engine delivers to its callback; take_outputs needs "
-                                                  "callback=None")
-        return _convert_outputs(self._take())
 
     def reload(self, config: EngineConfig) -> None:
         """Load ``config`` (another model or other limits), blocking until done; active requests end with ABORT.
@@ -473,8 +437,7 @@ class ThreadedEngine(_Base):
         return int(self._mod["num_active"]())
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no request is active and every output was delivered (to the callback, or into the
-        queue that :meth:`take_outputs` empties)."""
+        """Wait until no request is active and every output was delivered."""
         return bool(self._mod["wait_idle"](float(timeout_s)))
 
     @property

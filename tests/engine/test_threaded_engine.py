@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import selectors
 import subprocess
 import sys
 import textwrap
@@ -65,71 +63,6 @@ def test_outputs_arrive_batched_with_one_finish_each(threaded):
     assert all(len(c.tokens[f"r{i}"][0]) == 5 + i for i in range(6))
     m = engine.metrics()
     assert m.finished == 6 and m.kv_pages_used == 0 and m.running == 0
-
-
-def _read_polled(engine, collector: Collector, until, timeout_s: float = 30.0) -> int:
-    """Wait on the polled engine's descriptor and take its outputs until ``until()``; returns the wakeups."""
-    wakeups = 0
-    deadline = time.monotonic() + timeout_s
-    with selectors.DefaultSelector() as sel:
-        sel.register(engine.fileno(), selectors.EVENT_READ)
-        while not until():
-            assert time.monotonic() < deadline, "the polled engine stopped delivering"
-            if not sel.select(timeout=1.0):
-                continue
-            wakeups += 1
-            try:
-                os.read(engine.fileno(), 8)
-            except BlockingIOError:
-                pass
-            collector.add(engine.take_outputs())
-    return wakeups
-
-
-def test_polled_engine_delivers_through_its_descriptor(threaded, tiny_model_dir):
-    engine = threaded(None)
-    assert engine.polled and engine.fileno() >= 0
-    c = Collector()
-    cfgs = {f"p{i}": GenerationConfig(max_tokens=4 + i, ignore_eos=True, temperature=0.0) for i in range(8)}
-    for i, (rid, cfg) in enumerate(cfgs.items()):
-        engine.add_request(rid, [3 + i, 4, 5], cfg)
-    wakeups = _read_polled(engine, c, lambda: len(c.finishes) == len(cfgs))
-    assert wakeups >= 1
-    assert all(len(v) == 1 for v in c.finishes.values()) and not c.after_finish
-    assert all(len(c.tokens[rid][0]) == cfg.max_tokens for rid, cfg in cfgs.items())
-    assert engine.take_outputs() == []  # nothing left behind, nothing delivered twice
-    # the same greedy tokens as a callback engine
-    sink = Sink()
-    other = threaded(sink)
-    other.add_request("q", [3, 4, 5], cfgs["p0"])
-    assert other.wait_idle(30)
-    assert sink.collector.tokens["q"][0] == c.tokens["p0"][0]
-    m = engine.metrics()
-    assert m.finished == 8 and m.kv_pages_used == 0
-
-
-def test_polled_engine_keeps_outputs_until_taken(threaded):
-    engine = threaded(None)
-    engine.add_request("k", [3, 4, 5], GenerationConfig(max_tokens=6, ignore_eos=True, temperature=0.0))
-    assert engine.wait_idle(30)  # delivered into the queue; nobody has taken them yet
-    with selectors.DefaultSelector() as sel:
-        sel.register(engine.fileno(), selectors.EVENT_READ)
-        assert sel.select(timeout=5.0), "queued outputs leave the descriptor readable"
-    os.read(engine.fileno(), 8)
-    c = Collector()
-    c.add(engine.take_outputs())
-    assert len(c.tokens["k"][0]) == 6 and len(c.finishes["k"]) == 1
-
-
-def test_callback_engines_have_no_descriptor(threaded):
-    engine = threaded(Sink())
-    assert not engine.polled
-    with pytest.raises(InvalidRequestError):
-        engine.fileno()
-    with pytest.raises(InvalidRequestError):
-        engine.take_outputs()
-    with pytest.raises(InvalidRequestError):
-        threaded(42)
 
 
 def _burst(engine, spacing_s: float, n: int = 4) -> None:

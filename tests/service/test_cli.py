@@ -95,6 +95,15 @@ def test_serve_rejects_a_stream_interval_below_one(capsys):
     assert build_parser().parse_args(["serve", "--stream-interval", "4"]).stream_interval == 4
 
 
+def test_serve_stream_interval_ms_flag(capsys):
+    assert build_parser().parse_args(["serve"]).stream_interval_ms == 10.0
+    assert build_parser().parse_args(["serve", "--stream-interval-ms", "0"]).stream_interval_ms == 0.0
+    assert build_parser().parse_args(["serve", "--stream-interval-ms", "2.5"]).stream_interval_ms == 2.5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--stream-interval-ms", "-1"])
+    assert "--stream-interval-ms" in capsys.readouterr().err
+
+
 def test_serve_admission_window_flag():
     assert build_parser().parse_args(["serve", "--admission-window-ms", "2.5"]).admission_window_ms == 2.5
     assert build_parser().parse_args(["serve"]).admission_window_ms is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -169,11 +170,37 @@ def test_stream_interval_sends_fewer_messages_with_the_same_tokens(client, serve
     assert all(n >= 4 for n in sizes[1:-1]) and len(sizes) <= 1 + 12 // 4 + 1
 
 
+def test_stream_interval_ms_paces_messages_with_the_same_tokens(client, server_thread, tiny_model_dir):
+    expected = client.generate(PROMPT, max_tokens=24, temperature=0, ignore_eos=True)
+    per_step = server_thread(tiny_model_dir, mode="threaded", stream_interval_ms=0)
+    paced = server_thread(tiny_model_dir, mode="threaded", stream_interval_ms=300)
+    sizes = {}
+    try:
+        for name, srv in (("per_step", per_step), ("paced", paced)):
+            with SyncClient(srv.target, timeout=60) as c:
+                t = time.monotonic()
+                s = c.stream(PROMPT, max_tokens=24, temperature=0, ignore_eos=True)
+                sizes[name] = [len(d.token_ids) for d in s if d.token_ids]
+                elapsed = time.monotonic() - t
+                assert s.result.token_ids == expected.token_ids and s.result.text == expected.text
+                assert c.metrics().live_requests == 0
+    finally:
+        per_step.stop()
+        paced.stop()
+    assert sum(sizes["paced"]) == sum(sizes["per_step"]) == 24
+    # paced: the first message at once, then at most one message per 300 ms, and the final one
+    assert sizes["paced"][0] < 24 and len(sizes["paced"]) <= 2 + int(elapsed / 0.3)
+    # per step: each step's token goes out on its own unless the reader fell behind
+    assert len(sizes["per_step"]) > len(sizes["paced"])
+
+
 def test_stream_interval_must_be_positive(tiny_model_dir):
     from spindle.server.app import ServerOptions, SpindleServer
 
     with pytest.raises(ValueError, match="stream_interval"):
         SpindleServer(tiny_model_dir, ServerOptions(stream_interval=0))
+    with pytest.raises(ValueError, match="stream_interval_ms"):
+        SpindleServer(tiny_model_dir, ServerOptions(stream_interval_ms=-1))
 
 
 def test_admission_window_reaches_the_engine(threaded_server, server_thread, tiny_model_dir):

@@ -4,6 +4,7 @@ request table delivering whole engine batches to them in order."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from spindle_client.v1 import engine_pb2 as pb
 
@@ -134,3 +135,52 @@ def test_stream_interval_counts_tokens_of_every_branch():
     held, (deltas, final) = asyncio.run(run())
     assert held and final is None
     assert deltas == [Delta(0, "bd", [2, 4]), Delta(1, "ce", [3, 5])]
+
+
+def test_stream_interval_s_paces_messages_in_time():
+    async def run():
+        q = OutputQueue(maxsize=64, stream_interval_s=0.2)
+        q.put([_delta(0, "a", 1)], None)
+        first = await asyncio.wait_for(q.get_all(), 1)  # the first message is never held back
+        t_first = time.monotonic()
+        getter = asyncio.ensure_future(q.get_all())
+        q.put([_delta(0, "b", 2)], None)
+        await asyncio.sleep(0.05)
+        held = not getter.done()
+        q.put([_delta(0, "c", 3)], None)
+        second = await asyncio.wait_for(getter, 2)  # a timer wakes the reader once the interval is over
+        waited = time.monotonic() - t_first
+        getter = asyncio.ensure_future(q.get_all())
+        q.put([_delta(0, "d", 4)], None)
+        await asyncio.sleep(0.01)
+        held_again = not getter.done()
+        t = time.monotonic()
+        q.put([], pb.FinalOutput())  # the final goes out at once with whatever is queued
+        third = await asyncio.wait_for(getter, 1)
+        return first, held, second, waited, held_again, third, time.monotonic() - t
+
+    first, held, second, waited, held_again, third, final_wait = asyncio.run(run())
+    assert first == ([Delta(0, "a", [1])], None)
+    assert held and second == ([Delta(0, "bc", [2, 3])], None) and waited >= 0.19
+    assert held_again and third[0] == [Delta(0, "d", [4])] and third[1] is not None and final_wait < 0.1
+
+
+def test_stream_interval_s_wakes_a_reader_that_arrives_after_the_tokens():
+    async def run():
+        q = OutputQueue(maxsize=64, stream_interval_s=0.15)
+        q.put([_delta(0, "a", 1)], None)
+        await q.get_all()
+        t = time.monotonic()
+        q.put([_delta(0, "b", 2)], None)  # nobody waiting: the reader comes later, inside the interval
+        await asyncio.sleep(0.02)
+        early = await asyncio.wait_for(q.get_all(), 2)
+        early_wait = time.monotonic() - t
+        q.put([_delta(0, "c", 3)], None)
+        await asyncio.sleep(0.2)  # the reader is late: nothing left to wait for
+        t = time.monotonic()
+        late = await asyncio.wait_for(q.get_all(), 1)
+        return early, early_wait, late, time.monotonic() - t
+
+    early, early_wait, late, late_wait = asyncio.run(run())
+    assert early == ([Delta(0, "b", [2])], None) and early_wait >= 0.14
+    assert late == ([Delta(0, "c", [3])], None) and late_wait < 0.05

@@ -40,6 +40,7 @@ class ServerOptions:
     max_queued_requests: int = 256       # live requests before RESOURCE_EXHAUSTED
     output_queue_size: int = 64          # items per stream before deltas are merged
     stream_interval: int = 1             # tokens per streamed message (first and final excepted)
+    stream_interval_ms: float = 10.0     # least time between two messages of a stream (first and final excepted)
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 30.0         # drain time on SIGTERM before aborting
     device: str = "cpu"
@@ -58,6 +59,8 @@ class SpindleServer:
             raise ValueError(f"mode must be one of {MODES}, got {self.options.mode!r}")
         if not isinstance(self.options.stream_interval, int) or self.options.stream_interval < 1:
             raise ValueError(f"stream_interval must be a positive integer, got {self.options.stream_interval!r}")
+        if not 0 <= self.options.stream_interval_ms <= 10_000:
+            raise ValueError(f"stream_interval_ms must be 0 to 10000, got {self.options.stream_interval_ms!r}")
         self.model_dir = Path(model_dir)
         self.model = ServedModel.load(self.model_dir)
         self.port: int | None = None
@@ -76,7 +79,8 @@ class SpindleServer:
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
-                                   finish_on_stop=opts.mode == STEPPED, stream_interval=opts.stream_interval)
+                                   finish_on_stop=opts.mode == STEPPED, stream_interval=opts.stream_interval,
+                                   stream_interval_s=opts.stream_interval_ms / 1000)
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -106,10 +110,9 @@ class SpindleServer:
                               max_total_sequence_length=opts.max_total_sequence_length,
                               admission_window_us=opts.admission_window_us)
 
-        host = await loop.run_in_executor(None, make)
-        host.start_delivery()
-        self.servicer.host = host
+        self.servicer.host = await loop.run_in_executor(None, make)
         c = self.model.config
+        host = self.servicer.host
         log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence, "
                  "admission window %.1f ms", _engine_library(), self.model_dir, host.max_num_sequence,
                  host.max_sequence_length, host.admission_window_us / 1000)
@@ -158,7 +161,6 @@ class SpindleServer:
         if host is not None:
             self.servicer.host = None
             await asyncio.get_running_loop().run_in_executor(None, host.shutdown)
-            host.stop_delivery()
         self._stopped.set()
         log.info("stopped")
 
@@ -199,4 +201,3 @@ async def serve(model_dir: str | Path, options: ServerOptions) -> None:
     server = SpindleServer(model_dir, options)
     await server.start()
     await server.serve_forever()
-

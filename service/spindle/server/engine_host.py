@@ -1,8 +1,7 @@
 """Owns the engine for the server and keeps its blocking work off the event loop.
 
-Threaded mode: the engine's own loop steps; its stream-back loop queues each output batch inside the
-library and makes a descriptor readable, which the event loop watches (``add_reader``): the loop takes
-the batches itself, so delivery costs no Python thread and no lock handoff. Stepped mode: the single-threaded engine runs on one dedicated worker
+Threaded mode: the engine's own loop steps; its stream-back thread hands each output batch to the event
+loop with ``call_soon_threadsafe``. Stepped mode: the single-threaded engine runs on one dedicated worker
 thread, so calls are serialized and the event loop never waits on a step.
 """
 
@@ -11,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 from typing import Any, Callable
 
 from .convert import engine_field_to_proto
@@ -43,10 +41,13 @@ class EngineHost:
         self._loop = loop
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spindle-engine")
         config = engine_mod.EngineConfig(model=str(model_dir), device=device, mode=engine_mode, **engine_options)
-        self._on_outputs = on_outputs
-        self._reading = False
         if mode == THREADED:
-            self.engine = engine_mod.ThreadedEngine(config, None)  # polled: see start_delivery
+            def callback(outputs: list[Any]) -> None:
+                try:
+                    loop.call_soon_threadsafe(on_outputs, outputs)
+                except RuntimeError:  # the event loop is closed: the server is gone
+                    pass
+            self.engine = engine_mod.ThreadedEngine(config, callback)
         else:
             self.engine = engine_mod.Engine(config)
         limits = dict(getattr(self.engine, "limits", {}) or {})
@@ -56,28 +57,6 @@ class EngineHost:
         self.max_num_sequence = int(limits.get("max_num_sequence") or 0) or None
         #: How long the idle engine collects a burst of requests before its first step (threaded mode).
         self.admission_window_us = int(limits.get("admission_window_us") or 0)
-
-    def start_delivery(self) -> None:
-        """Threaded mode: hand engine outputs to ``on_outputs`` from now on (call on the event loop)."""
-        if self.mode == THREADED and not self._reading:
-            self._loop.add_reader(self.engine.fileno(), self._drain)
-            self._reading = True
-
-    def stop_delivery(self) -> None:
-        """Stop watching the engine (call on the event loop); outputs already queued are delivered first."""
-        if self._reading:
-            self._loop.remove_reader(self.engine.fileno())
-            self._reading = False
-            self._drain()
-
-    def _drain(self) -> None:
-        try:
-            os.read(self.engine.fileno(), 8)  # clear the descriptor first: later outputs make it readable again
-        except BlockingIOError:
-            pass
-        outputs = self.engine.take_outputs()
-        if outputs:
-            self._on_outputs(outputs)
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod

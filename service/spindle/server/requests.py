@@ -1,7 +1,7 @@
 """Live requests on the server: per-branch detokenization and stop strings, bounded output queues.
 
-Engine outputs reach ``RequestTable.dispatch`` on the event loop (threaded mode: the loop takes each batch
-when the engine's descriptor turns readable, see ``EngineHost``; stepped mode: the Step RPC). Each
+Engine outputs reach ``RequestTable.dispatch`` on the event loop (threaded mode: the stream-back thread
+hands each whole batch over with one ``loop.call_soon_threadsafe``; stepped mode: the Step RPC). Each
 output is detokenized once, here, into light ``Delta`` tuples that go straight onto the request's
 bounded queue; the protobuf message is built once per message sent (``build_response``).
 """
@@ -71,27 +71,65 @@ class OutputQueue:
     instead of growing the queue: a slow reader receives fewer, larger messages and loses nothing.
     A waiting reader is woken through one future; it takes everything queued at once (a list swap).
 
-    With ``stream_interval`` N > 1 the reader is woken only once N tokens are queued (or the final
-    output, or the first tokens of the stream): fewer, larger messages for the same text, which costs
-    the server and the client less CPU per generated token. The first message is never held back.
+    Pacing: after the first message, the reader is woken only once ``stream_interval`` tokens are queued
+    and ``stream_interval_s`` seconds have passed since it last took output (a timer wakes it when the
+    tokens are there first); the first message and the final output are never held back. Fewer, larger
+    messages carry the same text and cost the server and the client less CPU per generated token.
     """
 
-    def __init__(self, maxsize: int = 64, stream_interval: int = 1):
+    def __init__(self, maxsize: int = 64, stream_interval: int = 1, stream_interval_s: float = 0.0):
         self.maxsize = max(1, maxsize)
         self.stream_interval = max(1, stream_interval)
+        self.stream_interval_s = max(0.0, float(stream_interval_s))
         self._items: list[tuple[list[Delta], pb.FinalOutput | None]] = []
         self._waiter: asyncio.Future | None = None
         self._tokens = 0        # tokens in the queued items
         self._sent_first = False
+        self._last_taken = 0.0  # time.monotonic() of the last take
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = False       # the pacing timer fired since the last take
         self.merged = 0
+
+    def _held_for_time(self) -> bool:
+        """Enough tokens are queued, but the interval since the last message has not passed yet."""
+        return (self.stream_interval_s > 0 and not self._due and self._sent_first and bool(self._items)
+                and self._items[-1][1] is None and self._tokens >= self.stream_interval
+                and time.monotonic() - self._last_taken < self.stream_interval_s)
 
     def _ready(self) -> bool:
         items = self._items
         if not items:
             return False
-        if self.stream_interval == 1 or not self._sent_first or items[-1][1] is not None:
+        if not self._sent_first or items[-1][1] is not None:
             return True
-        return self._tokens >= self.stream_interval
+        if self._tokens < self.stream_interval:
+            return False
+        return not self._held_for_time()
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            delay = self._last_taken + self.stream_interval_s - time.monotonic()
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._due = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and self._ready():
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _taken(self) -> None:
+        self._sent_first = True
+        self._due = False
+        self._last_taken = time.monotonic()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def put(self, deltas: list[Delta], final: pb.FinalOutput | None) -> None:
         if not deltas and final is None:
@@ -104,14 +142,16 @@ class OutputQueue:
         else:
             items.append((deltas, final))
         self._tokens += _token_count(deltas)
-        waiter = self._waiter
-        if waiter is not None and self._ready():
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._waiter is not None:
+            if self._ready():
+                self._wake()
+            elif self._held_for_time():
+                self._arm_timer()
 
     async def _wait(self) -> None:
         while not self._ready():
+            if self._held_for_time():
+                self._arm_timer()
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
@@ -122,7 +162,7 @@ class OutputQueue:
     async def get(self) -> tuple[list[Delta], pb.FinalOutput | None]:
         await self._wait()
         item = self._items.pop(0)
-        self._sent_first = True
+        self._taken()
         self._tokens -= _token_count(item[0])
         return item
 
@@ -130,7 +170,7 @@ class OutputQueue:
         """Wait for output, then take everything queued up to a final at once as one merged item."""
         await self._wait()
         items = self._items
-        self._sent_first = True
+        self._taken()
         self._tokens = 0  # everything up to a final is taken, and nothing follows a final
         if len(items) == 1:
             self._items = []
@@ -172,7 +212,7 @@ class LiveRequest:
     """Server-side state of one engine request."""
 
     def __init__(self, request_id: str, prompt_ids: list[int], resolved: ResolvedConfig, model: ServedModel,
-                 queue_size: int | None, stream_interval: int = 1):
+                 queue_size: int | None, stream_interval: int = 1, stream_interval_s: float = 0.0):
         self.request_id = request_id
         self.prompt_ids = prompt_ids
         self.resolved = resolved
@@ -180,7 +220,9 @@ class LiveRequest:
         n = resolved.engine_kwargs["n"]
         self.branches = [_Branch(i, model, prompt_ids, resolved.stop_strings) for i in range(n)]
         self.stream_interval = stream_interval
-        self.queues: list[OutputQueue] = [OutputQueue(queue_size, stream_interval)] if queue_size else []
+        self.stream_interval_s = stream_interval_s
+        self.queues: list[OutputQueue] = ([OutputQueue(queue_size, stream_interval, stream_interval_s)]
+                                          if queue_size else [])
         self.done = asyncio.Event()
         self.final: pb.FinalOutput | None = None
         self.abort_sent = False
@@ -189,7 +231,7 @@ class LiveRequest:
 
     def follow(self, queue_size: int) -> OutputQueue:
         """A new reader of this request's outputs from now on; drop it with ``unfollow``."""
-        queue = OutputQueue(queue_size, self.stream_interval)
+        queue = OutputQueue(queue_size, self.stream_interval, self.stream_interval_s)
         self.queues.append(queue)
         return queue
 
@@ -284,10 +326,12 @@ class RequestTable:
     """The live requests of a server, keyed by id, with the admission rules (capacity, draining)."""
 
     def __init__(self, max_live: int, queue_size: int, abort: Callable[[str], None], finish_on_stop: bool = False,
-                 stream_interval: int = 1):
+                 stream_interval: int = 1, stream_interval_s: float = 0.0):
         self.max_live = max_live
         #: Tokens per streamed message (the first and the final message excepted); 1 streams every step.
         self.stream_interval = max(1, stream_interval)
+        #: Least time between two messages of a stream (the first and the final message excepted).
+        self.stream_interval_s = max(0.0, stream_interval_s)
         #: Finish a request on the server as soon as a stop string ends it (stepped mode: the engine
         #: confirms the abort only at its next step, which the client may never ask for).
         self.finish_on_stop = finish_on_stop
