@@ -91,9 +91,12 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
             names = [a for a in ("qweight", "scales", "mins") if a in arrays]
             nbytes = sum(arrays[a].nbytes for a in names)
             count = max(args.copies, -(-args.min_mb * 2**20 // nbytes))
-            copies = [[tvm.runtime.tensor(arrays[a]) for a in names] for _ in range(count)]
             for kernel in kernels:
                 fn = build(fmt, k, n, kernel, target)
+                # the layout the layer holds its weights in: column tiles for the int8 kernel, rows otherwise
+                layout = Q.QuantizedLinear(k, n, fmt, kernel=kernel).layout
+                held = Q.to_tiles(fmt, arrays) if layout == "tiles" else arrays
+                copies = [[tvm.runtime.tensor(held[a]) for a in names] for _ in range(count)]
                 for rows in row_counts:
                     x = rng.standard_normal((rows, 1, k)).astype(np.float32)
                     got = fn(tvm.runtime.tensor(x), copies[0]).numpy()
