@@ -44,7 +44,7 @@ def _add_serve(subparsers) -> None:
     p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
                    help=f"largest gRPC message in either direction (default {d.max_message_bytes})")
     p.add_argument("--stream-interval", type=_positive_int, default=d.stream_interval,
-                   help="tokens per streamed message: 1 sends every step's tokens at once (default); N > 1 "
+                   help="least tokens per streamed message: 1 sends whatever is ready (default); N > 1 "
                         "sends fewer, larger messages (the first token is never held back), which costs less "
                         "CPU per token where the model uses every core")
     p.add_argument("--stream-interval-ms", type=_milliseconds, default=d.stream_interval_ms,
