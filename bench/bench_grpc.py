@@ -223,8 +223,6 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
     p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
-    p.add_argument("--stream-interval", type=int, default=1,
-                   help="N > 1 adds a row: the Go client on a second server started with --stream-interval N")
     p.add_argument("--server", action="append", default=[], metavar="ARGS",
                    help="adds a row: the Go client on another server started with these `spindle serve` flags "
                         "(repeatable), e.g. --server='--stream-interval-ms 0'")
@@ -244,10 +242,6 @@ def main() -> int:
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"(no Go client row: {exc})")
         else:
-            if args.stream_interval > 1:
-                coalescing = OverGrpc(model_dir, "--stream-interval", str(args.stream_interval))
-                extra_servers.append(coalescing)
-                runners[f"Go, {args.stream_interval}/msg"] = GoClient(coalescing.target)
             for flags in args.server:
                 other = OverGrpc(model_dir, *flags.split())
                 extra_servers.append(other)
@@ -293,9 +287,8 @@ def main() -> int:
             print(f"{c:>7} {'per round':>{width}} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%  {name}")
     print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference")
-    if args.stream_interval > 1:
-        print(f"Go, {args.stream_interval}/msg: the Go client on a server started with --stream-interval "
-              f"{args.stream_interval} (the first token alone, then {args.stream_interval} tokens per message)")
+    for flags in args.server:
+        print(f"Go, {flags.strip()}: the Go client on a server started with {flags.strip()}")
     return 0
 
 

@@ -289,7 +289,7 @@ def _convert_logprobs(raw: Any) -> list[TokenLogprob]:
 
 
 def _convert_outputs(raw: Any) -> list[RequestOutput]:
-    """The engine's packed outputs as RequestOutput values (this runs once per step, on the reader's thread).
+    """The engine's packed outputs as RequestOutput values (this runs once per step: on the stream-back thread, or in Engine.step).
 
     Layout (cpp/ffi/convert.h, OutputsToPacked): [request_ids, ints, extras]; per output, ints holds
     finished and the branch count, then per branch index, finish code, stop token id (-1: none), token

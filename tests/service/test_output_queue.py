@@ -8,7 +8,7 @@ import time
 
 from spindle_client.v1 import engine_pb2 as pb
 
-from spindle.server.requests import Delta, OutputQueue, build_response, merge_deltas
+from spindle.server.requests import Delta, OutputQueue, Pacing, build_response, merge_deltas
 
 
 def _delta(index, text, tok):
@@ -95,7 +95,7 @@ def test_a_waiting_reader_wakes_once_for_everything_queued_before_it_runs():
 
 def test_stream_interval_holds_tokens_back_until_enough_are_queued():
     async def run():
-        q = OutputQueue(maxsize=64, stream_interval=3)
+        q = OutputQueue(maxsize=64, pacing=Pacing(tokens=3))
         seen = []
         q.put([_delta(0, "a", 1)], None)
         seen.append(await asyncio.wait_for(q.get_all(), 1))  # the first tokens are never held back
@@ -122,7 +122,7 @@ def test_stream_interval_holds_tokens_back_until_enough_are_queued():
 
 def test_stream_interval_counts_tokens_of_every_branch():
     async def run():
-        q = OutputQueue(maxsize=64, stream_interval=4)
+        q = OutputQueue(maxsize=64, pacing=Pacing(tokens=4))
         q.put([_delta(0, "a", 1)], None)
         await q.get_all()
         q.put([_delta(0, "b", 2), _delta(1, "c", 3)], None)
@@ -139,7 +139,7 @@ def test_stream_interval_counts_tokens_of_every_branch():
 
 def test_stream_interval_s_paces_messages_in_time():
     async def run():
-        q = OutputQueue(maxsize=64, stream_interval_s=0.5)
+        q = OutputQueue(maxsize=64, pacing=Pacing(interval_s=0.5))
         q.put([_delta(0, "a", 1)], None)
         first = await asyncio.wait_for(q.get_all(), 1)  # the first message is never held back
         t_first = time.monotonic()
@@ -167,7 +167,7 @@ def test_stream_interval_s_paces_messages_in_time():
 
 def test_stream_interval_s_wakes_a_reader_that_arrives_after_the_tokens():
     async def run():
-        q = OutputQueue(maxsize=64, stream_interval_s=0.4)
+        q = OutputQueue(maxsize=64, pacing=Pacing(interval_s=0.4))
         q.put([_delta(0, "a", 1)], None)
         await q.get_all()
         t = time.monotonic()

@@ -22,7 +22,7 @@ from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 from . import reflection
 from .engine_host import MODES, STEPPED, THREADED, EngineHost
 from .model import ServedModel
-from .requests import RequestTable
+from .requests import Pacing, RequestTable
 from .servicer import EngineServicer
 
 log = logging.getLogger("spindle.server")
@@ -79,8 +79,8 @@ class SpindleServer:
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
-                                   finish_on_stop=opts.mode == STEPPED, stream_interval=opts.stream_interval,
-                                   stream_interval_s=opts.stream_interval_ms / 1000)
+                                   finish_on_stop=opts.mode == STEPPED,
+                                   pacing=Pacing(opts.stream_interval, opts.stream_interval_ms / 1000))
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

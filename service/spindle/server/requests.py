@@ -64,6 +64,14 @@ def _token_count(deltas: Iterable[Delta]) -> int:
     return sum(len(d.token_ids) for d in deltas)
 
 
+class Pacing(NamedTuple):
+    """How a stream's messages are paced: after the first one, a message goes out once ``tokens`` tokens
+    are queued and ``interval_s`` seconds have passed since the previous one (the final never waits)."""
+
+    tokens: int = 1
+    interval_s: float = 0.0
+
+
 class OutputQueue:
     """A bounded queue of (deltas, final) items for one reader; never blocks the writer.
 
@@ -71,16 +79,16 @@ class OutputQueue:
     instead of growing the queue: a slow reader receives fewer, larger messages and loses nothing.
     A waiting reader is woken through one future; it takes everything queued at once (a list swap).
 
-    Pacing: after the first message, the reader is woken only once ``stream_interval`` tokens are queued
-    and ``stream_interval_s`` seconds have passed since it last took output (a timer wakes it when the
+    Pacing: after the first message, the reader is woken only once ``pacing.tokens`` tokens are queued
+    and ``pacing.interval_s`` seconds have passed since it last took output (a timer wakes it when the
     tokens are there first); the first message and the final output are never held back. Fewer, larger
     messages carry the same text and cost the server and the client less CPU per generated token.
     """
 
-    def __init__(self, maxsize: int = 64, stream_interval: int = 1, stream_interval_s: float = 0.0):
+    def __init__(self, maxsize: int = 64, pacing: Pacing = Pacing()):
         self.maxsize = max(1, maxsize)
-        self.stream_interval = max(1, stream_interval)
-        self.stream_interval_s = max(0.0, float(stream_interval_s))
+        self.stream_interval = max(1, pacing.tokens)
+        self.stream_interval_s = max(0.0, float(pacing.interval_s))
         self._items: list[tuple[list[Delta], pb.FinalOutput | None]] = []
         self._waiter: asyncio.Future | None = None
         self._tokens = 0        # tokens in the queued items
@@ -90,11 +98,11 @@ class OutputQueue:
         self._due = False       # the pacing timer fired since the last take
         self.merged = 0
 
-    def _held_for_time(self) -> bool:
-        """Enough tokens are queued, but the interval since the last message has not passed yet."""
-        return (self.stream_interval_s > 0 and not self._due and self._sent_first and bool(self._items)
-                and self._items[-1][1] is None and self._tokens >= self.stream_interval
-                and time.monotonic() - self._last_taken < self.stream_interval_s)
+    def _interval_left(self) -> float:
+        """Seconds until the next message may go out (0 when it may go now)."""
+        if self.stream_interval_s <= 0 or self._due:
+            return 0.0
+        return max(0.0, self._last_taken + self.stream_interval_s - time.monotonic())
 
     def _ready(self) -> bool:
         items = self._items
@@ -102,26 +110,22 @@ class OutputQueue:
             return False
         if not self._sent_first or items[-1][1] is not None:
             return True
-        if self._tokens < self.stream_interval:
-            return False
-        return not self._held_for_time()
+        return self._tokens >= self.stream_interval and self._interval_left() == 0.0
 
-    def _arm_timer(self) -> None:
-        if self._timer is None:
-            delay = self._last_taken + self.stream_interval_s - time.monotonic()
-            self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._on_timer)
+    def _wake_or_arm(self) -> None:
+        """With a reader waiting: wake it if output may go out; if only the interval holds it, set a timer."""
+        if self._ready():
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif self._items and self._tokens >= self.stream_interval and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval_left(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._due = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and self._ready():
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._waiter is not None:
+            self._wake_or_arm()
 
     def _taken(self) -> None:
         self._sent_first = True
@@ -143,16 +147,12 @@ class OutputQueue:
             items.append((deltas, final))
         self._tokens += _token_count(deltas)
         if self._waiter is not None:
-            if self._ready():
-                self._wake()
-            elif self._held_for_time():
-                self._arm_timer()
+            self._wake_or_arm()
 
     async def _wait(self) -> None:
         while not self._ready():
-            if self._held_for_time():
-                self._arm_timer()
             waiter = self._waiter = asyncio.get_running_loop().create_future()
+            self._wake_or_arm()  # not ready: at most sets the timer
             try:
                 await waiter
             finally:
@@ -212,17 +212,15 @@ class LiveRequest:
     """Server-side state of one engine request."""
 
     def __init__(self, request_id: str, prompt_ids: list[int], resolved: ResolvedConfig, model: ServedModel,
-                 queue_size: int | None, stream_interval: int = 1, stream_interval_s: float = 0.0):
+                 queue_size: int | None, pacing: Pacing = Pacing()):
         self.request_id = request_id
         self.prompt_ids = prompt_ids
         self.resolved = resolved
         self.model = model
         n = resolved.engine_kwargs["n"]
         self.branches = [_Branch(i, model, prompt_ids, resolved.stop_strings) for i in range(n)]
-        self.stream_interval = stream_interval
-        self.stream_interval_s = stream_interval_s
-        self.queues: list[OutputQueue] = ([OutputQueue(queue_size, stream_interval, stream_interval_s)]
-                                          if queue_size else [])
+        self.pacing = pacing
+        self.queues: list[OutputQueue] = [OutputQueue(queue_size, pacing)] if queue_size else []
         self.done = asyncio.Event()
         self.final: pb.FinalOutput | None = None
         self.abort_sent = False
@@ -231,7 +229,7 @@ class LiveRequest:
 
     def follow(self, queue_size: int) -> OutputQueue:
         """A new reader of this request's outputs from now on; drop it with ``unfollow``."""
-        queue = OutputQueue(queue_size, self.stream_interval, self.stream_interval_s)
+        queue = OutputQueue(queue_size, self.pacing)
         self.queues.append(queue)
         return queue
 
@@ -326,12 +324,10 @@ class RequestTable:
     """The live requests of a server, keyed by id, with the admission rules (capacity, draining)."""
 
     def __init__(self, max_live: int, queue_size: int, abort: Callable[[str], None], finish_on_stop: bool = False,
-                 stream_interval: int = 1, stream_interval_s: float = 0.0):
+                 pacing: Pacing = Pacing()):
         self.max_live = max_live
-        #: Tokens per streamed message (the first and the final message excepted); 1 streams every step.
-        self.stream_interval = max(1, stream_interval)
-        #: Least time between two messages of a stream (the first and the final message excepted).
-        self.stream_interval_s = max(0.0, stream_interval_s)
+        #: How every stream's messages are paced (the first and the final message are never held).
+        self.pacing = pacing
         #: Finish a request on the server as soon as a stop string ends it (stepped mode: the engine
         #: confirms the abort only at its next step, which the client may never ask for).
         self.finish_on_stop = finish_on_stop

@@ -100,8 +100,7 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
             errors.violations.extend(err.violations)
         errors.raise_if_any()
         request_id = self.table.admit(request_id)
-        req = LiveRequest(request_id, ids, resolved, self.model, queue_size, self.table.stream_interval,
-                          self.table.stream_interval_s)
+        req = LiveRequest(request_id, ids, resolved, self.model, queue_size, self.table.pacing)
         self.table.register(req)
         try:
             await host.add_request(request_id, ids, resolved.engine_config())
