@@ -83,8 +83,13 @@ class InProcess:
         self._done: dict[str, threading.Event] = {}
         self._detok: dict[str, object] = {}
         self._lock = threading.Lock()
-        # the same engine preset as `spindle serve` (batch = the model's), so both paths schedule alike
-        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir), mode="server"), self._on_outputs)
+        from spindle.server.app import ServerOptions
+
+        # the engine as `spindle serve` sets it up by default (the server preset, batch = the model's; outputs
+        # delivered at most every --stream-interval-ms), so both paths schedule and deliver alike
+        interval_us = int(round(ServerOptions().stream_interval_ms * 1000))
+        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir), mode="server", output_interval_us=interval_us),
+                                     self._on_outputs)
         self._n = 0
 
     def _on_outputs(self, outputs) -> None:

@@ -135,6 +135,10 @@ Status ValidateEngineConfig(const EngineConfig& c) {
     return Status::Invalid("admission_window_us", "must be between 0 and 10000000 microseconds (or unset), got " +
                                                       std::to_string(c.admission_window_us));
   }
+  if (c.output_interval_us < 0 || c.output_interval_us > 10'000'000) {
+    return Status::Invalid("output_interval_us", "must be between 0 and 10000000 microseconds, got " +
+                                                     std::to_string(c.output_interval_us));
+  }
   return Status::OK();
 }
 

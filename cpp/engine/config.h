@@ -68,6 +68,11 @@ struct EngineConfig {
   // It stops early once no request has come for an eighth of the window. 0 = step at once; -1 = the preset's
   // (server: 8000, local and interactive: 0).
   int64_t admission_window_us = -1;
+  // ThreadedEngine: the least time (microseconds) between two deliveries of the stream-back loop. Outputs
+  // that come sooner wait and are merged per request (a stream then gets several tokens in one delta),
+  // except that a request's first tokens and every finish go at once, taking whatever waits with them.
+  // 0 = every step's outputs as soon as they are there.
+  int64_t output_interval_us = 0;
 };
 
 /*! \brief Validate the user-facing fields that do not need the model (mode, signs, device). */

@@ -46,6 +46,14 @@ struct RequestOutput {
   bool want_logprobs = false;
 };
 
+/*!
+ * \brief Merge the outputs of one request that follow each other in `outputs` into its first one (tokens
+ * and logprobs appended per branch; the later finish, usage and error win). Outputs after a finish are
+ * not merged into it: an id added again after finishing stays a request of its own. Requests keep the
+ * order of their first output.
+ */
+void CoalesceOutputs(std::vector<RequestOutput>* outputs);
+
 struct EngineMetrics {
   int64_t running = 0;
   int64_t waiting = 0;

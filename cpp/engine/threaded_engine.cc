@@ -26,6 +26,7 @@ std::unique_ptr<ThreadedEngine> ThreadedEngine::Create(const EngineConfig& confi
 
 void ThreadedEngine::SetLimitsLocked() {
   if (engine_) {
+    output_interval_us_.store(engine_->config().output_interval_us, std::memory_order_relaxed);
     limits_ = std::make_shared<const Limits>(Limits{engine_->model_info(), engine_->config(), engine_->Metrics().kv_pages_total});
   } else {
     limits_ = nullptr;
@@ -246,14 +247,51 @@ void ThreadedEngine::RunBackgroundLoop() {
 }
 
 void ThreadedEngine::RunBackgroundStreamBackLoop() {
+  using Clock = std::chrono::steady_clock;
+  // Requests that have had tokens delivered and no finish yet: only their further tokens may wait for
+  // the output interval (a first token or a finish goes at once).
+  std::unordered_set<std::string> started;
+  Clock::time_point last_delivery{};
   while (true) {
     std::vector<RequestOutput> batch;
+    int64_t interval_us = 0;
     {
       std::unique_lock<std::mutex> lock(out_mu_);
       out_cv_.wait(lock, [&] { return exit_stream_ || !outputs_.empty(); });
       if (outputs_.empty()) break;  // exiting and nothing left to deliver
+      interval_us = output_interval_us_.load(std::memory_order_relaxed);
+      if (interval_us > 0) {
+        const Clock::time_point due = last_delivery + std::chrono::microseconds(interval_us);
+        size_t scanned = 0;  // outputs_ only grows while we wait
+        auto urgent = [&] {
+          for (; scanned < outputs_.size(); ++scanned) {
+            const RequestOutput& o = outputs_[scanned];
+            if (o.finished || started.count(o.request_id) == 0) return true;
+          }
+          return false;
+        };
+        while (!exit_stream_ && !urgent() && Clock::now() < due) out_cv_.wait_until(lock, due);
+      }
       batch.swap(outputs_);
       delivering_ = true;
+    }
+    if (interval_us > 0) {
+      CoalesceOutputs(&batch);
+      for (const RequestOutput& o : batch) {
+        if (o.finished) {
+          started.erase(o.request_id);
+          continue;
+        }
+        for (const BranchDelta& d : o.branches) {
+          if (!d.token_ids.empty()) {
+            started.insert(o.request_id);
+            break;
+          }
+        }
+      }
+      last_delivery = Clock::now();
+    } else {
+      started.clear();  // kept only while an interval is set
     }
     try {
       callback_(std::move(batch));

@@ -4,6 +4,7 @@
 #ifndef SPINDLE_ENGINE_THREADED_ENGINE_H_
 #define SPINDLE_ENGINE_THREADED_ENGINE_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -82,6 +83,7 @@ class ThreadedEngine {
 
   std::unique_ptr<Engine> engine_;
   Callback callback_;
+  std::atomic<int64_t> output_interval_us_{0};  // the loaded config's; read by the stream-back loop
 
   // Instruction queue and request bookkeeping, guarded by mu_.
   mutable std::mutex mu_;

@@ -88,6 +88,8 @@ Status EngineConfigFromMap(const AnyMap& map, EngineConfig* out) {
       if (!IsNone(value) && c.admission_window_us < 0) {
         return Status::Invalid(key, "must be >= 0 microseconds (or unset)");
       }
+    } else if (key == "output_interval_us") {
+      RETURN_IF_ERROR(GetInt(value, key, &c.output_interval_us));
     } else {
       return Status::Invalid(key, "unknown engine config field");
     }

@@ -57,6 +57,10 @@ TEST(Convert, WrongTypesNameTheField) {
   ASSERT_TRUE(EngineConfigFromMap(e, &c).ok());
   EXPECT_EQ(c.max_num_sequence, -1);
   EXPECT_EQ(c.model, "/m");
+  EXPECT_EQ(c.output_interval_us, 0);
+  e.Set("output_interval_us", int64_t(10000));
+  ASSERT_TRUE(EngineConfigFromMap(e, &c).ok());
+  EXPECT_EQ(c.output_interval_us, 10000);
 }
 
 TEST(Convert, TokenIds) {

@@ -2,7 +2,8 @@
 //   spindle_stress <artifact dir> [requests=200] [producer threads=4]
 // Producers add requests with random settings and abort some of them at random; the driver checks
 // that every request ends exactly once, that nothing follows a finish, that no KV page leaks, and
-// that the loops stop cleanly with requests in flight. Exit status 0 when every check holds.
+// that the loops stop cleanly with requests in flight. Deliveries are paced (output_interval_us), so
+// outputs are merged per request on their way too. Exit status 0 when every check holds.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   config.max_total_sequence_length = 256;  // small: forces preemption
   config.max_single_sequence_length = 128;
   config.prefill_chunk_size = 64;
+  config.output_interval_us = 2000;  // outputs wait and are merged per request between deliveries
   Status status;
   auto engine = ThreadedEngine::Create(config, [&](std::vector<RequestOutput> o) { tracker.On(std::move(o)); },
                                        &status);

@@ -131,6 +131,9 @@ class EngineConfig:
     #: requests that arrive in a burst so that they share the first prefill (it stops once none has come
     #: for an eighth of the window). 0 steps at once; None takes the preset's (server 8000, others 0).
     admission_window_us: int | None = None
+    #: ThreadedEngine: the least microseconds between two output callbacks. Outputs that come sooner wait
+    #: and are merged per request; a request's first tokens and every finish go at once. 0: every step's.
+    output_interval_us: int = 0
 
     def to_ffi(self) -> dict[str, Any]:
         if not isinstance(self.model, (str, os.PathLike)) or not str(self.model):
@@ -145,6 +148,7 @@ class EngineConfig:
         out["kv_cache_page_size"] = _check_int("kv_cache_page_size", self.kv_cache_page_size)
         out["num_threads"] = _check_int("num_threads", self.num_threads)
         out["admission_window_us"] = _check_int("admission_window_us", self.admission_window_us, optional=True)
+        out["output_interval_us"] = _check_int("output_interval_us", self.output_interval_us)
         return out
 
 

@@ -131,6 +131,61 @@ def test_admission_window_is_checked(tiny_model_dir):
     assert err.value.field == "admission_window_us"
 
 
+def test_output_interval_is_checked(tiny_model_dir):
+    for bad in (-1, 20_000_000):
+        with pytest.raises(InvalidRequestError) as err:
+            ThreadedEngine(EngineConfig(model=str(tiny_model_dir), output_interval_us=bad), Sink())
+        assert err.value.field == "output_interval_us"
+
+
+def test_output_interval_merges_steps_and_never_holds_first_tokens_or_finishes(threaded):
+    interval = 0.5
+    deliveries: list[tuple[float, list]] = []
+    sink = Sink()
+
+    def callback(outputs):
+        deliveries.append((time.monotonic(), outputs))
+        sink(outputs)
+
+    engine = threaded(callback, output_interval_us=int(interval * 1e6))
+    assert engine.limits["output_interval_us"] == int(interval * 1e6)
+    engine.add_request("long", [3, 4, 5], GenerationConfig(max_tokens=480, ignore_eos=True, temperature=0.0))
+    deadline = time.monotonic() + 10
+    while not sink.collector.tokens.get("long") and time.monotonic() < deadline:
+        time.sleep(0.001)
+    # the long request's first tokens went out just now; the short one's first token and finish must not
+    # wait for the interval to pass
+    t = time.monotonic()
+    engine.add_request("short", [6, 7], GenerationConfig(max_tokens=2, ignore_eos=True, temperature=0.0))
+    while "short" not in sink.collector.finishes and time.monotonic() - t < 10:
+        time.sleep(0.001)
+    assert time.monotonic() - t < 0.8 * interval
+    assert engine.wait_idle(60)
+
+    # the same tokens as an engine that delivers every step, in far fewer callbacks than steps
+    reference = Sink()
+    plain = threaded(reference, output_interval_us=0)
+    plain.add_request("long", [3, 4, 5], GenerationConfig(max_tokens=480, ignore_eos=True, temperature=0.0))
+    assert plain.wait_idle(60)
+    c = sink.collector
+    assert c.tokens["long"][0] == reference.collector.tokens["long"][0] and len(c.tokens["long"][0]) == 480
+    assert len(c.tokens["short"][0]) == 2
+    assert all(len(v) == 1 for v in c.finishes.values()) and not c.after_finish
+    assert sum(1 for _, outs in deliveries if any(o.request_id == "long" for o in outs)) < 480 // 4
+
+    # a delivery with neither a first token nor a finish came at least one interval after the previous one
+    started: set[str] = set()
+    previous = None
+    for when, outs in deliveries:
+        urgent = any(o.finished or o.request_id not in started for o in outs)
+        if previous is not None and not urgent:
+            assert when - previous >= 0.95 * interval
+        started.update(o.request_id for o in outs if any(b.token_ids for b in o.branches))
+        previous = when
+    # a request's tokens arrive as one output per callback
+    assert all(len({o.request_id for o in outs}) == len(outs) for _, outs in deliveries)
+
+
 def test_add_request_raises_synchronously(threaded):
     engine = threaded(Sink())
     with pytest.raises(InvalidRequestError) as err:

@@ -64,7 +64,10 @@ def test_stop_string_ends_generation_without_leaking_its_text(client):
     assert r.matched_stop == stop
     assert r.text == full.text[:cut]
     assert stop not in r.text
-    assert len(r.token_ids) < 40  # the engine stopped early: the request was ended there
+    # the tokens end with the one that completed the stop string, even when a message carries several
+    n = len(r.token_ids)
+    assert 0 < n < 40 and r.token_ids == full.token_ids[:n]
+    assert stop in client.detokenize(full.token_ids[:n]) and stop not in client.detokenize(full.token_ids[:n - 1])
 
 
 def test_stop_token_id_ends_generation(client):

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from spindle_client.v1 import engine_pb2 as pb
 
-from spindle.engine import BranchDelta, FinishReason, RequestOutput, Usage
+from spindle.engine import BranchDelta, FinishReason, RequestOutput, TokenLogprob, Usage
 from spindle.server import convert
 from spindle.server.errors import ServiceError
 from spindle.server.model import ServedModel
@@ -73,6 +73,33 @@ def test_stop_string_across_outputs_asks_the_engine_to_abort_once(model):
     assert text == " once "
     assert final.branches[0].finish_reason == pb.FINISH_REASON_STOP
     assert final.branches[0].stop_string == "upon"
+
+
+def test_a_stop_string_inside_a_merged_output_cuts_its_tokens_there(model):
+    """One output carrying several steps' tokens (a paced engine): the delta ends with the token that
+    completed the stop string; the tokens after it are neither sent nor counted."""
+    async def run():
+        table, req, aborted = _table_with(model, stop_strings=["upon"], logprobs=True)
+        pieces = [model.tokenizer.encode(p) for p in (" once", " up", "on", " a", " time")]
+        toks = [t for p in pieces for t in p]
+        upto = len(pieces[0]) + len(pieces[1]) + len(pieces[2])
+        lps = [TokenLogprob(t, -0.5, []) for t in toks]
+        table.dispatch([RequestOutput("r1", [BranchDelta(0, toks, lps, None)], False, None, None)])
+        assert aborted == ["r1"]
+        table.dispatch([RequestOutput("r1", [BranchDelta(0, [], None, FinishReason.ABORT)], True, None, None)])
+        items = []
+        while len(req.queues[0]):
+            items.append(await req.queues[0].get())
+        return items, toks[:upto]
+
+    items, expected = asyncio.run(run())
+    deltas = [d for ds, _ in items for d in ds]
+    assert "".join(d.text for d in deltas) == " once "
+    assert [t for d in deltas for t in d.token_ids] == expected
+    assert [lp.token_id for d in deltas for lp in d.logprobs or ()] == expected
+    final = items[-1][1]
+    assert final.branches[0].finish_reason == pb.FINISH_REASON_STOP
+    assert final.branches[0].completion_tokens == len(expected)
 
 
 def test_batched_outputs_for_many_requests_reach_each_queue_in_order(model):

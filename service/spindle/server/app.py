@@ -78,9 +78,13 @@ class SpindleServer:
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
+        # Threaded mode paces in the engine: its stream-back loop delivers at most once per interval, merging
+        # each request's tokens, so the event loop is woken once per message instead of once per step.
+        # Stepped mode has no such loop; each stream's queue keeps the interval.
+        queue_interval_s = opts.stream_interval_ms / 1000 if opts.mode == STEPPED else 0.0
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
                                    finish_on_stop=opts.mode == STEPPED,
-                                   pacing=Pacing(opts.stream_interval, opts.stream_interval_ms / 1000))
+                                   pacing=Pacing(opts.stream_interval, queue_interval_s))
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -108,14 +112,17 @@ class SpindleServer:
             return EngineHost(str(self.model_dir), opts.mode, loop, table.dispatch, device=opts.device,
                               engine_mode=opts.engine_mode, max_num_sequence=opts.max_num_sequence,
                               max_total_sequence_length=opts.max_total_sequence_length,
-                              admission_window_us=opts.admission_window_us)
+                              admission_window_us=opts.admission_window_us,
+                              **({"output_interval_us": int(round(opts.stream_interval_ms * 1000))}
+                                 if opts.mode == THREADED else {}))
 
         self.servicer.host = await loop.run_in_executor(None, make)
         c = self.model.config
         host = self.servicer.host
         log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence, "
-                 "admission window %.1f ms", _engine_library(), self.model_dir, host.max_num_sequence,
-                 host.max_sequence_length, host.admission_window_us / 1000)
+                 "admission window %.1f ms, output interval %.1f ms", _engine_library(), self.model_dir,
+                 host.max_num_sequence, host.max_sequence_length, host.admission_window_us / 1000,
+                 host.output_interval_us / 1000)
         log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
                  c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
                  opts.host, self.port)

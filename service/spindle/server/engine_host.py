@@ -57,6 +57,8 @@ class EngineHost:
         self.max_num_sequence = int(limits.get("max_num_sequence") or 0) or None
         #: How long the idle engine collects a burst of requests before its first step (threaded mode).
         self.admission_window_us = int(limits.get("admission_window_us") or 0)
+        #: The least time between two output batches of the stream-back loop (threaded mode).
+        self.output_interval_us = int(limits.get("output_interval_us") or 0) if mode == THREADED else 0
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod

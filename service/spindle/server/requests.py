@@ -259,25 +259,39 @@ class LiveRequest:
         toks = bd.token_ids
         if not isinstance(toks, list):
             toks = [int(t) for t in toks or ()]
+        released = ""
+        logprobs = bd.logprobs
         if toks:
             if self.t_first is None:
                 self.t_first = time.perf_counter()
+            if b.stops.stops:
+                # token by token, so that the delta ends with the token that completed a stop string (one
+                # output may carry several steps' tokens)
+                for i, tok in enumerate(toks):
+                    text = b.detok.push((tok,))
+                    if text:
+                        released += b.stops.push(text)
+                        if b.stops.matched is not None:
+                            toks = toks[:i + 1]
+                            if logprobs:
+                                logprobs = logprobs[:i + 1]
+                            break
+            else:
+                released = b.detok.push(toks)
             b.tokens += len(toks)
-            text = b.detok.push(toks)
-        else:
-            text = ""
         reason = finish_reason_proto(bd.finish_reason)
-        if reason:
+        if b.stops.matched is None and reason:
             if reason == pb.FINISH_REASON_STOP:
                 b.stop_token = bd.stop_token_id  # the engine leaves the stop token out of token_ids
-            text += b.detok.flush()
-        released = b.stops.push(text) if text else ""
+            tail = b.detok.flush()
+            if tail:
+                released += b.stops.push(tail)
         if b.stops.matched is not None:
             b.done, b.finish, b.stop_string, b.stop_token = True, pb.FINISH_REASON_STOP, b.stops.matched, None
         elif reason:
             released += b.stops.flush()
             b.done, b.finish = True, reason
-        logprobs = self._logprobs(bd.logprobs) if bd.logprobs else None
+        logprobs = self._logprobs(logprobs) if logprobs else None
         if not released and not toks and not logprobs:
             return None
         return Delta(b.index, released, toks, logprobs)
