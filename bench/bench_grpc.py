@@ -60,8 +60,10 @@ def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
             itl.extend([gap] * (j - i + 1))
             i = j + 1
     total = sum(len(tr.tokens) for tr in traces)
+    # deliveries per stream: messages over gRPC, callbacks that carried its tokens in process
+    msgs = statistics.mean(len(set(tr.tokens)) for tr in traces) if traces else float("nan")
     return {"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "itl_p50": pct(itl, 50), "itl_p99": pct(itl, 99),
-            "tok_s": total / wall_s}
+            "msgs": msgs, "tok_s": total / wall_s}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -271,7 +273,7 @@ def main() -> int:
           + "; after " + ", ".join(f"{x:.2f}" for x in load_after) + f"; {os.cpu_count()} cores")
 
     width = max(10, *(len(name) for name in runners))
-    header = f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tok/s':>8}"
+    header = f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'msgs':>5} {'tok/s':>8}"
     print(header)
     print("-" * len(header))
     paths = [name for name in runners if name != "in-process"]
@@ -279,17 +281,19 @@ def main() -> int:
         for name in runners:
             r = results[(name, c)]
             print(f"{c:>7} {name:>{width}} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
-                  f"{r['itl_p99']:>6.2f}ms {r['tok_s']:>8.1f}")
+                  f"{r['itl_p99']:>6.2f}ms {r['msgs']:>5.1f} {r['tok_s']:>8.1f}")
         base = results[("in-process", c)]
         for name in paths:
             grpc_r = results[(name, c)]
             print(f"{c:>7} {'cost':>{width}} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
-                  f"{'':>9} {'':>8} {'':>8} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
+                  f"{'':>9} {'':>8} {'':>8} {'':>5} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
             # each round's runs are back to back: their difference cancels load that drifts between rounds
             pairs = list(zip(runs[("in-process", c)], runs[(name, c)]))
             ttft = statistics.median(g["ttft_p50"] - b["ttft_p50"] for b, g in pairs)
             tok = statistics.median(100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs)
-            print(f"{c:>7} {'per round':>{width}} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {tok:>+7.1f}%  {name}")
+            print(f"{c:>7} {'per round':>{width}} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {'':>5} {tok:>+7.1f}%  {name}")
+    print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
+          "shared evenly by its tokens")
     print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference")
     for flags in args.server:

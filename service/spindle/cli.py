@@ -49,8 +49,8 @@ def _add_serve(subparsers) -> None:
                         "CPU per token where the model uses every core")
     p.add_argument("--stream-interval-ms", type=_milliseconds, default=d.stream_interval_ms,
                    help="least time between two messages of a stream: tokens that come sooner wait and go "
-                        "out together (the first message and the final one are never held back; default "
-                        f"{d.stream_interval_ms:g}, 0 sends each step's tokens at once)")
+                        "out together (a request's first tokens and its final message are never held back; "
+                        f"default {d.stream_interval_ms:g}, 0 sends each step's tokens at once)")
     p.add_argument("--grace-period", type=float, default=d.grace_period_s,
                    help=f"seconds live requests get to finish on SIGTERM (default {d.grace_period_s:g})")
     p.add_argument("--engine-mode", choices=("server", "local", "interactive"), default=d.engine_mode,
