@@ -3,8 +3,9 @@
 For 1 and 16 concurrent streams it reports time to first token (TTFT) and inter-token latency (ITL) at
 p50/p99 and the aggregate decode throughput, side by side, with the gRPC/in-process ratio.
 
-The peers do the same work a user gets: the in-process path detokenizes every request incrementally in
-its output callback (what the server does for a gRPC stream); the gRPC client (AsyncClient.stream) runs in
+The peers do the same work a user gets: the in-process engine has the settings `spindle serve` gives it
+(the server preset, outputs delivered at most every --stream-interval-ms) and detokenizes every request
+incrementally in its output callback (what the server does for a gRPC stream); the gRPC client (AsyncClient.stream) runs in
 this process, the server in its own. Rounds alternate the two paths (ABBA order, so drifting machine load
 hits both alike); the table shows medians and the load average before and after.
 
