@@ -139,7 +139,7 @@ def test_output_interval_is_checked(tiny_model_dir):
 
 
 def test_output_interval_merges_steps_and_never_holds_first_tokens_or_finishes(threaded):
-    interval = 0.5
+    interval = 1.0
     deliveries: list[tuple[float, list]] = []
     sink = Sink()
 
@@ -159,7 +159,7 @@ def test_output_interval_merges_steps_and_never_holds_first_tokens_or_finishes(t
     engine.add_request("short", [6, 7], GenerationConfig(max_tokens=2, ignore_eos=True, temperature=0.0))
     while "short" not in sink.collector.finishes and time.monotonic() - t < 10:
         time.sleep(0.001)
-    assert time.monotonic() - t < 0.8 * interval
+    assert time.monotonic() - t < 0.6 * interval
     assert engine.wait_idle(60)
 
     # the same tokens as an engine that delivers every step, in far fewer callbacks than steps
