@@ -36,8 +36,14 @@ EXP_TILE = 16  # lanes of the vectorised softmax loops
 # the weights since the layer last read them), so even a batch-1 step over 64 keys gains from a second
 # thread's loads (4% of a SmolLM2 q4_1 step); the pool's threads are awake between a step's kernels.
 DECODE_PARALLEL_MIN = 256
-SPLIT_KEYS = 256  # keys per task at least, when a sequence's keys are split across tasks
+SPLIT_KEYS = 256  # a long context is cut into ranges of this many keys (up to MAX_SPLIT)
 MAX_SPLIT = 8  # key ranges per (sequence, KV head) at most
+# Fewer (sequence, KV head) pairs than this are cut into key ranges (of MIN_PART_KEYS at least) until there
+# are this many tasks: SmolLM2 at batch 1 has 3 KV heads, which two threads share 2 + 1 (the attention reads
+# the cached keys and values from memory, so the thread with two heads' keys sets the time); 6 tasks share
+# 3 + 3 (3% of a batch-1 step at 100 cached tokens, 6% at 160).
+MIN_TASKS = 6
+MIN_PART_KEYS = 32
 ROPE_PARALLEL_MIN = 32  # tokens: below this the RoPE split runs on the calling thread
 APPEND_PARALLEL_MIN = 256  # tokens: below this the append runs on the calling thread
 
@@ -190,7 +196,9 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                     part_ms[bk, part, g, 1] = run_sum[g]
 
     def n_parts(nnz_pages, batch_size):
-        return T.max(1, T.min(MAX_SPLIT, nnz_pages * page_size // (batch_size * SPLIT_KEYS)))
+        keys = nnz_pages * page_size // batch_size  # per sequence, on average
+        balance = T.min((MIN_TASKS + batch_size * h_kv - 1) // (batch_size * h_kv), keys // MIN_PART_KEYS)
+        return T.max(1, T.min(MAX_SPLIT, T.max(balance, keys // SPLIT_KEYS)))
 
     @T.macro
     def merge(bk, parts, output, lse, part_o, part_ms):
@@ -249,8 +257,8 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
         with T.sblock("decode"):
             T.reads()
             T.writes()
-            # Each (sequence, KV head) is cut into `parts` key ranges of about SPLIT_KEYS (at most
-            # MAX_SPLIT): a batch-1 long context then has enough tasks for every core.
+            # Each (sequence, KV head) is cut into `parts` key ranges: of about SPLIT_KEYS for a long
+            # context (at most MAX_SPLIT), and into at least MIN_TASKS tasks when there are few pairs.
             part_o = T.sblock_alloc_buffer((batch_size * h_kv, n_parts(nnz_pages, batch_size), group, d), "float32")
             part_ms = T.sblock_alloc_buffer((batch_size * h_kv, n_parts(nnz_pages, batch_size), group, 2), "float32")
             if nnz_pages * page_size * h_q < DECODE_PARALLEL_MIN:
