@@ -71,6 +71,14 @@ class SpindleServer:
         self._stopped = asyncio.Event()
         self._draining_task: asyncio.Task | None = None
 
+    def _engine_interval_us(self) -> int:
+        """The engine's output interval. Threaded mode paces in the engine: its stream-back loop delivers at
+        most once per interval, merging each request's tokens, so the event loop is woken once per message
+        instead of once per step. Stepped mode has no such loop (0 here); each stream's queue keeps the
+        interval instead."""
+        opts = self.options
+        return int(round(opts.stream_interval_ms * 1000)) if opts.mode == THREADED else 0
+
     async def start(self, load: bool = True) -> int:
         """Listen (health NOT_SERVING) and, with ``load``, load the engine and report SERVING."""
         opts = self.options
@@ -78,10 +86,7 @@ class SpindleServer:
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
-        # Threaded mode paces in the engine: its stream-back loop delivers at most once per interval, merging
-        # each request's tokens, so the event loop is woken once per message instead of once per step.
-        # Stepped mode has no such loop; each stream's queue keeps the interval.
-        queue_interval_s = opts.stream_interval_ms / 1000 if opts.mode == STEPPED else 0.0
+        queue_interval_s = 0.0 if self._engine_interval_us() else opts.stream_interval_ms / 1000
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
                                    finish_on_stop=opts.mode == STEPPED,
                                    pacing=Pacing(opts.stream_interval, queue_interval_s))
@@ -113,8 +118,7 @@ class SpindleServer:
                               engine_mode=opts.engine_mode, max_num_sequence=opts.max_num_sequence,
                               max_total_sequence_length=opts.max_total_sequence_length,
                               admission_window_us=opts.admission_window_us,
-                              **({"output_interval_us": int(round(opts.stream_interval_ms * 1000))}
-                                 if opts.mode == THREADED else {}))
+                              output_interval_us=self._engine_interval_us())
 
         self.servicer.host = await loop.run_in_executor(None, make)
         c = self.model.config

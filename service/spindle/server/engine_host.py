@@ -58,7 +58,7 @@ class EngineHost:
         #: How long the idle engine collects a burst of requests before its first step (threaded mode).
         self.admission_window_us = int(limits.get("admission_window_us") or 0)
         #: The least time between two output batches of the stream-back loop (threaded mode).
-        self.output_interval_us = int(limits.get("output_interval_us") or 0) if mode == THREADED else 0
+        self.output_interval_us = int(limits.get("output_interval_us") or 0)
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod
