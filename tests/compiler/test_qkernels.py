@@ -85,7 +85,7 @@ def _activations(rows: int, k: int, seed: int = 1) -> np.ndarray:
 
 
 def _names(fmt: str) -> list[str]:
-    return ["qweight", "scales", "mins"] if fmt == "q4_1" else ["qweight", "scales"]
+    return list(Q.tiled_specs(fmt, 16, 32))  # q4_1 tiles hold their scales and minimums
 
 
 def _rel(got: np.ndarray, want: np.ndarray) -> float:

@@ -170,21 +170,34 @@ def test_column_tiles_hold_the_blocks_exactly(fmt, out_features, in_features):
     tiled = Q.to_tiles(fmt, arrays)
     for name, (shape, dtype) in Q.tiled_specs(fmt, out_features, in_features).items():
         assert tiled[name].shape == shape and str(tiled[name].dtype) == dtype
-    back = Q.from_tiles(fmt, tiled, out_features)
+    back = Q.from_tiles(fmt, tiled, out_features, in_features)
     for name in arrays:
         np.testing.assert_array_equal(back[name], arrays[name])
     np.testing.assert_array_equal(Q.to_gguf_blocks(fmt, back), Q.to_gguf_blocks(fmt, arrays))
-    tiles = tiled["scales"].shape[0]
+    tiles, groups = tiled["qweight"].shape[0], in_features // 32
     pad = tiles * Q.TILE - out_features
+    raw = tiled["qweight"].view(np.uint8)
+    if fmt == "q4_1":  # each group's 256 bytes of codes, then its 16 fp16 scales and 16 fp16 minimums
+        raw = raw.reshape(tiles, groups, 320)
+        code_bytes = raw[..., :256]
+        scales, mins = (np.ascontiguousarray(raw[..., lo:lo + 32]).view(np.float16) for lo in (256, 288))
+    else:  # pairs of groups: 2 x 512 bytes of codes, then 2 x 16 fp16 scales; an odd last group's partner is zero
+        raw = raw.reshape(tiles, -1, 1088)
+        code_bytes = raw[..., :1024].reshape(tiles, -1, 512)
+        scales = np.ascontiguousarray(raw[..., 1024:]).reshape(tiles, -1, 32).view(np.float16)
+        if groups % 2:
+            assert not code_bytes[:, groups:].any() and not scales[:, groups:].any()
+        mins = None
     if pad:
-        assert not tiled["scales"][-1, :, Q.TILE - pad:].any()
+        assert not scales[-1, :groups, Q.TILE - pad:].any()
     codes = Q.unpack_nibbles(arrays["qweight"]) if fmt == "q4_1" else arrays["qweight"]
-    raw = tiled["qweight"].view(np.uint8 if fmt == "q4_1" else np.int8).reshape(tiles, in_features // 32, -1)
     for n, k in ((0, 0), (out_features - 1, in_features - 1), (out_features // 2, 13), (1 % out_features, 36 % in_features)):
         t, c, g, kk = n // 16, n % 16, k // 32, k % 32
         if fmt == "q8_0":
-            got = raw[t, g, (kk // 4) * 64 + c * 4 + kk % 4]
+            got = code_bytes[t, g, (kk // 4) * 64 + c * 4 + kk % 4].astype(np.int8)
         else:
-            byte = raw[t, g, (kk // 8) * 64 + c * 4 + kk % 8 % 4]
+            byte = code_bytes[t, g, (kk // 8) * 64 + c * 4 + kk % 8 % 4]
             got = byte >> 4 if kk % 8 >= 4 else byte & 15
+            assert mins[t, g, c] == arrays["mins"][n, g], (n, k)
         assert got == codes[n, k], (n, k)
+        assert scales[t, g, c] == arrays["scales"][n, g], (n, k)

@@ -184,17 +184,12 @@ def _block_linear(m: nn.Module) -> bool:
     return isinstance(m, QuantizedLinear) and m.layout == "tiles" and m.out_dtype == "float32"
 
 
-def _block_arrays(linear: QuantizedLinear) -> list:
-    """(qweight, scales, mins) of a fused block's matrix; a q8_0 matrix passes its scales as the (unread) mins."""
-    return [linear.qweight, linear.scales, linear.mins if linear.mins is not None else linear.scales]
-
-
 def norm_linear(norm: nn.RMSNorm, linear: QuantizedLinear, x: Tensor) -> Tensor:
     """``rmsnorm(x) @ W.T`` in one fused C block (`kernels.norm_matmul_func`); x is float32 ``[d0, d1, K]``."""
     from .kernels import norm_matmul_func  # pylint: disable=import-outside-toplevel
 
     func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon))
-    return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", [x, norm.weight, *_block_arrays(linear)],
+    return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", [x, norm.weight, linear.qweight],
                            Tensor.placeholder([*x.shape[:-1], linear.out_features], "float32"))
 
 
@@ -209,7 +204,7 @@ def mlp_block(a: Tensor, x: Tensor, o_proj: QuantizedLinear, norm: nn.RMSNorm, g
     inter = gate_up.out_features // 2
     func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features, inter,
                           float(norm.epsilon))
-    args = [a, x, *_block_arrays(o_proj), norm.weight, *_block_arrays(gate_up), *_block_arrays(down)]
+    args = [a, x, o_proj.qweight, norm.weight, gate_up.qweight, down.qweight]  # the tiles hold the scales
     return op.tensor_ir_op(func, "mlp_block", args, Tensor.placeholder(list(x.shape), "float32"))
 
 

@@ -19,10 +19,12 @@ loads exactly (no second quantization). Layers on the ``int8`` kernel hold the s
 tiles (``to_tiles``, ``layout="tiles"``): 16 output columns interleaved per group of 32 inputs, as
 `kernels/qmatmul.c` describes, with ``out`` padded to a multiple of 16 by zero blocks:
 
-| format | ``qweight`` | ``scales`` / ``mins`` |
-|---|---|---|
-| q8_0 | int8 ``[tiles, in/32, 512]`` | float16 ``[tiles, in/32, 16]`` |
-| q4_1 | uint32 ``[tiles, in/32, 64]`` | float16 ``[tiles, in/32, 16]`` |
+| format | ``qweight`` (the only array) |
+|---|---|
+| q8_0 | int8 ``[tiles, ceil(in/64), 1088]``: per pair of groups the 512 code bytes of each, then the 16 fp16 scales of each (an odd last group has a zero partner) |
+| q4_1 | uint32 ``[tiles, in/32, 80]``: per group 64 words of codes, then the 16 fp16 scales and the 16 fp16 minimums |
+
+so that a tile is one contiguous stream: each group's scales sit next to its codes.
  Both matmul kernels read these arrays directly, so a decode step
 streams the quantized bytes, not float32 weights:
 
@@ -98,6 +100,8 @@ def array_specs(fmt: str, out_features: int, in_features: int) -> dict[str, tupl
 
 
 TILE = 16  # output columns per tile of the "tiles" layout
+TILE_Q4_1_WORDS = 80  # uint32 words per tile and group of a q4_1 tile: 64 of codes, 8 of scales, 8 of minimums
+TILE_Q8_0_PAIR = 1088  # bytes per tile and pair of groups of a q8_0 tile: 2 x 512 of codes, 2 x 32 of scales
 LAYOUTS = ("rows", "tiles")
 
 
@@ -106,11 +110,9 @@ def tiled_specs(fmt: str, out_features: int, in_features: int) -> dict[str, tupl
     _check_format(fmt)
     out_features, in_features = _check_shape((out_features, in_features))
     tiles, groups = (out_features + TILE - 1) // TILE, in_features // BLOCK_SIZE
-    specs = {"qweight": ((tiles, groups, 512), "int8") if fmt == "q8_0" else ((tiles, groups, 64), "uint32"),
-             "scales": ((tiles, groups, TILE), "float16")}
-    if fmt == "q4_1":
-        specs["mins"] = ((tiles, groups, TILE), "float16")
-    return specs
+    if fmt == "q4_1":  # codes, scales and minimums of a group in one run of 320 bytes
+        return {"qweight": ((tiles, groups, TILE_Q4_1_WORDS), "uint32")}
+    return {"qweight": ((tiles, (groups + 1) // 2, TILE_Q8_0_PAIR), "int8")}
 
 
 def layout_specs(fmt: str, out_features: int, in_features: int, layout: str = "rows"):
@@ -134,34 +136,48 @@ def to_tiles(fmt: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     tiles, groups = (out_features + TILE - 1) // TILE, in_features // BLOCK_SIZE
     if fmt == "q8_0":
         w = _tile_columns(arrays["qweight"].reshape(out_features, groups, 8, 4), tiles)  # [t, c, g, j, b]
-        qweight = np.ascontiguousarray(w.transpose(0, 2, 3, 1, 4)).reshape(tiles, groups, 512)
+        code_bytes = w.transpose(0, 2, 3, 1, 4).reshape(tiles, groups, 512).view(np.uint8)
+        scales = np.ascontiguousarray(_tile_columns(arrays["scales"], tiles).transpose(0, 2, 1)).view(np.uint8)
+        if groups % 2:  # a zero partner for the odd last group
+            code_bytes = np.concatenate([code_bytes, np.zeros((tiles, 1, 512), np.uint8)], axis=1)
+            scales = np.concatenate([scales, np.zeros((tiles, 1, 32), np.uint8)], axis=1)
+        pairs = (groups + 1) // 2
+        qweight = np.concatenate([code_bytes.reshape(tiles, pairs, 1024), scales.reshape(tiles, pairs, 64)], axis=2)
+        return {"qweight": np.ascontiguousarray(qweight).view(np.int8)}
     else:
         codes = _tile_columns(unpack_nibbles(arrays["qweight"]).reshape(out_features, groups, 4, 8), tiles)
         packed = (codes[..., :4] | (codes[..., 4:] << 4)).astype(np.uint8)  # [t, c, g, j, b]
-        qweight = np.ascontiguousarray(packed.transpose(0, 2, 3, 1, 4)).reshape(tiles, groups, 256)
-        qweight = qweight.view(np.uint32)
-    out = {"qweight": qweight}
-    for name in ("scales", "mins") if fmt == "q4_1" else ("scales",):
-        out[name] = np.ascontiguousarray(_tile_columns(arrays[name], tiles).transpose(0, 2, 1))
-    return out
+        code_bytes = packed.transpose(0, 2, 3, 1, 4).reshape(tiles, groups, 256)
+        scales, mins = (np.ascontiguousarray(_tile_columns(arrays[name], tiles).transpose(0, 2, 1)).view(np.uint8)
+                        for name in ("scales", "mins"))  # [t, g, 32 bytes]
+        qweight = np.ascontiguousarray(np.concatenate([code_bytes, scales, mins], axis=2)).view(np.uint32)
+        return {"qweight": qweight}
 
 
-def from_tiles(fmt: str, arrays: Mapping[str, np.ndarray], out_features: int) -> dict[str, np.ndarray]:
+def from_tiles(fmt: str, arrays: Mapping[str, np.ndarray], out_features: int, in_features: int) -> dict[str, np.ndarray]:
     """Inverse of `to_tiles` (the padding columns dropped)."""
     _check_format(fmt)
-    tiles, groups = arrays["scales"].shape[:2]
+    tiles = arrays["qweight"].shape[0]
+
+    def rows(a, groups):  # [tiles, groups, 16] -> [out, groups]
+        return np.ascontiguousarray(a.transpose(0, 2, 1).reshape(tiles * TILE, groups)[:out_features])
+
     if fmt == "q8_0":
-        w = arrays["qweight"].reshape(tiles, groups, 8, TILE, 4).transpose(0, 3, 1, 2, 4)
+        groups = in_features // BLOCK_SIZE
+        raw = arrays["qweight"].view(np.uint8).reshape(tiles, -1, TILE_Q8_0_PAIR)
+        codes = raw[..., :1024].reshape(tiles, -1, 512)[:, :groups]
+        scales = np.ascontiguousarray(raw[..., 1024:].reshape(tiles, -1, 32)[:, :groups]).view(np.float16)
+        w = codes.view(np.int8).reshape(tiles, groups, 8, TILE, 4).transpose(0, 3, 1, 2, 4)
         qweight = np.ascontiguousarray(w.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features])
-    else:
-        packed = arrays["qweight"].view(np.uint8).reshape(tiles, groups, 4, TILE, 4).transpose(0, 3, 1, 2, 4)
-        codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # [t, c, g, j, 8]
-        codes = codes.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features]
-        qweight = pack_nibbles(np.ascontiguousarray(codes))
-    out = {"qweight": qweight}
-    for name in ("scales", "mins") if fmt == "q4_1" else ("scales",):
-        out[name] = np.ascontiguousarray(arrays[name].transpose(0, 2, 1).reshape(tiles * TILE, groups)[:out_features])
-    return out
+        return {"qweight": qweight, "scales": rows(scales, groups)}
+    groups = in_features // BLOCK_SIZE
+    group = arrays["qweight"].view(np.uint8).reshape(tiles, groups, 4 * TILE_Q4_1_WORDS)
+    packed = group[..., :256].reshape(tiles, groups, 4, TILE, 4).transpose(0, 3, 1, 2, 4)
+    codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # [t, c, g, j, 8]
+    codes = codes.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features]
+    scales, mins = (np.ascontiguousarray(group[..., lo:lo + 32]).view(np.float16) for lo in (256, 288))
+    return {"qweight": pack_nibbles(np.ascontiguousarray(codes)), "scales": rows(scales, groups),
+            "mins": rows(mins, groups)}
 
 
 def bits_per_weight(fmt: str) -> float:
@@ -324,20 +340,30 @@ def int8_matmul_reference(fmt: str, x: np.ndarray, arrays: Mapping[str, np.ndarr
 # Compiled side: TE expressions and the nn layer.
 
 
-def dequantize_tiles_te(fmt: str, qweight, scales, mins=None):
-    """`dequantize_te` for the column-tile layout (`to_tiles`)."""
+def dequantize_tiles_te(fmt: str, qweight):
+    """`dequantize_te` for the column-tile layout (`to_tiles`: the tiles hold the scales and minimums)."""
     _check_format(fmt)
+
+    def q4_1_half(t, g, c, word0):  # the fp16 of column c among the 8 words from word0 of a q4_1 group
+        word = qweight[t, g, word0 + c // 2]
+        bits = (word >> ((c % 2) * 16).astype("uint32")) & tirx.const(0xFFFF, "uint32")
+        return tirx.reinterpret("float16", bits.astype("uint16")).astype("float32")
+
+    def q8_0_scale(t, g, c):  # bytes 1024 + 32 (g % 2) + 2c of the group pair: little-endian fp16
+        at = 1024 + (g % 2) * 32 + c * 2
+        lo, hi = (qweight[t, g // 2, at + i].astype("uint8").astype("uint16") for i in (0, 1))
+        return tirx.reinterpret("float16", lo | (hi << tirx.const(8, "uint16"))).astype("float32")
 
     def weight(n, k):
         t, c, g, kk = n // TILE, n % TILE, k // BLOCK_SIZE, k % BLOCK_SIZE
-        scale = scales[t, g, c].astype("float32")
         if fmt == "q8_0":
-            return qweight[t, g, (kk // 4) * 64 + c * 4 + kk % 4].astype("float32") * scale
+            code = qweight[t, g // 2, (g % 2) * 512 + (kk // 4) * 64 + c * 4 + kk % 4]
+            return code.astype("float32") * q8_0_scale(t, g, c)
         e = kk % 8
         word = qweight[t, g, (kk // 8) * TILE + c]
         shift = ((e % 4) * 8 + (e // 4) * 4).astype("uint32")
         code = (word >> shift) & tirx.const(15, "uint32")
-        return code.astype("float32") * scale + mins[t, g, c].astype("float32")
+        return code.astype("float32") * q4_1_half(t, g, c, 64) + q4_1_half(t, g, c, 72)
 
     return weight
 
@@ -445,8 +471,9 @@ def _export_target():
 class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attributes
     """`y = x @ dequantize(W).T (+ bias)` with W held in a GGUF block format (q8_0 or q4_1).
 
-    Parameters are the device arrays of `array_specs` (`qweight`, `scales`, and `mins` for q4_1)
-    plus an optional `bias` of `out_dtype`. Fill them with `quantize` or `from_gguf_blocks`.
+    Parameters are the device arrays of `layout_specs` (rows: `qweight`, `scales`, and `mins` for q4_1;
+    tiles: `qweight`, and `scales` for q8_0) plus an optional `bias` of `out_dtype`. Fill them with
+    `quantize` or `from_gguf_blocks` (and `to_tiles` for the tile layout).
     """
 
     def __init__(self, in_features: int, out_features: int, fmt: str, bias: bool = False,
@@ -467,15 +494,13 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
         self.layout = "tiles" if self.kernel == "int8" else "rows"
         specs = layout_specs(fmt, self.out_features, self.in_features, self.layout)
         self.qweight = nn.Parameter(*specs["qweight"])
-        self.scales = nn.Parameter(*specs["scales"])
-        self.mins = nn.Parameter(*specs["mins"]) if fmt == "q4_1" else None
+        # q4_1 tiles hold their scales and minimums inside `qweight`
+        self.scales = nn.Parameter(*specs["scales"]) if "scales" in specs else None
+        self.mins = nn.Parameter(*specs["mins"]) if "mins" in specs else None
         self.bias = nn.Parameter((self.out_features,), out_dtype) if bias else None
 
     def _arrays(self) -> list:
-        arrays = [self.qweight, self.scales]
-        if self.mins is not None:
-            arrays.append(self.mins)
-        return arrays
+        return [a for a in (self.qweight, self.scales, self.mins) if a is not None]
 
     def forward(self, x: nn.Tensor, residual: nn.Tensor | None = None) -> nn.Tensor:  # pylint: disable=arguments-differ
         """`x @ W.T (+ bias) (+ residual)`; `residual` has the output's shape.
@@ -545,8 +570,8 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
 
         dequant = dequantize_tiles_te if self.layout == "tiles" else dequantize_te
 
-        def compute(idx, qweight, scales, mins=None):
-            weight = dequant(fmt, qweight, scales, mins)
+        def compute(idx, *arrays):
+            weight = dequant(fmt, *arrays)
             return te.compute(
                 (idx.shape[0], in_features),
                 lambda i, k: weight(idx[i], k).astype(dtype),

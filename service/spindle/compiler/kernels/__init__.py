@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "99a3401723106068fc019f2cbd491d37633127e2f22ec3f2e5675a7eb1f561a7"
+SOURCE_DIGEST = "24a833c536eb62eea25e03bc2e4a08ba93522739cbc94d11868e7bf4f8a30909"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -112,10 +112,10 @@ def act_row_bytes(in_features: int) -> int:
 
 
 def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bool = False):
-    """The PrimFunc `(x[d0, d1, K] float32, *weight arrays, y[d0, d1, N] float32)` of the integer-dot kernel.
+    """The PrimFunc `(x[d0, d1, K] float32, qweight, y[d0, d1, N] float32)` of the integer-dot kernel.
 
-    The weight arrays are in the column-tile layout (`quantization.to_tiles`). With `residual`, the
-    PrimFunc takes `res[d0, d1, N] float32` after the weight arrays and computes `y = x @ W.T + res`: the
+    `qweight` is the column-tile layout (`quantization.to_tiles`; the tiles hold the scales). With
+    `residual`, the PrimFunc takes `res[d0, d1, N] float32` after `qweight` and computes `y = x @ W.T + res`: the
     tile kernel adds `res` to each finished output as it stores it (the same single float add a separate
     elementwise kernel would do). Without it the kernel gets a NULL residual pointer.
 
@@ -133,7 +133,7 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
     k, n = int(in_features), int(out_features)
     row_bytes, code = act_row_bytes(k), FORMAT_CODES[fmt]
     specs = tiled_specs(fmt, n, k)
-    qshape, sshape = specs["qweight"][0], specs["scales"][0]
+    qshape = specs["qweight"][0]
     par_rows = PARALLEL_QUANTIZE_ROWS
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
     null = tvm.tirx.reinterpret("handle", tvm.tirx.const(0, "uint64"))  # the C kernels' residual pointer when there is none
@@ -155,21 +155,20 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
     if fmt == "q4_1":
 
         @T.macro
-        def q4_1_tiles(act, qweight, scales, mins, y, res_ptr, rows):
+        def q4_1_tiles(act, qweight, y, res_ptr, rows):
             counter = T.decl_buffer((1,), "int32")
             counter[0] = 0
             for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
                 T.evaluate(T.call_extern(
                     "int32", "spindle_qmm_q4_1_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3),
                     T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
-                    T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.address_of(mins[0, 0, 0]),
-                    T.int64(k), T.int64(n), T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
+                    T.address_of(qweight[0, 0, 0]), T.int64(k), T.int64(n),
+                    T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
 
         if residual:
 
             @T.prim_func(private=True)
-            def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), scales: T.Buffer(sshape, "float16"),
-                         mins: T.Buffer(sshape, "float16"), var_r: T.handle, var_y: T.handle):
+            def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), var_r: T.handle, var_y: T.handle):
                 T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
                 d0, d1 = T.int64(), T.int64()
                 x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -177,40 +176,37 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
                 y = T.match_buffer(var_y, (d0, d1, n), "float32")
                 act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
                 quantize(x, act, d0 * d1)
-                q4_1_tiles(act, qweight, scales, mins, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1),
-                           d0 * d1)
+                q4_1_tiles(act, qweight, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
 
             return func_res
 
         @T.prim_func(private=True)
-        def func(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), scales: T.Buffer(sshape, "float16"),
-                 mins: T.Buffer(sshape, "float16"), var_y: T.handle):
+        def func(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), var_y: T.handle):
             T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
             d0, d1 = T.int64(), T.int64()
             x = T.match_buffer(var_x, (d0, d1, k), "float32")
             y = T.match_buffer(var_y, (d0, d1, n), "float32")
             act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
             quantize(x, act, d0 * d1)
-            q4_1_tiles(act, qweight, scales, mins, y, null, d0 * d1)
+            q4_1_tiles(act, qweight, y, null, d0 * d1)
 
         return func
 
     @T.macro
-    def q8_0_tiles(act, qweight, scales, y, res_ptr, rows):
+    def q8_0_tiles(act, qweight, y, res_ptr, rows):
         counter = T.decl_buffer((1,), "int32")
         counter[0] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
                 "int32", "spindle_qmm_q8_0_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3),
                 T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
-                T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.int64(k), T.int64(n),
+                T.address_of(qweight[0, 0, 0]), T.int64(k), T.int64(n),
                 T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
 
     if residual:
 
         @T.prim_func(private=True)
-        def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), scales: T.Buffer(sshape, "float16"),
-                     var_r: T.handle, var_y: T.handle):
+        def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), var_r: T.handle, var_y: T.handle):
             T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
             d0, d1 = T.int64(), T.int64()
             x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -218,35 +214,32 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
             y = T.match_buffer(var_y, (d0, d1, n), "float32")
             act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
             quantize(x, act, d0 * d1)
-            q8_0_tiles(act, qweight, scales, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
+            q8_0_tiles(act, qweight, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
 
         return func_res
 
     @T.prim_func(private=True)
-    def func(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), scales: T.Buffer(sshape, "float16"),
-             var_y: T.handle):
+    def func(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
         d0, d1 = T.int64(), T.int64()
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
         y = T.match_buffer(var_y, (d0, d1, n), "float32")
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
         quantize(x, act, d0 * d1)
-        q8_0_tiles(act, qweight, scales, y, null, d0 * d1)
+        q8_0_tiles(act, qweight, y, null, d0 * d1)
 
     return func
 
 
 def _matrix_specs(fmt: str, out_features: int, in_features: int):
-    """(qweight shape, qweight dtype, scales shape) of one tiled matrix. A fused block's PrimFunc takes
-    (qweight, scales, mins) for every matrix; a q8_0 matrix passes its scales again as `mins` (unread)."""
+    """(shape, dtype) of one tiled matrix: its `qweight`, which holds the scales (and minimums) too."""
     from ..quantization import tiled_specs  # pylint: disable=import-outside-toplevel
 
-    specs = tiled_specs(fmt, out_features, in_features)
-    return specs["qweight"][0], specs["qweight"][1], specs["scales"][0]
+    return tiled_specs(fmt, out_features, in_features)["qweight"]
 
 
 def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
-    """The PrimFunc `(x[d0, d1, K], norm_w[K], qweight, scales, mins, y[d0, d1, N])` of
+    """The PrimFunc `(x[d0, d1, K], norm_w[K], qweight, y[d0, d1, N])` of
     `spindle_qblock_norm_matmul`: `y = rmsnorm(x) @ W.T`, the norm folded into the activation quantization
     (one VM call and one parallel region instead of a norm kernel and a matmul)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
@@ -254,13 +247,13 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
     load_into_process()
     k, n, code = int(in_features), int(out_features), FORMAT_CODES[fmt]
     row_bytes = act_row_bytes(k)
-    qshape, qdtype, sshape = _matrix_specs(fmt, n, k)
+    qshape, qdtype = _matrix_specs(fmt, n, k)
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
 
     # pylint: disable=no-member,invalid-name,unused-variable
     @T.prim_func(private=True)
     def func(var_x: T.handle, norm_w: T.Buffer((k,), "float32"), qweight: T.Buffer(qshape, qdtype),
-             scales: T.Buffer(sshape, "float16"), mins: T.Buffer(sshape, "float16"), var_y: T.handle):
+             var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -275,8 +268,7 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
                 T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * k, 1), T.address_of(norm_w[0]), T.float32(eps),
                 T.int64(k), T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 3), code,
-                T.address_of(qweight[0, 0, 0]), T.address_of(scales[0, 0, 0]), T.address_of(mins[0, 0, 0]),
-                T.int64(n), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2)))
+                T.address_of(qweight[0, 0, 0]), T.int64(n), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2)))
 
     return func
 
@@ -284,8 +276,7 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
 def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, inter: int, eps: float):
     """The PrimFunc of `spindle_qblock_mlp`, what a decoder layer does after its attention:
 
-        (a[d0, d1, A], x[d0, d1, H], o: qweight, scales, mins, norm_w[H], gate_up: qweight, scales, mins,
-         down: qweight, scales, mins, y[d0, d1, H])
+        (a[d0, d1, A], x[d0, d1, H], o_proj qweight, norm_w[H], gate_up qweight, down qweight, y[d0, d1, H])
         x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
 
     `fmts` are the formats of o_proj, gate_up_proj and down_proj; `inter` must be a multiple of 16 (the
@@ -297,18 +288,16 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     load_into_process()
     a_, h_, i_ = int(attn_features), int(hidden), int(inter)
     fo, fg, fd = (FORMAT_CODES[f] for f in fmts)
-    qo, qo_t, so = _matrix_specs(fmts[0], h_, a_)
-    qg, qg_t, sg = _matrix_specs(fmts[1], 2 * i_, h_)
-    qd, qd_t, sd = _matrix_specs(fmts[2], h_, i_)
+    qo, qo_t = _matrix_specs(fmts[0], h_, a_)
+    qg, qg_t = _matrix_specs(fmts[1], 2 * i_, h_)
+    qd, qd_t = _matrix_specs(fmts[2], h_, i_)
     rb_a, rb_h, rb_i = act_row_bytes(a_), act_row_bytes(h_), act_row_bytes(i_)
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
 
     # pylint: disable=no-member,invalid-name,unused-variable,too-many-arguments
     @T.prim_func(private=True)
-    def func(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), o_s: T.Buffer(so, "float16"),
-             o_m: T.Buffer(so, "float16"), norm_w: T.Buffer((h_,), "float32"), g_q: T.Buffer(qg, qg_t),
-             g_s: T.Buffer(sg, "float16"), g_m: T.Buffer(sg, "float16"), d_q: T.Buffer(qd, qd_t),
-             d_s: T.Buffer(sd, "float16"), d_m: T.Buffer(sd, "float16"), var_y: T.handle):
+    def func(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), norm_w: T.Buffer((h_,), "float32"),
+             g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
         a = T.match_buffer(var_a, (d0, d1, a_), "float32")
@@ -329,10 +318,8 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
                 T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
-                fo, T.address_of(o_q[0, 0, 0]), T.address_of(o_s[0, 0, 0]), T.address_of(o_m[0, 0, 0]),
-                T.address_of(norm_w[0]), T.float32(eps),
-                fg, T.address_of(g_q[0, 0, 0]), T.address_of(g_s[0, 0, 0]), T.address_of(g_m[0, 0, 0]),
-                fd, T.address_of(d_q[0, 0, 0]), T.address_of(d_s[0, 0, 0]), T.address_of(d_m[0, 0, 0]),
+                fo, T.address_of(o_q[0, 0, 0]), T.address_of(norm_w[0]), T.float32(eps),
+                fg, T.address_of(g_q[0, 0, 0]), fd, T.address_of(d_q[0, 0, 0]),
                 T.tvm_access_ptr(i8, act_a.data, 0, d0 * d1 * rb_a, 3), T.tvm_access_ptr(i8, act_n.data, 0, d0 * d1 * rb_h, 3),
                 T.tvm_access_ptr(i8, act_h.data, 0, d0 * d1 * rb_i, 3), T.tvm_access_ptr(f32, x2.data, 0, d0 * d1 * h_, 3),
                 T.tvm_access_ptr(f32, gu.data, 0, d0 * d1 * 2 * i_, 3), T.tvm_access_ptr(f32, hb.data, 0, d0 * d1 * i_, 3),

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import compile_source
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "b6bb2eabadf73c9b7477cb0f74704f7256c500da12f1edfec77fde6e6c851c42"
+SOURCE_DIGEST = "2d752fbbaa414e15923d962b8d527920918ff31806f94b47b558a9ae786a2696"
 PARALLEL_SLOTS = 16
 DTYPE_CODES = {"float32": 0, "float16": 1}
 

@@ -3,7 +3,10 @@
  * W stays row-major [N, K] (the layout of the checkpoint, of prefill's GEMM and of a tied embedding table).
  * A pass takes 4 consecutive weight rows (output columns; contiguous in memory) and up to 4 activation rows:
  * each 16-wide weight load feeds one FMA per activation row, the 4 x 4 accumulators are summed at the end
- * with one transpose-add, and the weights one pass ahead are prefetched into L2. float16 weights and
+ * with one transpose-add, and the weights one pass ahead are prefetched into L2. One activation row (batch-1
+ * decode) takes the columns one at a time instead: the weight rows are read in memory order, one stream
+ * that the hardware prefetcher follows at close to a plain read's speed (four interleaved rows with
+ * software prefetches pulled ~0.6 of that per core), two accumulators per column. float16 weights and
  * activations are converted in registers (F16C) and accumulate in float32; a float16 output is rounded once.
  * AVX-512 with a portable C fallback picked at run time (SPINDLE_QKERNEL=scalar forces it, as for the int8
  * kernels). spindle_fmm_*_sched is the parallel entry: the threads of one parallel region take ranges of
@@ -135,8 +138,32 @@ AVX512_INLINE void fmm_block(const void *x, int NR, int NC, const void *w, int64
   }
 }
 
+/* One activation row: columns [n0, n1) in memory order. */
+AVX512_INLINE void fmm_row(const void *x, const void *w, int64_t K, int64_t n0, int64_t n1, void *y, const void *res,
+                           int adt, int wdt) {
+  for (int64_t n = n0; n < n1; n++) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      a0 = _mm512_fmadd_ps(load16(w, n * K + k, wdt, 0xFFFF), load16(x, k, adt, 0xFFFF), a0);
+      a1 = _mm512_fmadd_ps(load16(w, n * K + k + 16, wdt, 0xFFFF), load16(x, k + 16, adt, 0xFFFF), a1);
+    }
+    for (; k < K; k += 16) {
+      const __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+      a0 = _mm512_fmadd_ps(load16(w, n * K + k, wdt, m), load16(x, k, adt, m), a0);
+    }
+    float v = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    if (res) v += ld(res, n, adt);
+    st(y, n, adt, v);
+  }
+}
+
 AVX512 static void fmm_avx512(const void *x, int64_t rows, const void *w, int64_t K, int64_t n0, int64_t n1,
                               void *y, const void *res, int64_t N, int adt, int wdt) {
+  if (rows == 1) {
+    fmm_row(x, w, K, n0, n1, y, res, adt, wdt);
+    return;
+  }
   const int64_t xb = adt ? 2 : 4;
   for (int64_t r0 = 0; r0 < rows; r0 += ROWS) {
     const int nr = rows - r0 < ROWS ? (int)(rows - r0) : ROWS;

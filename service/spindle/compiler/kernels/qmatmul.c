@@ -4,9 +4,14 @@
  * call. The weights are the stored GGUF blocks, arranged in column tiles (spindle/compiler/quantization.py,
  * `to_tiles`): for each tile of 16 output columns and each group g of 32 inputs,
  *
- *   q4_1: 256 bytes [j = 0..3][c = 0..15][b = 0..3]: low nibble = code of k = 32g + 8j + b of column c,
- *         high nibble = code of k = 32g + 8j + 4 + b; scales and minimums [tile][g][c] (fp16)
- *   q8_0: 512 bytes [j = 0..7][c = 0..15][b = 0..3] = code of k = 32g + 4j + b; scales [tile][g][c]
+ *   q4_1: 320 bytes: [0, 256) codes [j = 0..3][c = 0..15][b = 0..3]: low nibble = code of k = 32g + 8j + b
+ *         of column c, high nibble = code of k = 32g + 8j + 4 + b; [256, 288) the 16 columns' fp16 scales,
+ *         [288, 320) their fp16 minimums. A tile is one contiguous run of 5 cache lines per group, so a
+ *         one-row pass over it is a single forward stream (the hardware prefetcher follows one stream
+ *         at close to a plain read's speed; several concurrent ones, or software prefetches, far less).
+ *   q8_0: groups in pairs of 1088 bytes: the codes of g (512 bytes [j = 0..7][c = 0..15][b = 0..3] = code
+ *         of k = 32g + 4j + b), the codes of g + 1, then the 16 fp16 scales of g and those of g + 1 (an
+ *         odd last group has a zero partner that is never read). A tile is again one forward stream.
  *
  * so that one 64-byte load holds 4 (q8_0) or 8 (q4_1) consecutive inputs of 16 columns, 4 bytes per 32-bit
  * lane, and vpdpbusd against 4 activation bytes broadcast to every lane accumulates the 16 columns at once:
@@ -18,8 +23,8 @@
  * plus res[r, n] when a residual is given (added to the finished sum as it is stored: the one float add a
  * separate elementwise kernel would do). Here dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] *
  * sum(q_x)[g]. The dots are exact integer sums; the float part is one multiply-add per group. Rows share
- * each decoded weight vector (up to 8 rows per pass); one or two rows take two tiles per pass, sharing the
- * activation broadcasts. Two implementations, picked at run time: AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32)
+ * each decoded weight vector (up to 8 rows per pass); a pass reads one tile, so that a thread reads one
+ * stream (two tiles per pass, sharing the activation broadcasts, read ~0.6-0.8 of the memory speed). Two implementations, picked at run time: AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32)
  * and portable C (same layout). SPINDLE_QKERNEL=scalar forces the portable one.
  *
  * Activation scratch layout, one row of spindle_qact_row_bytes(K) bytes per activation row:
@@ -138,8 +143,14 @@ int32_t spindle_qact_quantize(const float *x, int64_t K, int8_t *dst, int32_t fm
  * Column tiles. */
 
 #define TILE 16
-#define Q4_1_GROUP_BYTES 256 /* per tile and group */
-#define Q8_0_GROUP_BYTES 512
+#define Q4_1_GROUP_BYTES 320 /* per tile and group: codes, scales, minimums */
+#define Q4_1_SCALES 256      /* byte offsets in a group */
+#define Q4_1_MINS 288
+#define Q8_0_PAIR_BYTES 1088 /* per tile and pair of groups: codes, codes, scales, scales */
+
+static int64_t q8_0_tile_bytes(int64_t G) { return (G + 1) / 2 * Q8_0_PAIR_BYTES; }
+static int64_t q8_0_codes(int64_t g) { return g / 2 * Q8_0_PAIR_BYTES + g % 2 * 512; }
+static int64_t q8_0_scales(int64_t g) { return g / 2 * Q8_0_PAIR_BYTES + 1024 + g % 2 * 32; }
 
 /* Columns [n0, n1) of tile t as a mask of its 16 lanes. */
 static uint32_t tile_columns(int64_t t, int64_t n0, int64_t n1) {
@@ -151,9 +162,8 @@ static uint32_t tile_columns(int64_t t, int64_t n0, int64_t n1) {
 /* ---------------------------------------------------------------------------------------------------
  * Portable implementation (the same layout). */
 
-static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw, const uint16_t *sc,
-                        const uint16_t *mn, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
-                        int64_t ystride) {
+static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw, int64_t K, int64_t n0,
+                        int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK;
   for (int64_t n = n0; n < n1; n++) {
     const int64_t t = n / TILE, c = n % TILE;
@@ -162,16 +172,18 @@ static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
       const float *dx = (const float *)(q + K), *sx = dx + G;
       float acc = 0.0f, macc = 0.0f;
       for (int64_t g = 0; g < G; g++) {
-        const uint8_t *w = qw + (t * G + g) * Q4_1_GROUP_BYTES + c * 4;
+        const uint8_t *grp = qw + (t * G + g) * Q4_1_GROUP_BYTES, *w = grp + c * 4;
         int32_t isum = 0;
         for (int j = 0; j < 4; j++)
           for (int b = 0; b < 4; b++) {
             const uint8_t byte = w[j * 64 + b];
             isum += (int32_t)(byte & 0x0F) * q[g * QK + 8 * j + b] + (int32_t)(byte >> 4) * q[g * QK + 8 * j + 4 + b];
           }
-        const int64_t s = (t * G + g) * TILE + c;
-        acc += half_to_float(sc[s]) * dx[g] * (float)isum;
-        macc += half_to_float(mn[s]) * sx[g];
+        uint16_t sc, mn;
+        memcpy(&sc, grp + Q4_1_SCALES + 2 * c, sizeof sc);
+        memcpy(&mn, grp + Q4_1_MINS + 2 * c, sizeof mn);
+        acc += half_to_float(sc) * dx[g] * (float)isum;
+        macc += half_to_float(mn) * sx[g];
       }
       float out = acc + macc;
       if (res) out += res[r * ystride + n];
@@ -180,8 +192,8 @@ static void q4_1_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
   }
 }
 
-static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, const uint16_t *sc,
-                        int64_t K, int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
+static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, int64_t K, int64_t n0,
+                        int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK;
   for (int64_t n = n0; n < n1; n++) {
     const int64_t t = n / TILE, c = n % TILE;
@@ -190,11 +202,13 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
       const float *dx = (const float *)(q + K);
       float acc = 0.0f;
       for (int64_t g = 0; g < G; g++) {
-        const int8_t *w = qw + (t * G + g) * Q8_0_GROUP_BYTES + c * 4;
+        const int8_t *tile = qw + t * q8_0_tile_bytes(G), *w = tile + q8_0_codes(g) + c * 4;
         int32_t isum = 0;
         for (int j = 0; j < 8; j++)
           for (int b = 0; b < 4; b++) isum += (int32_t)w[j * 64 + b] * q[g * QK + 4 * j + b];
-        acc += half_to_float(sc[(t * G + g) * TILE + c]) * dx[g] * (float)isum;
+        uint16_t sc;
+        memcpy(&sc, tile + q8_0_scales(g) + 2 * c, sizeof sc);
+        acc += half_to_float(sc) * dx[g] * (float)isum;
       }
       float out = acc;
       if (res) out += res[r * ystride + n];
@@ -207,13 +221,6 @@ static void q8_0_scalar(const int8_t *act, int64_t astride, int64_t rows, const 
  * AVX-512 VNNI implementation. */
 
 #ifdef SPINDLE_X86
-/* Software prefetch: the same place in the next tile (pair) this pass will read, into L2. The tiles are
- * contiguous, so that is the stream's position one pass ahead; a fixed distance would land inside the other
- * tile of a pair, which is being read already. */
-#define PREFETCH(p, next, j) _mm_prefetch((const char *)(p) + (next) + 64 * (j), _MM_HINT_T1)
-/* The scales and minimums are streams of their own, prefetched the same pass ahead (without it, the
- * hardware prefetcher alone leaves a q4_1 matmul streaming at ~0.9 of a plain read, with it ~1.0). */
-#define PREFETCH_LINE(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #define AVX512_INLINE AVX512 __attribute__((always_inline)) static inline
 
@@ -229,154 +236,109 @@ AVX512_INLINE void store_tile(float *y, const float *res, __m512 acc, __mmask16 
   _mm512_mask_storeu_ps(y, cols, acc);
 }
 
-/* NT (1..2) adjacent tiles for NR rows (NT = 2: NR <= 2). w, s, m: the first tile's arrays; y, res: the
- * first tile's first column of the first row. */
-AVX512_INLINE void q4_1_tiles(const int8_t *act, int64_t astride, int NR, int NT, const uint8_t *w,
-                              const uint16_t *s, const uint16_t *m, int64_t K, float *y, const float *res,
-                              int64_t ystride, __mmask16 cols0, __mmask16 cols1) {
+/* One tile for NR rows. w: the tile's first group; y, res: the tile's first column of the first row. The tile
+ * is read front to back once (no software prefetch: see the layout above). */
+AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const uint8_t *w, int64_t K, float *y,
+                             const float *res, int64_t ystride, __mmask16 cols) {
   const int64_t G = K / QK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
-  __m512 acc[8][2], macc[8][2];
-  for (int r = 0; r < NR; r++)
-    for (int u = 0; u < NT; u++) acc[r][u] = macc[r][u] = _mm512_setzero_ps();
+  __m512 acc[8], macc[8];
+  for (int r = 0; r < NR; r++) acc[r] = macc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g++) {
-    __m512i lo[2][4], hi[2][4];
-    __m512 dw[2], mw[2];
-    for (int u = 0; u < NT; u++) {
-      const uint8_t *wg = w + (u * G + g) * Q4_1_GROUP_BYTES;
-      for (int j = 0; j < 4; j++) {
-        PREFETCH(wg, NT * G * Q4_1_GROUP_BYTES, j);
-        const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
-        lo[u][j] = _mm512_and_si512(v, m4);
-        hi[u][j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-      }
-      if (!(g & 1)) { /* a 64-byte line holds two groups' fp16 scales (minimums) of a tile */
-        PREFETCH_LINE(s + (u * G + g + NT * G) * TILE);
-        PREFETCH_LINE(m + (u * G + g + NT * G) * TILE);
-      }
-      dw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + (u * G + g) * TILE)));
-      mw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(m + (u * G + g) * TILE)));
+    const uint8_t *wg = w + g * Q4_1_GROUP_BYTES;
+    __m512i lo[4], hi[4];
+    for (int j = 0; j < 4; j++) {
+      const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
+      lo[j] = _mm512_and_si512(v, m4);
+      hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wg + Q4_1_SCALES)));
+    const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wg + Q4_1_MINS)));
     for (int r = 0; r < NR; r++) {
       const int8_t *q = act + r * astride + g * QK;
       const float *dx = (const float *)(act + r * astride + K);
-      __m512i s0[2], s1[2];
-      for (int u = 0; u < NT; u++) s0[u] = s1[u] = _mm512_setzero_si512();
+      __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
       for (int j = 0; j < 4; j++) {
-        const __m512i x0 = _mm512_set1_epi32(load4(q + 8 * j)), x1 = _mm512_set1_epi32(load4(q + 8 * j + 4));
-        for (int u = 0; u < NT; u++) {
-          s0[u] = _mm512_dpbusd_epi32(s0[u], lo[u][j], x0);
-          s1[u] = _mm512_dpbusd_epi32(s1[u], hi[u][j], x1);
-        }
+        s0 = _mm512_dpbusd_epi32(s0, lo[j], _mm512_set1_epi32(load4(q + 8 * j)));
+        s1 = _mm512_dpbusd_epi32(s1, hi[j], _mm512_set1_epi32(load4(q + 8 * j + 4)));
       }
-      const __m512 dxg = _mm512_set1_ps(dx[g]), sxg = _mm512_set1_ps(dx[G + g]);
-      for (int u = 0; u < NT; u++) {
-        acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[u], s1[u])), _mm512_mul_ps(dw[u], dxg),
-                                    acc[r][u]);
-        macc[r][u] = _mm512_fmadd_ps(mw[u], sxg, macc[r][u]);
-      }
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(dw, _mm512_set1_ps(dx[g])),
+                               acc[r]);
+      macc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(dx[G + g]), macc[r]);
     }
   }
   for (int r = 0; r < NR; r++)
-    for (int u = 0; u < NT; u++)
-      store_tile(y + r * ystride + u * TILE, res ? res + r * ystride + u * TILE : NULL,
-                 _mm512_add_ps(acc[r][u], macc[r][u]), u ? cols1 : cols0);
+    store_tile(y + r * ystride, res ? res + r * ystride : NULL, _mm512_add_ps(acc[r], macc[r]), cols);
 }
 
-AVX512_INLINE void q8_0_tiles(const int8_t *act, int64_t astride, int NR, int NT, const int8_t *w,
-                              const uint16_t *s, int64_t K, float *y, const float *res, int64_t ystride,
-                              __mmask16 cols0, __mmask16 cols1) {
+/* One q8_0 tile for NR rows (as q4_1_tile). */
+AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const int8_t *w, int64_t K, float *y,
+                             const float *res, int64_t ystride, __mmask16 cols) {
   const int64_t G = K / QK;
   const __m512i bias = _mm512_set1_epi8((char)0x80);
   const __m512 minus128 = _mm512_set1_ps(-128.0f);
-  __m512 acc[8][2], macc[8][2];
-  for (int r = 0; r < NR; r++)
-    for (int u = 0; u < NT; u++) acc[r][u] = macc[r][u] = _mm512_setzero_ps();
+  __m512 acc[8], macc[8];
+  for (int r = 0; r < NR; r++) acc[r] = macc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g++) {
-    __m512i wu[2][8];
-    __m512 dw[2], off[2];
-    for (int u = 0; u < NT; u++) {
-      const int8_t *wg = w + (u * G + g) * Q8_0_GROUP_BYTES;
-      for (int j = 0; j < 8; j++) {
-        PREFETCH(wg, NT * G * Q8_0_GROUP_BYTES, j);
-        wu[u][j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wg + 64 * j)), bias);
-      }
-      if (!(g & 1)) PREFETCH_LINE(s + (u * G + g + NT * G) * TILE);
-      dw[u] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + (u * G + g) * TILE)));
-      off[u] = _mm512_mul_ps(dw[u], minus128);
-    }
+    const int8_t *wg = w + q8_0_codes(g);
+    __m512i wu[8];
+    for (int j = 0; j < 8; j++) wu[j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wg + 64 * j)), bias);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + q8_0_scales(g))));
+    const __m512 off = _mm512_mul_ps(dw, minus128);
     for (int r = 0; r < NR; r++) {
       const int8_t *q = act + r * astride + g * QK;
       const float *dx = (const float *)(act + r * astride + K);
-      __m512i s0[2], s1[2];
-      for (int u = 0; u < NT; u++) s0[u] = s1[u] = _mm512_setzero_si512();
+      __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
       for (int j = 0; j < 8; j += 2) {
-        const __m512i x0 = _mm512_set1_epi32(load4(q + 4 * j)), x1 = _mm512_set1_epi32(load4(q + 4 * j + 4));
-        for (int u = 0; u < NT; u++) {
-          s0[u] = _mm512_dpbusd_epi32(s0[u], wu[u][j], x0);
-          s1[u] = _mm512_dpbusd_epi32(s1[u], wu[u][j + 1], x1);
-        }
+        s0 = _mm512_dpbusd_epi32(s0, wu[j], _mm512_set1_epi32(load4(q + 4 * j)));
+        s1 = _mm512_dpbusd_epi32(s1, wu[j + 1], _mm512_set1_epi32(load4(q + 4 * j + 4)));
       }
-      const __m512 dxg = _mm512_set1_ps(dx[g]), sxg = _mm512_set1_ps(dx[G + g]);
-      for (int u = 0; u < NT; u++) {
-        acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[u], s1[u])), _mm512_mul_ps(dw[u], dxg),
-                                    acc[r][u]);
-        macc[r][u] = _mm512_fmadd_ps(off[u], sxg, macc[r][u]);
-      }
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(dw, _mm512_set1_ps(dx[g])),
+                               acc[r]);
+      macc[r] = _mm512_fmadd_ps(off, _mm512_set1_ps(dx[G + g]), macc[r]);
     }
   }
   for (int r = 0; r < NR; r++)
-    for (int u = 0; u < NT; u++)
-      store_tile(y + r * ystride + u * TILE, res ? res + r * ystride + u * TILE : NULL,
-                 _mm512_add_ps(acc[r][u], macc[r][u]), u ? cols1 : cols0);
+    store_tile(y + r * ystride, res ? res + r * ystride : NULL, _mm512_add_ps(acc[r], macc[r]), cols);
 }
 
-/* Tiles [t0, t1) restricted to columns [n0, n1), all rows: rows in blocks of 8; one or two rows take the
- * tiles two at a time. TILES_CALL(NR, NT, t) runs NT tiles from t for the NR rows at row r0. */
-#define TILE_LOOP(TILES_CALL)                                                                   \
+/* Tiles [t0, t1) restricted to columns [n0, n1), all rows in blocks of 8: TILE_CALL(NR, w, y, res, cols)
+ * runs one tile for NR rows. */
+#define TILE_LOOP(TILE_BYTES, TILE_CALL)                                                        \
   for (int64_t r0 = 0; r0 < rows; r0 += 8) {                                                    \
     const int64_t nr = rows - r0 < 8 ? rows - r0 : 8;                                           \
-    int64_t t = t0;                                                                             \
-    if (nr <= 2)                                                                                \
-      for (; t + 1 < t1; t += 2) {                                                              \
-        const __mmask16 c0 = (__mmask16)tile_columns(t, n0, n1), c1 = (__mmask16)tile_columns(t + 1, n0, n1); \
-        if (nr == 1) TILES_CALL(1, 2, t, c0, c1); else TILES_CALL(2, 2, t, c0, c1);              \
-      }                                                                                         \
-    for (; t < t1; t++) {                                                                       \
-      const __mmask16 c0 = (__mmask16)tile_columns(t, n0, n1);                                  \
+    const int8_t *a = act + r0 * astride;                                                       \
+    for (int64_t t = t0; t < t1; t++) {                                                         \
+      const __mmask16 c = (__mmask16)tile_columns(t, n0, n1);                                   \
+      const void *w = (const char *)qw + t * (TILE_BYTES);                                      \
+      float *yt = y + r0 * ystride + t * TILE;                                                  \
+      const float *rt = res ? res + r0 * ystride + t * TILE : NULL;                             \
       switch (nr) {                                                                             \
-        case 1: TILES_CALL(1, 1, t, c0, 0); break;                                              \
-        case 2: TILES_CALL(2, 1, t, c0, 0); break;                                              \
-        case 3: TILES_CALL(3, 1, t, c0, 0); break;                                              \
-        case 4: TILES_CALL(4, 1, t, c0, 0); break;                                              \
-        case 5: TILES_CALL(5, 1, t, c0, 0); break;                                              \
-        case 6: TILES_CALL(6, 1, t, c0, 0); break;                                              \
-        case 7: TILES_CALL(7, 1, t, c0, 0); break;                                              \
-        default: TILES_CALL(8, 1, t, c0, 0); break;                                             \
+        case 1: TILE_CALL(1); break;                                                            \
+        case 2: TILE_CALL(2); break;                                                            \
+        case 3: TILE_CALL(3); break;                                                            \
+        case 4: TILE_CALL(4); break;                                                            \
+        case 5: TILE_CALL(5); break;                                                            \
+        case 6: TILE_CALL(6); break;                                                            \
+        case 7: TILE_CALL(7); break;                                                            \
+        default: TILE_CALL(8); break;                                                           \
       }                                                                                         \
     }                                                                                           \
   }
 
-AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw,
-                               const uint16_t *sc, const uint16_t *mn, int64_t K, int64_t n0, int64_t n1,
-                               float *y, const float *res, int64_t ystride) {
+AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw, int64_t K,
+                               int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
-#define Q4_1_CALL(NR, NT, T0, C0, C1)                                                                       \
-  q4_1_tiles(act + r0 * astride, astride, NR, NT, qw + (T0) * G * Q4_1_GROUP_BYTES, sc + (T0) * G * TILE,   \
-             mn + (T0) * G * TILE, K, y + r0 * ystride + (T0) * TILE, res ? res + r0 * ystride + (T0) * TILE : NULL, \
-             ystride, C0, C1)
-  TILE_LOOP(Q4_1_CALL)
+#define Q4_1_CALL(NR) q4_1_tile(a, astride, NR, (const uint8_t *)w, K, yt, rt, ystride, c)
+  TILE_LOOP(G * Q4_1_GROUP_BYTES, Q4_1_CALL)
 #undef Q4_1_CALL
 }
 
-AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw,
-                               const uint16_t *sc, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
-                               int64_t ystride) {
+AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, int64_t K,
+                               int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
-#define Q8_0_CALL(NR, NT, T0, C0, C1)                                                                       \
-  q8_0_tiles(act + r0 * astride, astride, NR, NT, qw + (T0) * G * Q8_0_GROUP_BYTES, sc + (T0) * G * TILE,   \
-             K, y + r0 * ystride + (T0) * TILE, res ? res + r0 * ystride + (T0) * TILE : NULL, ystride, C0, C1)
-  TILE_LOOP(Q8_0_CALL)
+#define Q8_0_CALL(NR) q8_0_tile(a, astride, NR, (const int8_t *)w, K, yt, rt, ystride, c)
+  TILE_LOOP(q8_0_tile_bytes(G), Q8_0_CALL)
 #undef Q8_0_CALL
 }
 #endif /* SPINDLE_X86 */
@@ -418,30 +380,28 @@ static int use_vector_kernels(void) { return spindle_qkernel_isa() == ISA_AVX512
 
 /* y[r, n] (+ res[r, n] when res is not NULL) for r < rows, n0 <= n < n1 (columns of the tiled weight);
  * act rows are astride bytes apart, y and res rows ystride floats apart. */
-int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const uint32_t *qweight,
-                         const uint16_t *scales, const uint16_t *mins, int64_t K, int64_t n0, int64_t n1,
-                         float *y, const float *res, int64_t ystride) {
+int32_t spindle_qmm_q4_1(const int8_t *act, int64_t astride, int64_t rows, const uint32_t *qweight, int64_t K,
+                         int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const uint8_t *qw = (const uint8_t *)qweight;
 #ifdef SPINDLE_X86
   if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
-    q4_1_avx512(act, astride, rows, qw, scales, mins, K, n0, n1, y, res, ystride);
+    q4_1_avx512(act, astride, rows, qw, K, n0, n1, y, res, ystride);
     return 0;
   }
 #endif
-  q4_1_scalar(act, astride, rows, qw, scales, mins, K, n0, n1, y, res, ystride);
+  q4_1_scalar(act, astride, rows, qw, K, n0, n1, y, res, ystride);
   return 0;
 }
 
-int32_t spindle_qmm_q8_0(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qweight,
-                         const uint16_t *scales, int64_t K, int64_t n0, int64_t n1, float *y, const float *res,
-                         int64_t ystride) {
+int32_t spindle_qmm_q8_0(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qweight, int64_t K,
+                         int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
 #ifdef SPINDLE_X86
   if (spindle_qkernel_isa() == ISA_AVX512_VNNI) {
-    q8_0_avx512(act, astride, rows, qweight, scales, K, n0, n1, y, res, ystride);
+    q8_0_avx512(act, astride, rows, qweight, K, n0, n1, y, res, ystride);
     return 0;
   }
 #endif
-  q8_0_scalar(act, astride, rows, qweight, scales, K, n0, n1, y, res, ystride);
+  q8_0_scalar(act, astride, rows, qweight, K, n0, n1, y, res, ystride);
   return 0;
 }
 
@@ -466,23 +426,21 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
 /* The parallel entries: every thread of the parallel region calls these with the same zeroed *counter;
  * together they compute all N columns. */
 int32_t spindle_qmm_q4_1_sched(int32_t *counter, const int8_t *act, int64_t astride, int64_t rows,
-                               const uint32_t *qweight, const uint16_t *scales, const uint16_t *mins, int64_t K,
-                               int64_t N, float *y, const float *res) {
+                               const uint32_t *qweight, int64_t K, int64_t N, float *y, const float *res) {
   int64_t t0, t1;
   while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1)) {
     const int64_t n1 = t1 * TILE < N ? t1 * TILE : N;
-    spindle_qmm_q4_1(act, astride, rows, qweight, scales, mins, K, t0 * TILE, n1, y, res, N);
+    spindle_qmm_q4_1(act, astride, rows, qweight, K, t0 * TILE, n1, y, res, N);
   }
   return 0;
 }
 
 int32_t spindle_qmm_q8_0_sched(int32_t *counter, const int8_t *act, int64_t astride, int64_t rows,
-                               const int8_t *qweight, const uint16_t *scales, int64_t K, int64_t N, float *y,
-                               const float *res) {
+                               const int8_t *qweight, int64_t K, int64_t N, float *y, const float *res) {
   int64_t t0, t1;
   while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1)) {
     const int64_t n1 = t1 * TILE < N ? t1 * TILE : N;
-    spindle_qmm_q8_0(act, astride, rows, qweight, scales, K, t0 * TILE, n1, y, res, N);
+    spindle_qmm_q8_0(act, astride, rows, qweight, K, t0 * TILE, n1, y, res, N);
   }
   return 0;
 }
@@ -505,7 +463,7 @@ int32_t spindle_qmm_q8_0_sched(int32_t *counter, const int8_t *act, int64_t astr
  *
  * A matmul phase splits its tiles into two halves, one per end of the parallel loop (`half`: which half of
  * the loop's iterations the caller is). A thread streams its own half from the bottom in chunks of
- * OWN_CHUNK tiles, so its reads are one contiguous stream that the prefetches run ahead of; when its half
+ * OWN_CHUNK tiles, so its reads are one contiguous stream that the hardware prefetcher runs ahead of; when its half
  * is taken it steals from the top of the other half, a quarter of what is left at a time. Two threads
  * that both run read one contiguous half each (in a synthetic 30-layer step: 38 GB/s against 35 for one
  * shared guided counter); one that is late or preempted leaves its half to the other. */
@@ -543,12 +501,11 @@ static int64_t take_unit(int32_t *sync, int64_t total) {
 }
 
 static int32_t qmm_columns(int32_t fmt, const int8_t *act, int64_t astride, int64_t rows, const void *qweight,
-                           const uint16_t *scales, const uint16_t *mins, int64_t K, int64_t n0, int64_t n1,
+                           int64_t K, int64_t n0, int64_t n1,
                            float *y, const float *res, int64_t ystride) {
   if (fmt == 1)
-    return spindle_qmm_q4_1(act, astride, rows, (const uint32_t *)qweight, scales, mins, K, n0, n1, y, res,
-                            ystride);
-  return spindle_qmm_q8_0(act, astride, rows, (const int8_t *)qweight, scales, K, n0, n1, y, res, ystride);
+    return spindle_qmm_q4_1(act, astride, rows, (const uint32_t *)qweight, K, n0, n1, y, res, ystride);
+  return spindle_qmm_q8_0(act, astride, rows, (const int8_t *)qweight, K, n0, n1, y, res, ystride);
 }
 
 /* Quantize one row of K values scaled by rsqrt(mean(x^2) + eps) * w (w NULL: x as it is), the same
@@ -633,12 +590,12 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t *t0, i
 
 /* Phase: y[:, n] (+ res) for all N columns. */
 static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
-                         const void *qweight, const uint16_t *scales, const uint16_t *mins, int64_t N, float *y,
+                         const void *qweight, int64_t N, float *y,
                          const float *res) {
   const int64_t tiles = (N + TILE - 1) / TILE, astride = spindle_qact_row_bytes(K);
   int64_t t0, t1;
   while (take_split(sync, tiles, half, &t0, &t1)) {
-    qmm_columns(fmt, act, astride, rows, qweight, scales, mins, K, t0 * TILE, t1 * TILE < N ? t1 * TILE : N, y,
+    qmm_columns(fmt, act, astride, rows, qweight, K, t0 * TILE, t1 * TILE < N ? t1 * TILE : N, y,
                 res, N);
     finish_units(sync, t1 - t0);
   }
@@ -694,14 +651,14 @@ int32_t spindle_swiglu(const float *g, const float *u, float *h, int64_t n) {
 /* Phase: gate and up columns of the same tiles, then h = silu(gate) * up for those columns. gu is
  * [rows, 2I] (gate columns [0, I), up columns [I, 2I)), h is [rows, I]; I is a multiple of 16. */
 static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
-                          const void *qweight, const uint16_t *scales, const uint16_t *mins, int64_t I, float *gu,
+                          const void *qweight, int64_t I, float *gu,
                           float *h) {
   const int64_t tiles = I / TILE, astride = spindle_qact_row_bytes(K);
   int64_t t0, t1;
   while (take_split(sync, tiles, half, &t0, &t1)) {
     const int64_t n0 = t0 * TILE, n1 = t1 * TILE;
-    qmm_columns(fmt, act, astride, rows, qweight, scales, mins, K, n0, n1, gu, NULL, 2 * I);
-    qmm_columns(fmt, act, astride, rows, qweight, scales, mins, K, I + n0, I + n1, gu, NULL, 2 * I);
+    qmm_columns(fmt, act, astride, rows, qweight, K, n0, n1, gu, NULL, 2 * I);
+    qmm_columns(fmt, act, astride, rows, qweight, K, I + n0, I + n1, gu, NULL, 2 * I);
     for (int64_t r = 0; r < rows; r++)
       swiglu_row(gu + r * 2 * I + n0, gu + r * 2 * I + I + n0, h + r * I + n0, n1 - n0);
     finish_units(sync, t1 - t0);
@@ -711,12 +668,11 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
 
 /* y[rows, N] = rmsnorm(x[rows, K]; w, eps) @ W.T. sync: 2 phases x PHASE_WORDS int32, zeroed, 8-byte
  * aligned; half: 0 or 1, the half of the parallel loop's iterations the call is in; act: rows x
- * spindle_qact_row_bytes(K) bytes of scratch. */
+ * spindle_qact_row_bytes(K) bytes of scratch. A matrix is (fmt, qweight): its tiles hold the scales. */
 int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
-                                   int64_t K, int8_t *act, int32_t fmt, const void *qweight, const uint16_t *scales,
-                                   const uint16_t *mins, int64_t N, float *y) {
+                                   int64_t K, int8_t *act, int32_t fmt, const void *qweight, int64_t N, float *y) {
   phase_quantize(sync, rows, x, w, eps, K, act);
-  phase_matmul(sync + PHASE_WORDS, half, fmt, act, K, rows, qweight, scales, mins, N, y, NULL);
+  phase_matmul(sync + PHASE_WORDS, half, fmt, act, K, rows, qweight, N, y, NULL);
   return 0;
 }
 
@@ -725,15 +681,13 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
  * zeroed, 8-byte aligned; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x row_bytes(H), act_h rows x row_bytes(I) bytes;
  * x2 [rows, H], gu [rows, 2I], h [rows, I] floats. */
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x, int64_t H,
-                           int64_t I, int32_t fo, const void *qo, const uint16_t *so, const uint16_t *mo,
-                           const float *norm_w, float eps, int32_t fg, const void *qg, const uint16_t *sg,
-                           const uint16_t *mg, int32_t fd, const void *qd, const uint16_t *sd, const uint16_t *md,
-                           int8_t *act_a, int8_t *act_n, int8_t *act_h, float *x2, float *gu, float *h, float *y) {
+                           int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps, int32_t fg,
+                           const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n, int8_t *act_h, float *x2, float *gu, float *h, float *y) {
   phase_quantize(sync, rows, a, NULL, 0.0f, A, act_a);
-  phase_matmul(sync + PHASE_WORDS, half, fo, act_a, A, rows, qo, so, mo, H, x2, x);
+  phase_matmul(sync + PHASE_WORDS, half, fo, act_a, A, rows, qo, H, x2, x);
   phase_quantize(sync + 2 * PHASE_WORDS, rows, x2, norm_w, eps, H, act_n);
-  phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, act_n, H, rows, qg, sg, mg, I, gu, h);
+  phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, act_n, H, rows, qg, I, gu, h);
   phase_quantize(sync + 4 * PHASE_WORDS, rows, h, NULL, 0.0f, I, act_h);
-  phase_matmul(sync + 5 * PHASE_WORDS, half, fd, act_h, I, rows, qd, sd, md, H, y, x2);
+  phase_matmul(sync + 5 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2);
   return 0;
 }
