@@ -236,16 +236,25 @@ AVX512_INLINE void store_tile(float *y, const float *res, __m512 acc, __mmask16 
   _mm512_mask_storeu_ps(y, cols, acc);
 }
 
-/* One tile for NR rows. w: the tile's first group; y, res: the tile's first column of the first row. The tile
- * is read front to back once (no software prefetch: see the layout above). */
-AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const uint8_t *w, int64_t K, float *y,
-                             const float *res, int64_t ystride, __mmask16 cols) {
+/* Several rows make a pass compute-bound: it consumes its stream slowly, and the hardware prefetcher alone
+ * leaves each group's loads waiting on memory (8 rows ran at 0.6-0.85 of the speed with the prefetch below).
+ * From PREFETCH_ROWS rows on, a pass prefetches the same place in the next tile into L2; one row streams
+ * fastest without it (the hardware prefetcher runs ahead of a single fast stream). */
+#define PREFETCH_ROWS 2
+#define PREFETCH_NEXT(p, next, j) _mm_prefetch((const char *)(p) + (next) + 64 * (j), _MM_HINT_T1)
+
+/* One tile for NR rows. w: the tile's first group; next: bytes to the next tile; y, res: the tile's first
+ * column of the first row. The tile is read front to back once. */
+AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const uint8_t *w, int64_t next, int64_t K,
+                             float *y, const float *res, int64_t ystride, __mmask16 cols) {
   const int64_t G = K / QK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[8], macc[8];
   for (int r = 0; r < NR; r++) acc[r] = macc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g++) {
     const uint8_t *wg = w + g * Q4_1_GROUP_BYTES;
+    if (NR >= PREFETCH_ROWS)
+      for (int j = 0; j < Q4_1_GROUP_BYTES / 64; j++) PREFETCH_NEXT(wg, next, j);
     __m512i lo[4], hi[4];
     for (int j = 0; j < 4; j++) {
       const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
@@ -272,8 +281,8 @@ AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const u
 }
 
 /* One q8_0 tile for NR rows (as q4_1_tile). */
-AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const int8_t *w, int64_t K, float *y,
-                             const float *res, int64_t ystride, __mmask16 cols) {
+AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const int8_t *w, int64_t next, int64_t K,
+                             float *y, const float *res, int64_t ystride, __mmask16 cols) {
   const int64_t G = K / QK;
   const __m512i bias = _mm512_set1_epi8((char)0x80);
   const __m512 minus128 = _mm512_set1_ps(-128.0f);
@@ -281,6 +290,10 @@ AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const i
   for (int r = 0; r < NR; r++) acc[r] = macc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g++) {
     const int8_t *wg = w + q8_0_codes(g);
+    if (NR >= PREFETCH_ROWS) {
+      for (int j = 0; j < 8; j++) PREFETCH_NEXT(wg, next, j);
+      if (g % 2 == 0) PREFETCH_NEXT(w + q8_0_scales(g), next, 0); /* the pair's scales: one line */
+    }
     __m512i wu[8];
     for (int j = 0; j < 8; j++) wu[j] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wg + 64 * j)), bias);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + q8_0_scales(g))));
@@ -329,7 +342,7 @@ AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const i
 AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw, int64_t K,
                                int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
-#define Q4_1_CALL(NR) q4_1_tile(a, astride, NR, (const uint8_t *)w, K, yt, rt, ystride, c)
+#define Q4_1_CALL(NR) q4_1_tile(a, astride, NR, (const uint8_t *)w, G * Q4_1_GROUP_BYTES, K, yt, rt, ystride, c)
   TILE_LOOP(G * Q4_1_GROUP_BYTES, Q4_1_CALL)
 #undef Q4_1_CALL
 }
@@ -337,7 +350,7 @@ AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows,
 AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, int64_t K,
                                int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
-#define Q8_0_CALL(NR) q8_0_tile(a, astride, NR, (const int8_t *)w, K, yt, rt, ystride, c)
+#define Q8_0_CALL(NR) q8_0_tile(a, astride, NR, (const int8_t *)w, q8_0_tile_bytes(G), K, yt, rt, ystride, c)
   TILE_LOOP(q8_0_tile_bytes(G), Q8_0_CALL)
 #undef Q8_0_CALL
 }
