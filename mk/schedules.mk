@@ -3,9 +3,11 @@
 #   make test-schedules   the schedule-rule, attention-kernel, RoPE-scaling and quantization tests
 #   make bench-compile    prefill/decode speed of every weight format against the memory-bandwidth bound
 #   make bench-prefill    the current pipeline against the previous one (alternating), and single kernels
+#   make bench-decode-ab  decode steps of the default model, a baseline revision (BASELINE) against the working tree
 BENCH_COMPILE_ARGS ?=
+BASELINE ?= HEAD
 
-.PHONY: test-schedules bench-compile bench-prefill
+.PHONY: test-schedules bench-compile bench-prefill bench-decode-ab
 test-schedules: setup
 	$(PYTHON) -m pytest -q tests/compiler/test_schedules.py tests/compiler/test_attention.py \
 		tests/compiler/test_rope_scaling.py tests/compiler/test_quantization.py
@@ -16,3 +18,6 @@ bench-compile: setup
 bench-prefill: setup
 	TVM_NUM_THREADS=$$(nproc) OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/bench_compile.py --side-by-side --dtypes float32 --repeats 15
 	TVM_NUM_THREADS=$$(nproc) OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/bench_compile.py --kernels --repeats 30
+
+bench-decode-ab: setup
+	OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/decode_ab.py --baseline $(BASELINE)
