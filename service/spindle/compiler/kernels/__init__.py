@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "803b55011c542590fd56d200619a9649bf9e1c40abafc92ddc49df4a5fab4871"
+SOURCE_DIGEST = "66746516319bf3ffb33d03b8bd851d1bb478e1ead24e54dc608e7b6a46cd9f82"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -507,10 +507,19 @@ static void finish_units(int32_t *sync, int64_t n) {
   __atomic_fetch_add(sync + PHASE_DONE, (int32_t)n, __ATOMIC_RELEASE);
 }
 
-/* The next unit of a phase of `total` single units (rows), or -1. */
+/* The next unit of a phase of `total` single units (rows), or -1. A plain load first: once the units are
+ * taken, callers only read the counter's line instead of taking it from the other core. */
 static int64_t take_unit(int32_t *sync, int64_t total) {
+  if (__atomic_load_n(sync + PHASE_TAKE, __ATOMIC_RELAXED) >= total) return -1;
   const int32_t u = __atomic_fetch_add(sync + PHASE_TAKE, 1, __ATOMIC_RELAXED);
   return u < total ? u : -1;
+}
+
+/* Whether a phase of `total` units is finished: a parallel-loop iteration that runs after its thread's first
+ * one (the loop has PARALLEL_SLOTS iterations for however many threads) finds the block's last phase done
+ * and returns without touching the other phases' counters. */
+static int phase_done(const int32_t *sync, int64_t total) {
+  return __atomic_load_n(sync + PHASE_DONE, __ATOMIC_ACQUIRE) >= total;
 }
 
 static int32_t qmm_columns(int32_t fmt, const int8_t *act, int64_t astride, int64_t rows, const void *qweight,
@@ -684,6 +693,7 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
  * spindle_qact_row_bytes(K) bytes of scratch. A matrix is (fmt, qweight): its tiles hold the scales. */
 int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
                                    int64_t K, int8_t *act, int32_t fmt, const void *qweight, int64_t N, float *y) {
+  if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
   phase_quantize(sync, rows, x, w, eps, K, act);
   phase_matmul(sync + PHASE_WORDS, half, fmt, act, K, rows, qweight, N, y, NULL);
   return 0;
@@ -696,6 +706,7 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x, int64_t H,
                            int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps, int32_t fg,
                            const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n, int8_t *act_h, float *x2, float *gu, float *h, float *y) {
+  if (phase_done(sync + 5 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
   phase_quantize(sync, rows, a, NULL, 0.0f, A, act_a);
   phase_matmul(sync + PHASE_WORDS, half, fo, act_a, A, rows, qo, H, x2, x);
   phase_quantize(sync + 2 * PHASE_WORDS, rows, x2, norm_w, eps, H, act_n);
