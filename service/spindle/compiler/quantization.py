@@ -134,50 +134,48 @@ def to_tiles(fmt: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     _check_format(fmt)
     out_features, in_features = _check_arrays(fmt, arrays)
     tiles, groups = (out_features + TILE - 1) // TILE, in_features // BLOCK_SIZE
-    if fmt == "q8_0":
-        w = _tile_columns(arrays["qweight"].reshape(out_features, groups, 8, 4), tiles)  # [t, c, g, j, b]
-        code_bytes = w.transpose(0, 2, 3, 1, 4).reshape(tiles, groups, 512).view(np.uint8)
-        scales = np.ascontiguousarray(_tile_columns(arrays["scales"], tiles).transpose(0, 2, 1)).view(np.uint8)
-        if groups % 2:  # a zero partner for the odd last group
-            code_bytes = np.concatenate([code_bytes, np.zeros((tiles, 1, 512), np.uint8)], axis=1)
-            scales = np.concatenate([scales, np.zeros((tiles, 1, 32), np.uint8)], axis=1)
-        pairs = (groups + 1) // 2
-        qweight = np.concatenate([code_bytes.reshape(tiles, pairs, 1024), scales.reshape(tiles, pairs, 64)], axis=2)
-        return {"qweight": np.ascontiguousarray(qweight).view(np.int8)}
-    else:
+
+    def tile_halves(name):  # [out, groups] fp16 -> [tiles, groups, 32 bytes]: a group's 16 columns side by side
+        return np.ascontiguousarray(_tile_columns(arrays[name], tiles).transpose(0, 2, 1)).view(np.uint8)
+
+    if fmt == "q4_1":
         codes = _tile_columns(unpack_nibbles(arrays["qweight"]).reshape(out_features, groups, 4, 8), tiles)
         packed = (codes[..., :4] | (codes[..., 4:] << 4)).astype(np.uint8)  # [t, c, g, j, b]
         code_bytes = packed.transpose(0, 2, 3, 1, 4).reshape(tiles, groups, 256)
-        scales, mins = (np.ascontiguousarray(_tile_columns(arrays[name], tiles).transpose(0, 2, 1)).view(np.uint8)
-                        for name in ("scales", "mins"))  # [t, g, 32 bytes]
-        qweight = np.ascontiguousarray(np.concatenate([code_bytes, scales, mins], axis=2)).view(np.uint32)
-        return {"qweight": qweight}
+        qweight = np.concatenate([code_bytes, tile_halves("scales"), tile_halves("mins")], axis=2)
+        return {"qweight": np.ascontiguousarray(qweight).view(np.uint32)}
+    w = _tile_columns(arrays["qweight"].reshape(out_features, groups, 8, 4), tiles)  # [t, c, g, j, b]
+    code_bytes = w.transpose(0, 2, 3, 1, 4).reshape(tiles, groups, 512).view(np.uint8)
+    scales = tile_halves("scales")
+    if groups % 2:  # a zero partner for the odd last group
+        code_bytes = np.concatenate([code_bytes, np.zeros((tiles, 1, 512), np.uint8)], axis=1)
+        scales = np.concatenate([scales, np.zeros((tiles, 1, 32), np.uint8)], axis=1)
+    pairs = (groups + 1) // 2
+    qweight = np.concatenate([code_bytes.reshape(tiles, pairs, 1024), scales.reshape(tiles, pairs, 64)], axis=2)
+    return {"qweight": np.ascontiguousarray(qweight).view(np.int8)}
 
 
 def from_tiles(fmt: str, arrays: Mapping[str, np.ndarray], out_features: int, in_features: int) -> dict[str, np.ndarray]:
     """Inverse of `to_tiles` (the padding columns dropped)."""
     _check_format(fmt)
-    tiles = arrays["qweight"].shape[0]
+    tiles, groups = arrays["qweight"].shape[0], in_features // BLOCK_SIZE
 
-    def rows(a, groups):  # [tiles, groups, 16] -> [out, groups]
+    def rows(halves):  # [tiles, groups, 32 bytes] -> [out, groups] fp16
+        a = np.ascontiguousarray(halves).view(np.float16)
         return np.ascontiguousarray(a.transpose(0, 2, 1).reshape(tiles * TILE, groups)[:out_features])
 
-    if fmt == "q8_0":
-        groups = in_features // BLOCK_SIZE
-        raw = arrays["qweight"].view(np.uint8).reshape(tiles, -1, TILE_Q8_0_PAIR)
-        codes = raw[..., :1024].reshape(tiles, -1, 512)[:, :groups]
-        scales = np.ascontiguousarray(raw[..., 1024:].reshape(tiles, -1, 32)[:, :groups]).view(np.float16)
-        w = codes.view(np.int8).reshape(tiles, groups, 8, TILE, 4).transpose(0, 3, 1, 2, 4)
-        qweight = np.ascontiguousarray(w.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features])
-        return {"qweight": qweight, "scales": rows(scales, groups)}
-    groups = in_features // BLOCK_SIZE
-    group = arrays["qweight"].view(np.uint8).reshape(tiles, groups, 4 * TILE_Q4_1_WORDS)
-    packed = group[..., :256].reshape(tiles, groups, 4, TILE, 4).transpose(0, 3, 1, 2, 4)
-    codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # [t, c, g, j, 8]
-    codes = codes.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features]
-    scales, mins = (np.ascontiguousarray(group[..., lo:lo + 32]).view(np.float16) for lo in (256, 288))
-    return {"qweight": pack_nibbles(np.ascontiguousarray(codes)), "scales": rows(scales, groups),
-            "mins": rows(mins, groups)}
+    if fmt == "q4_1":
+        group = arrays["qweight"].view(np.uint8).reshape(tiles, groups, 4 * TILE_Q4_1_WORDS)
+        packed = group[..., :256].reshape(tiles, groups, 4, TILE, 4).transpose(0, 3, 1, 2, 4)
+        codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # [t, c, g, j, 8]
+        codes = codes.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features]
+        return {"qweight": pack_nibbles(np.ascontiguousarray(codes)), "scales": rows(group[..., 256:288]),
+                "mins": rows(group[..., 288:320])}
+    raw = arrays["qweight"].view(np.uint8).reshape(tiles, -1, TILE_Q8_0_PAIR)
+    codes = raw[..., :1024].reshape(tiles, -1, 512)[:, :groups]
+    w = codes.view(np.int8).reshape(tiles, groups, 8, TILE, 4).transpose(0, 3, 1, 2, 4)
+    qweight = np.ascontiguousarray(w.reshape(tiles * TILE, groups * BLOCK_SIZE)[:out_features])
+    return {"qweight": qweight, "scales": rows(raw[..., 1024:].reshape(tiles, -1, 32)[:, :groups])}
 
 
 def bits_per_weight(fmt: str) -> float:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "66746516319bf3ffb33d03b8bd851d1bb478e1ead24e54dc608e7b6a46cd9f82"
+SOURCE_DIGEST = "ecf6fe61dafca8a1d95cee8a4428d8f9d06f64193a92dad31c6b709cdf8d5bbd"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -122,18 +122,15 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
     The two leading dimensions are symbolic (decode `[batch, 1, K]`, prefill `[1, seq, K]`), so the layer
     needs no reshapes around the call. Rows are `d0 * d1`; the activation rows are quantized into a scratch
     buffer (in parallel from `PARALLEL_QUANTIZE_ROWS` rows), then every thread of one parallel region takes
-    ranges of column tiles from a shared counter (`spindle_qmm_*_sched`) until all are done.
+    ranges of column tiles from a shared counter (`spindle_qmm_sched`) until all are done.
     """
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
     import tvm  # pylint: disable=import-outside-toplevel
 
-    from ..quantization import tiled_specs  # pylint: disable=import-outside-toplevel
-
     load_into_process()
     k, n = int(in_features), int(out_features)
     row_bytes, code = act_row_bytes(k), FORMAT_CODES[fmt]
-    specs = tiled_specs(fmt, n, k)
-    qshape = specs["qweight"][0]
+    qshape, qdtype = _matrix_specs(fmt, n, k)
     par_rows = PARALLEL_QUANTIZE_ROWS
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
     null = tvm.tirx.reinterpret("handle", tvm.tirx.const(0, "uint64"))  # the C kernels' residual pointer when there is none
@@ -152,53 +149,13 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
                                          T.int64(k), T.tvm_access_ptr(i8, act.data, r * row_bytes, row_bytes, 2),
                                          code))
 
-    if fmt == "q4_1":
-
-        @T.macro
-        def q4_1_tiles(act, qweight, y, res_ptr, rows):
-            counter = T.decl_buffer((1,), "int32")
-            counter[0] = 0
-            for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
-                T.evaluate(T.call_extern(
-                    "int32", "spindle_qmm_q4_1_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3),
-                    T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
-                    T.address_of(qweight[0, 0, 0]), T.int64(k), T.int64(n),
-                    T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
-
-        if residual:
-
-            @T.prim_func(private=True)
-            def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), var_r: T.handle, var_y: T.handle):
-                T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
-                d0, d1 = T.int64(), T.int64()
-                x = T.match_buffer(var_x, (d0, d1, k), "float32")
-                res = T.match_buffer(var_r, (d0, d1, n), "float32")
-                y = T.match_buffer(var_y, (d0, d1, n), "float32")
-                act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
-                quantize(x, act, d0 * d1)
-                q4_1_tiles(act, qweight, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
-
-            return func_res
-
-        @T.prim_func(private=True)
-        def func(var_x: T.handle, qweight: T.Buffer(qshape, "uint32"), var_y: T.handle):
-            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
-            d0, d1 = T.int64(), T.int64()
-            x = T.match_buffer(var_x, (d0, d1, k), "float32")
-            y = T.match_buffer(var_y, (d0, d1, n), "float32")
-            act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
-            quantize(x, act, d0 * d1)
-            q4_1_tiles(act, qweight, y, null, d0 * d1)
-
-        return func
-
     @T.macro
-    def q8_0_tiles(act, qweight, y, res_ptr, rows):
+    def tiles(act, qweight, y, res_ptr, rows):
         counter = T.decl_buffer((1,), "int32")
         counter[0] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qmm_q8_0_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3),
+                "int32", "spindle_qmm_sched", T.tvm_access_ptr(i32, counter.data, 0, 1, 3), code,
                 T.tvm_access_ptr(i8, act.data, 0, rows * row_bytes, 1), T.int64(row_bytes), rows,
                 T.address_of(qweight[0, 0, 0]), T.int64(k), T.int64(n),
                 T.tvm_access_ptr(f32, y.data, 0, rows * n, 2), res_ptr))
@@ -206,7 +163,7 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
     if residual:
 
         @T.prim_func(private=True)
-        def func_res(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), var_r: T.handle, var_y: T.handle):
+        def func_res(var_x: T.handle, qweight: T.Buffer(qshape, qdtype), var_r: T.handle, var_y: T.handle):
             T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
             d0, d1 = T.int64(), T.int64()
             x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -214,19 +171,19 @@ def int8_matmul_func(fmt: str, in_features: int, out_features: int, residual: bo
             y = T.match_buffer(var_y, (d0, d1, n), "float32")
             act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
             quantize(x, act, d0 * d1)
-            q8_0_tiles(act, qweight, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
+            tiles(act, qweight, y, T.tvm_access_ptr(f32, res.data, 0, d0 * d1 * n, 1), d0 * d1)
 
         return func_res
 
     @T.prim_func(private=True)
-    def func(var_x: T.handle, qweight: T.Buffer(qshape, "int8"), var_y: T.handle):
+    def func(var_x: T.handle, qweight: T.Buffer(qshape, qdtype), var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})  # 8: opaque, never fused
         d0, d1 = T.int64(), T.int64()
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
         y = T.match_buffer(var_y, (d0, d1, n), "float32")
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
         quantize(x, act, d0 * d1)
-        q8_0_tiles(act, qweight, y, null, d0 * d1)
+        tiles(act, qweight, y, null, d0 * d1)
 
     return func
 

@@ -36,7 +36,7 @@
  * and takes 128 * sum(q_x) back out per group as a float term, sum_g (-128 dw[g]) * sx[g], like q4_1's
  * minimum term (the integer dots are exact, the float rounding stays ~1e-7 of the group's terms).
  *
- * spindle_qmm_*_sched is the parallel entry: every thread that calls it takes ranges of tiles from a
+ * spindle_qmm_sched is the parallel entry: every thread that calls it takes ranges of tiles from a
  * shared counter (guided self-scheduling: a quarter of what is left, at least two tiles) until none is
  * left, so a thread the OS preempts does not hold up the others at the end of the matmul.
  */
@@ -315,15 +315,16 @@ AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const i
     store_tile(y + r * ystride, res ? res + r * ystride : NULL, _mm512_add_ps(acc[r], macc[r]), cols);
 }
 
-/* Tiles [t0, t1) restricted to columns [n0, n1), all rows in blocks of 8: TILE_CALL(NR, w, y, res, cols)
- * runs one tile for NR rows. */
+/* Tiles [t0, t1) restricted to columns [n0, n1), all rows in blocks of 8: TILE_CALL(NR) runs one tile for
+ * NR rows, from the loop's a (rows), w (tile), tile_bytes, yt, rt (output and residual) and c (columns). */
 #define TILE_LOOP(TILE_BYTES, TILE_CALL)                                                        \
+  const int64_t tile_bytes = (TILE_BYTES);                                                      \
   for (int64_t r0 = 0; r0 < rows; r0 += 8) {                                                    \
     const int64_t nr = rows - r0 < 8 ? rows - r0 : 8;                                           \
     const int8_t *a = act + r0 * astride;                                                       \
     for (int64_t t = t0; t < t1; t++) {                                                         \
       const __mmask16 c = (__mmask16)tile_columns(t, n0, n1);                                   \
-      const void *w = (const char *)qw + t * (TILE_BYTES);                                      \
+      const void *w = (const char *)qw + t * tile_bytes;                                        \
       float *yt = y + r0 * ystride + t * TILE;                                                  \
       const float *rt = res ? res + r0 * ystride + t * TILE : NULL;                             \
       switch (nr) {                                                                             \
@@ -342,7 +343,7 @@ AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const i
 AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows, const uint8_t *qw, int64_t K,
                                int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
-#define Q4_1_CALL(NR) q4_1_tile(a, astride, NR, (const uint8_t *)w, G * Q4_1_GROUP_BYTES, K, yt, rt, ystride, c)
+#define Q4_1_CALL(NR) q4_1_tile(a, astride, NR, (const uint8_t *)w, tile_bytes, K, yt, rt, ystride, c)
   TILE_LOOP(G * Q4_1_GROUP_BYTES, Q4_1_CALL)
 #undef Q4_1_CALL
 }
@@ -350,7 +351,7 @@ AVX512 static void q4_1_avx512(const int8_t *act, int64_t astride, int64_t rows,
 AVX512 static void q8_0_avx512(const int8_t *act, int64_t astride, int64_t rows, const int8_t *qw, int64_t K,
                                int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   const int64_t G = K / QK, t0 = n0 / TILE, t1 = (n1 + TILE - 1) / TILE;
-#define Q8_0_CALL(NR) q8_0_tile(a, astride, NR, (const int8_t *)w, q8_0_tile_bytes(G), K, yt, rt, ystride, c)
+#define Q8_0_CALL(NR) q8_0_tile(a, astride, NR, (const int8_t *)w, tile_bytes, K, yt, rt, ystride, c)
   TILE_LOOP(q8_0_tile_bytes(G), Q8_0_CALL)
 #undef Q8_0_CALL
 }
@@ -436,28 +437,6 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
   }
 }
 
-/* The parallel entries: every thread of the parallel region calls these with the same zeroed *counter;
- * together they compute all N columns. */
-int32_t spindle_qmm_q4_1_sched(int32_t *counter, const int8_t *act, int64_t astride, int64_t rows,
-                               const uint32_t *qweight, int64_t K, int64_t N, float *y, const float *res) {
-  int64_t t0, t1;
-  while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1)) {
-    const int64_t n1 = t1 * TILE < N ? t1 * TILE : N;
-    spindle_qmm_q4_1(act, astride, rows, qweight, K, t0 * TILE, n1, y, res, N);
-  }
-  return 0;
-}
-
-int32_t spindle_qmm_q8_0_sched(int32_t *counter, const int8_t *act, int64_t astride, int64_t rows,
-                               const int8_t *qweight, int64_t K, int64_t N, float *y, const float *res) {
-  int64_t t0, t1;
-  while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1)) {
-    const int64_t n1 = t1 * TILE < N ? t1 * TILE : N;
-    spindle_qmm_q8_0(act, astride, rows, qweight, K, t0 * TILE, n1, y, res, N);
-  }
-  return 0;
-}
-
 /* ---------------------------------------------------------------------------------------------------
  * Fused decode blocks: one VM call and one parallel region for what a decoder layer does around its
  * attention, instead of a kernel (and a thread-pool launch) per norm, quantization, matmul and SwiGLU.
@@ -523,11 +502,20 @@ static int phase_done(const int32_t *sync, int64_t total) {
 }
 
 static int32_t qmm_columns(int32_t fmt, const int8_t *act, int64_t astride, int64_t rows, const void *qweight,
-                           int64_t K, int64_t n0, int64_t n1,
-                           float *y, const float *res, int64_t ystride) {
+                           int64_t K, int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
   if (fmt == 1)
     return spindle_qmm_q4_1(act, astride, rows, (const uint32_t *)qweight, K, n0, n1, y, res, ystride);
   return spindle_qmm_q8_0(act, astride, rows, (const int8_t *)qweight, K, n0, n1, y, res, ystride);
+}
+
+/* The parallel entry of one matmul (fmt: 0 = q8_0, 1 = q4_1): every thread of the parallel region calls it
+ * with the same zeroed *counter; together they compute all N columns. */
+int32_t spindle_qmm_sched(int32_t *counter, int32_t fmt, const int8_t *act, int64_t astride, int64_t rows,
+                          const void *qweight, int64_t K, int64_t N, float *y, const float *res) {
+  int64_t t0, t1;
+  while (take_tiles(counter, (N + TILE - 1) / TILE, &t0, &t1))
+    qmm_columns(fmt, act, astride, rows, qweight, K, t0 * TILE, t1 * TILE < N ? t1 * TILE : N, y, res, N);
+  return 0;
 }
 
 /* Quantize one row of K values scaled by rsqrt(mean(x^2) + eps) * w (w NULL: x as it is), the same
