@@ -12,7 +12,9 @@ matters is the fixed cost of a call as much as the arithmetic:
   ``BLOCK`` with an online softmax (running max and sum, the output rescaled when the max grows), so the
   kernel needs no buffer sized by the context; a score is a vectorised dot product along ``head_dim``
   finished by a halving tree of vector adds; ``exp2`` is a vectorised polynomial (``fast_exp2``) instead
-  of a libm call per score;
+  of a libm call per score; a task first asks for every cache line of its keys and values
+  (``llvm.prefetch`` into L2): they come from memory in page-sized runs, which the hardware prefetcher
+  would ramp up on one at a time;
 - **RoPE split**: the cos/sin of a position are computed once per frequency (``head_dim / 2`` of them, for
   all heads), the frequencies once per call; models with ``llama3``/``yarn``/``longrope`` scaling keep the
   generic frequency functions;
@@ -24,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tvm import tirx
+from tvm import DataType, tirx
 from tvm.script import tirx as T
 
 LOG2E = math.log2(math.e)
@@ -90,6 +92,8 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
     chunks = d // lanes
     window = int(sliding_window)
     tile = EXP_TILE
+    line_elems = min(d, 64 * 8 // DataType(dtype).bits)  # elements of one 64-byte cache line
+    line_steps = (d + line_elems - 1) // line_elems
 
     @T.macro
     def task(bk, part, parts, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
@@ -123,6 +127,14 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
             span: T.let[T.int32] = (nkv - lo + parts - 1) // parts
             k0: T.let[T.int32] = T.min(lo + part * span, nkv)
             k1: T.let[T.int32] = T.min(k0 + span, nkv)
+            # The range's keys and values come from memory in page-sized runs, which the hardware
+            # prefetcher ramps up on one at a time: ask for all of their lines first.
+            for j in T.serial(k1 - k0):
+                for kv in T.unroll(2):
+                    for c0 in T.unroll(line_steps):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pages[
+                            page_values[p0 + (k0 + j) // page_size], kv, hk, (k0 + j) % page_size,
+                            c0 * line_elems]), T.int32(0), T.int32(2), T.int32(1)))
             for kb in T.serial((k1 - k0 + BLOCK - 1) // BLOCK):
                 j0: T.let[T.int32] = k0 + kb * BLOCK
                 nb: T.let[T.int32] = T.min(BLOCK, k1 - j0)
