@@ -4,7 +4,7 @@ For 1 and 16 concurrent streams it reports time to first token (TTFT) and inter-
 p50/p99 and the aggregate decode throughput, side by side, with the gRPC/in-process ratio.
 
 The peers do the same work a user gets: the in-process engine has the settings `spindle serve` gives it
-(the server preset, outputs delivered at most every --stream-interval-ms) and detokenizes every request
+(the server preset, outputs paced by --stream-interval-ms and --max-messages-per-s) and detokenizes every request
 incrementally in its output callback (what the server does for a gRPC stream); the gRPC client (AsyncClient.stream) runs in
 this process, the server in its own. Rounds alternate the two paths (ABBA order, so drifting machine load
 hits both alike); the table shows medians and the load average before and after.
@@ -89,10 +89,12 @@ class InProcess:
         from spindle.server.app import ServerOptions
 
         # the engine as `spindle serve` sets it up by default (the server preset, batch = the model's; outputs
-        # delivered at most every --stream-interval-ms), so both paths schedule and deliver alike
-        interval_us = int(round(ServerOptions().stream_interval_ms * 1000))
-        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir), mode="server", output_interval_us=interval_us),
-                                     self._on_outputs)
+        # delivered at most every --stream-interval-ms and within --max-messages-per-s), so both paths
+        # schedule and deliver alike
+        defaults = ServerOptions()
+        interval_us = int(round(defaults.stream_interval_ms * 1000))
+        self.engine = ThreadedEngine(EngineConfig(model=str(model_dir), mode="server", output_interval_us=interval_us,
+                                                  output_budget_per_s=defaults.max_messages_per_s), self._on_outputs)
         self._n = 0
 
     def _on_outputs(self, outputs) -> None:

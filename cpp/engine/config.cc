@@ -139,6 +139,10 @@ Status ValidateEngineConfig(const EngineConfig& c) {
     return Status::Invalid("output_interval_us", "must be between 0 and 10000000 microseconds, got " +
                                                      std::to_string(c.output_interval_us));
   }
+  if (c.output_budget_per_s < 0 || c.output_budget_per_s > 1'000'000) {
+    return Status::Invalid("output_budget_per_s", "must be between 0 and 1000000 outputs per second, got " +
+                                                      std::to_string(c.output_budget_per_s));
+  }
   return Status::OK();
 }
 

@@ -73,6 +73,12 @@ struct EngineConfig {
   // except that a request's first tokens and every finish go at once, taking whatever waits with them.
   // 0 = every step's outputs as soon as they are there.
   int64_t output_interval_us = 0;
+  // ThreadedEngine: the most request outputs per second the stream-back loop delivers over all requests
+  // whose tokens it paces (those with tokens delivered and no finish). With n of them, two deliveries are
+  // at least n / output_budget_per_s seconds apart (and at least output_interval_us), so the work a
+  // delivery causes downstream (a message per request) stays bounded however many requests stream; first
+  // tokens and finishes still go at once. 0 = no budget.
+  int64_t output_budget_per_s = 0;
 };
 
 /*! \brief Validate the user-facing fields that do not need the model (mode, signs, device). */

@@ -27,6 +27,7 @@ std::unique_ptr<ThreadedEngine> ThreadedEngine::Create(const EngineConfig& confi
 void ThreadedEngine::SetLimitsLocked() {
   if (engine_) {
     output_interval_us_.store(engine_->config().output_interval_us, std::memory_order_relaxed);
+    output_budget_per_s_.store(engine_->config().output_budget_per_s, std::memory_order_relaxed);
     limits_ = std::make_shared<const Limits>(Limits{engine_->model_info(), engine_->config(), engine_->Metrics().kv_pages_total});
   } else {
     limits_ = nullptr;
@@ -255,11 +256,17 @@ void ThreadedEngine::RunBackgroundStreamBackLoop() {
   while (true) {
     std::vector<RequestOutput> batch;
     int64_t interval_us = 0;
+    bool paced = false;
     {
       std::unique_lock<std::mutex> lock(out_mu_);
       out_cv_.wait(lock, [&] { return exit_stream_ || !outputs_.empty(); });
       if (outputs_.empty()) break;  // exiting and nothing left to deliver
       interval_us = output_interval_us_.load(std::memory_order_relaxed);
+      const int64_t budget = output_budget_per_s_.load(std::memory_order_relaxed);
+      paced = interval_us > 0 || budget > 0;
+      if (budget > 0) {  // n paced requests: one output each per delivery, at most `budget` per second
+        interval_us = std::max<int64_t>(interval_us, static_cast<int64_t>(started.size()) * 1'000'000 / budget);
+      }
       if (interval_us > 0) {
         const Clock::time_point due = last_delivery + std::chrono::microseconds(interval_us);
         size_t scanned = 0;  // outputs_ only grows while we wait
@@ -275,7 +282,7 @@ void ThreadedEngine::RunBackgroundStreamBackLoop() {
       batch.swap(outputs_);
       delivering_ = true;
     }
-    if (interval_us > 0) {
+    if (paced) {
       CoalesceOutputs(&batch);
       for (const RequestOutput& o : batch) {
         if (o.finished) {
@@ -291,7 +298,7 @@ void ThreadedEngine::RunBackgroundStreamBackLoop() {
       }
       last_delivery = Clock::now();
     } else {
-      started.clear();  // kept only while an interval is set
+      started.clear();  // kept only while outputs are paced
     }
     try {
       callback_(std::move(batch));

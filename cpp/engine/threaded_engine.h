@@ -84,6 +84,7 @@ class ThreadedEngine {
   std::unique_ptr<Engine> engine_;
   Callback callback_;
   std::atomic<int64_t> output_interval_us_{0};  // the loaded config's; read by the stream-back loop
+  std::atomic<int64_t> output_budget_per_s_{0};  // likewise
 
   // Instruction queue and request bookkeeping, guarded by mu_.
   mutable std::mutex mu_;

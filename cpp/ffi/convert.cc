@@ -90,6 +90,8 @@ Status EngineConfigFromMap(const AnyMap& map, EngineConfig* out) {
       }
     } else if (key == "output_interval_us") {
       RETURN_IF_ERROR(GetInt(value, key, &c.output_interval_us));
+    } else if (key == "output_budget_per_s") {
+      RETURN_IF_ERROR(GetInt(value, key, &c.output_budget_per_s));
     } else {
       return Status::Invalid(key, "unknown engine config field");
     }

@@ -47,6 +47,7 @@ AnyMap ModelInfoToMap(const ModelInfo& info, const EngineConfig& c) {
   m.Set("prefill_chunk_size", c.prefill_chunk_size);
   m.Set("admission_window_us", c.admission_window_us);
   m.Set("output_interval_us", c.output_interval_us);
+  m.Set("output_budget_per_s", c.output_budget_per_s);
   m.Set("kv_cache_page_size", c.kv_cache_page_size);
   m.Set("mode", String(c.mode));
   return m;

@@ -95,6 +95,8 @@ TEST(EngineConfig, ErrorsNameTheField) {
   EXPECT_EQ(field_of([](EngineConfig& c) { c.admission_window_us = 60'000'000; }), "admission_window_us");
   EXPECT_EQ(field_of([](EngineConfig& c) { c.output_interval_us = -1; }), "output_interval_us");
   EXPECT_EQ(field_of([](EngineConfig& c) { c.output_interval_us = 10'000'001; }), "output_interval_us");
+  EXPECT_EQ(field_of([](EngineConfig& c) { c.output_budget_per_s = -1; }), "output_budget_per_s");
+  EXPECT_EQ(field_of([](EngineConfig& c) { c.output_budget_per_s = 1'000'001; }), "output_budget_per_s");
 }
 
 TEST(GenerationConfig, DefaultsAreValid) {

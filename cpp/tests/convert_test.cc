@@ -61,6 +61,10 @@ TEST(Convert, WrongTypesNameTheField) {
   e.Set("output_interval_us", int64_t(10000));
   ASSERT_TRUE(EngineConfigFromMap(e, &c).ok());
   EXPECT_EQ(c.output_interval_us, 10000);
+  EXPECT_EQ(c.output_budget_per_s, 0);
+  e.Set("output_budget_per_s", int64_t(400));
+  ASSERT_TRUE(EngineConfigFromMap(e, &c).ok());
+  EXPECT_EQ(c.output_budget_per_s, 400);
 }
 
 TEST(Convert, TokenIds) {

@@ -63,6 +63,13 @@ def _add_serve(subparsers) -> None:
                    help="when a request reaches the idle engine, wait up to this long while more arrive so that a "
                         "burst shares one prefill (stops after an eighth of it without a new request; default: "
                         "the preset's, 8 ms for server, 0 otherwise)")
+    p.add_argument("--max-messages-per-s", type=_messages_per_s, default=d.max_messages_per_s,
+                   help="threaded mode: streamed messages per second over all streams; with N streams a stream gets "
+                        "a message at most every N / this seconds (and every --stream-interval-ms), its tokens "
+                        "merged; first tokens and finishes go at once (default %(default)s; 0: no bound)")
+    p.add_argument("--no-batch-scheduling", dest="batch_scheduling", action="store_false",
+                   help="leave the serving threads (event loop, gRPC, stream-back) in the default scheduling class "
+                        "instead of SCHED_BATCH, where they do not preempt the model's compute threads")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     p.set_defaults(func=_serve)
 
@@ -74,6 +81,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _messages_per_s(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of messages per second, got {text!r}") from None
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected 0 to 1000000 messages per second, got {value}")
     return value
 
 
@@ -114,7 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
                             admission_window_us=None if args.admission_window_ms is None
                             else int(round(args.admission_window_ms * 1000)),
                             max_num_sequence=args.max_num_sequence,
-                            max_total_sequence_length=args.max_total_sequence_length)
+                            max_total_sequence_length=args.max_total_sequence_length,
+                            max_messages_per_s=args.max_messages_per_s, batch_scheduling=args.batch_scheduling)
     try:
         asyncio.run(serve(model_dir, options))
     except OSError as exc:

@@ -134,6 +134,10 @@ class EngineConfig:
     #: ThreadedEngine: the least microseconds between two output callbacks. Outputs that come sooner wait
     #: and are merged per request; a request's first tokens and every finish go at once. 0: every step's.
     output_interval_us: int = 0
+    #: ThreadedEngine: the most request outputs per second over all paced requests (those with tokens
+    #: delivered and no finish): with n of them, callbacks are at least n / budget seconds apart (and at
+    #: least ``output_interval_us``). First tokens and finishes go at once. 0: no budget.
+    output_budget_per_s: int = 0
 
     def to_ffi(self) -> dict[str, Any]:
         if not isinstance(self.model, (str, os.PathLike)) or not str(self.model):
@@ -149,6 +153,7 @@ class EngineConfig:
         out["num_threads"] = _check_int("num_threads", self.num_threads)
         out["admission_window_us"] = _check_int("admission_window_us", self.admission_window_us, optional=True)
         out["output_interval_us"] = _check_int("output_interval_us", self.output_interval_us)
+        out["output_budget_per_s"] = _check_int("output_budget_per_s", self.output_budget_per_s)
         return out
 
 

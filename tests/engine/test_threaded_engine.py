@@ -186,6 +186,56 @@ def test_output_interval_merges_steps_and_never_holds_first_tokens_or_finishes(t
     assert all(len({o.request_id for o in outs}) == len(outs) for _, outs in deliveries)
 
 
+def test_output_budget_spaces_deliveries_by_the_number_of_paced_requests(threaded):
+    budget = 20  # outputs per second over all paced requests: two of them get one delivery per 100 ms
+    deliveries: list[tuple[float, list]] = []
+    sink = Sink()
+
+    def callback(outputs):
+        deliveries.append((time.monotonic(), outputs))
+        sink(outputs)
+
+    engine = threaded(callback, output_budget_per_s=budget)
+    assert engine.limits["output_budget_per_s"] == budget
+    cfg = GenerationConfig(max_tokens=400, ignore_eos=True, temperature=0.0)
+    t0 = time.monotonic()
+    for rid in ("a", "b"):
+        engine.add_request(rid, [3, 4, 5], cfg)
+    assert engine.wait_idle(60)
+    elapsed = time.monotonic() - t0
+
+    reference = Sink()
+    plain = threaded(reference)
+    plain.add_request("a", [3, 4, 5], cfg)
+    assert plain.wait_idle(60)
+    c = sink.collector
+    assert c.tokens["a"][0] == c.tokens["b"][0] == reference.collector.tokens["a"][0]
+    assert all(len(v) == 1 for v in c.finishes.values()) and not c.after_finish
+    # first tokens and finishes go at once (at most four deliveries here); the rest are two outputs each at
+    # most `budget` outputs per second, where delivering every step took 400 callbacks
+    assert reference.calls == 400
+    assert len(deliveries) <= 4 + 1 + elapsed * budget / 2
+
+    # a delivery with neither a first token nor a finish came at least n / budget after the previous one,
+    # n the requests paced when it was due
+    started: set[str] = set()
+    previous = None
+    for when, outs in deliveries:
+        urgent = any(o.finished or o.request_id not in started for o in outs)
+        if previous is not None and not urgent:
+            assert when - previous >= 0.95 * len(started) / budget
+        started.update(o.request_id for o in outs if any(b.token_ids for b in o.branches))
+        started.difference_update(o.request_id for o in outs if o.finished)
+        previous = when
+
+
+def test_output_budget_is_validated(tiny_model_dir):
+    for bad in (-1, 1_000_001):
+        with pytest.raises(InvalidRequestError) as err:
+            ThreadedEngine(EngineConfig(model=str(tiny_model_dir), output_budget_per_s=bad), Sink())
+        assert err.value.field == "output_budget_per_s"
+
+
 def test_add_request_raises_synchronously(threaded):
     engine = threaded(Sink())
     with pytest.raises(InvalidRequestError) as err:

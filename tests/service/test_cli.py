@@ -104,6 +104,20 @@ def test_serve_stream_interval_ms_flag(capsys):
     assert "--stream-interval-ms" in capsys.readouterr().err
 
 
+def test_serve_max_messages_per_s_flag(capsys):
+    assert build_parser().parse_args(["serve"]).max_messages_per_s == 400
+    assert build_parser().parse_args(["serve", "--max-messages-per-s", "0"]).max_messages_per_s == 0
+    for bad in ("-1", "2.5", "lots"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--max-messages-per-s", bad])
+        assert "--max-messages-per-s" in capsys.readouterr().err
+
+
+def test_serve_batch_scheduling_flag():
+    assert build_parser().parse_args(["serve"]).batch_scheduling is True
+    assert build_parser().parse_args(["serve", "--no-batch-scheduling"]).batch_scheduling is False
+
+
 def test_serve_admission_window_flag():
     assert build_parser().parse_args(["serve", "--admission-window-ms", "2.5"]).admission_window_ms == 2.5
     assert build_parser().parse_args(["serve"]).admission_window_ms is None

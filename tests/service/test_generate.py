@@ -175,7 +175,7 @@ def test_stream_interval_sends_fewer_messages_with_the_same_tokens(client, serve
 
 def test_stream_interval_ms_paces_messages_with_the_same_tokens(client, server_thread, tiny_model_dir):
     expected = client.generate(PROMPT, max_tokens=24, temperature=0, ignore_eos=True)
-    per_step = server_thread(tiny_model_dir, mode="threaded", stream_interval_ms=0)
+    per_step = server_thread(tiny_model_dir, mode="threaded", stream_interval_ms=0, max_messages_per_s=0)
     paced = server_thread(tiny_model_dir, mode="threaded", stream_interval_ms=300)
     sizes = {}
     try:
@@ -204,6 +204,18 @@ def test_stream_interval_must_be_positive(tiny_model_dir):
         SpindleServer(tiny_model_dir, ServerOptions(stream_interval=0))
     with pytest.raises(ValueError, match="stream_interval_ms"):
         SpindleServer(tiny_model_dir, ServerOptions(stream_interval_ms=-1))
+    for bad in (-1, 2.5, True, 1_000_001):
+        with pytest.raises(ValueError, match="max_messages_per_s"):
+            SpindleServer(tiny_model_dir, ServerOptions(max_messages_per_s=bad))
+
+
+def test_message_budget_reaches_the_engine(threaded_server, server_thread, tiny_model_dir):
+    assert threaded_server.server.servicer.host.output_budget_per_s == 400  # the default
+    srv = server_thread(tiny_model_dir, mode="threaded", max_messages_per_s=0)
+    try:
+        assert srv.server.servicer.host.output_budget_per_s == 0
+    finally:
+        srv.stop()
 
 
 def test_admission_window_reaches_the_engine(threaded_server, server_thread, tiny_model_dir):

@@ -8,6 +8,7 @@ a grace period, aborts what is left, then stops the gRPC server and the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
-from . import reflection
+from . import reflection, sched
 from .engine_host import MODES, STEPPED, THREADED, EngineHost
 from .model import ServedModel
 from .requests import Pacing, RequestTable
@@ -41,6 +42,7 @@ class ServerOptions:
     output_queue_size: int = 64          # items per stream before deltas are merged
     stream_interval: int = 1             # tokens per streamed message (first and final excepted)
     stream_interval_ms: float = 20.0     # least time between two messages of a stream (first and final excepted)
+    max_messages_per_s: int = 400        # threaded mode: streamed messages per second over all streams (0: no bound)
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 30.0         # drain time on SIGTERM before aborting
     device: str = "cpu"
@@ -48,6 +50,7 @@ class ServerOptions:
     max_num_sequence: int | None = None  # sequences the engine runs at once (None: the preset's)
     max_total_sequence_length: int | None = None  # KV cache tokens over all sequences (None: the preset's)
     admission_window_us: int | None = None  # idle engine: collect a burst of requests first (None: the preset's)
+    batch_scheduling: bool = True        # serving threads SCHED_BATCH, compute threads SCHED_OTHER (sched.py)
 
 
 class SpindleServer:
@@ -61,6 +64,9 @@ class SpindleServer:
             raise ValueError(f"stream_interval must be a positive integer, got {self.options.stream_interval!r}")
         if not 0 <= self.options.stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be 0 to 10000, got {self.options.stream_interval_ms!r}")
+        budget = self.options.max_messages_per_s
+        if not isinstance(budget, int) or isinstance(budget, bool) or not 0 <= budget <= 1_000_000:
+            raise ValueError(f"max_messages_per_s must be an integer from 0 to 1000000, got {budget!r}")
         self.model_dir = Path(model_dir)
         self.model = ServedModel.load(self.model_dir)
         self.port: int | None = None
@@ -70,6 +76,7 @@ class SpindleServer:
         self.servicer: EngineServicer | None = None
         self._stopped = asyncio.Event()
         self._draining_task: asyncio.Task | None = None
+        self._loop_policy: int | None = None  # the event loop thread's policy before start
 
     def _engine_interval_us(self) -> int:
         """The engine's output interval. Threaded mode paces in the engine: its stream-back loop delivers at
@@ -83,6 +90,8 @@ class SpindleServer:
         """Listen (health NOT_SERVING) and, with ``load``, load the engine and report SERVING."""
         opts = self.options
         limit = opts.max_message_bytes
+        if opts.batch_scheduling:  # before gRPC starts its threads: they inherit the class
+            self._loop_policy = sched.serving_thread()
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
@@ -114,19 +123,22 @@ class SpindleServer:
         table = self._table
 
         def make() -> EngineHost:
-            return EngineHost(str(self.model_dir), opts.mode, loop, table.dispatch, device=opts.device,
-                              engine_mode=opts.engine_mode, max_num_sequence=opts.max_num_sequence,
-                              max_total_sequence_length=opts.max_total_sequence_length,
-                              admission_window_us=opts.admission_window_us,
-                              output_interval_us=self._engine_interval_us())
+            with sched.compute_threads() if opts.batch_scheduling else contextlib.nullcontext():
+                return EngineHost(str(self.model_dir), opts.mode, loop, table.dispatch, device=opts.device,
+                                  engine_mode=opts.engine_mode, serving_callback=opts.batch_scheduling,
+                                  max_num_sequence=opts.max_num_sequence,
+                                  max_total_sequence_length=opts.max_total_sequence_length,
+                                  admission_window_us=opts.admission_window_us,
+                                  output_interval_us=self._engine_interval_us(),
+                                  output_budget_per_s=opts.max_messages_per_s if opts.mode == THREADED else 0)
 
         self.servicer.host = await loop.run_in_executor(None, make)
         c = self.model.config
         host = self.servicer.host
         log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence, "
-                 "admission window %.1f ms, output interval %.1f ms", _engine_library(), self.model_dir,
-                 host.max_num_sequence, host.max_sequence_length, host.admission_window_us / 1000,
-                 host.output_interval_us / 1000)
+                 "admission window %.1f ms, output interval %.1f ms, at most %s messages/s over all streams",
+                 _engine_library(), self.model_dir, host.max_num_sequence, host.max_sequence_length,
+                 host.admission_window_us / 1000, host.output_interval_us / 1000, host.output_budget_per_s or "any")
         log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
                  c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
                  opts.host, self.port)
@@ -172,6 +184,9 @@ class SpindleServer:
         if host is not None:
             self.servicer.host = None
             await asyncio.get_running_loop().run_in_executor(None, host.shutdown)
+        if self._loop_policy is not None:
+            sched.set_policy(self._loop_policy)
+            self._loop_policy = None
         self._stopped.set()
         log.info("stopped")
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 from typing import Any, Callable
 
+from . import sched
 from .convert import engine_field_to_proto
 from .errors import ServiceError, already_exists, internal, invalid_argument, shutting_down
 
@@ -31,18 +33,24 @@ class EngineHost:
 
     def __init__(self, model_dir: str, mode: str, loop: asyncio.AbstractEventLoop,
                  on_outputs: Callable[[list[Any]], Any], device: str = "cpu", engine_mode: str = "server",
-                 **engine_options: Any):
+                 serving_callback: bool = False, **engine_options: Any):
         from spindle import engine as engine_mod  # the only module that touches the FFI library
 
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        #: The engine's stream-back thread, once it has delivered outputs and taken the serving class.
+        self.stream_back_tid: int | None = None
         self._mod = engine_mod
         self._loop = loop
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spindle-engine")
         config = engine_mod.EngineConfig(model=str(model_dir), device=device, mode=engine_mode, **engine_options)
         if mode == THREADED:
             def callback(outputs: list[Any]) -> None:
+                if serving_callback and self.stream_back_tid is None:
+                    # the engine's stream-back thread is a serving thread (sched.py)
+                    self.stream_back_tid = threading.get_native_id()
+                    sched.serving_thread()
                 try:
                     loop.call_soon_threadsafe(on_outputs, outputs)
                 except RuntimeError:  # the event loop is closed: the server is gone
@@ -59,6 +67,8 @@ class EngineHost:
         self.admission_window_us = int(limits.get("admission_window_us") or 0)
         #: The least time between two output batches of the stream-back loop (threaded mode).
         self.output_interval_us = int(limits.get("output_interval_us") or 0)
+        #: The most outputs per second the stream-back loop delivers over all paced requests (0: no bound).
+        self.output_budget_per_s = int(limits.get("output_budget_per_s") or 0)
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod
