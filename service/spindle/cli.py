@@ -84,24 +84,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _messages_per_s(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of messages per second, got {text!r}") from None
-    if not 0 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"expected 0 to 1000000 messages per second, got {value}")
-    return value
+def _number_in(cast, low: float, high: float, unit: str):
+    """An argparse type: ``cast(text)`` within ``[low, high]``."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {unit}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high} {unit}, got {value:g}")
+        return value
+    return parse
 
 
-def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"expected 0 to 10000 milliseconds, got {value:g}")
-    return value
+_messages_per_s = _number_in(int, 0, 1_000_000, "messages per second")
+_milliseconds = _number_in(float, 0, 10_000, "milliseconds")
 
 
 def resolve_model(model: str | None, dtype: str, progress: bool = True) -> Path:
