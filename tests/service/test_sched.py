@@ -70,6 +70,16 @@ def test_server_threads_take_their_classes_and_the_loop_gets_its_own_back(server
         srv.stop()
 
 
+def test_the_stepped_engine_thread_computes_in_the_default_class(server_thread, tiny_model_dir):
+    srv = server_thread(tiny_model_dir, mode="stepped")
+    try:
+        assert srv.run(sched.policy) == os.SCHED_BATCH
+        host = srv.server.servicer.host
+        assert srv.call(host._run(sched.policy)) == os.SCHED_OTHER  # pylint: disable=protected-access
+    finally:
+        srv.stop()
+
+
 def test_batch_scheduling_can_be_turned_off(server_thread, tiny_model_dir):
     srv = server_thread(tiny_model_dir, mode="threaded", batch_scheduling=False)
     try:

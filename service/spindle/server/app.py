@@ -125,7 +125,7 @@ class SpindleServer:
         def make() -> EngineHost:
             with sched.compute_threads() if opts.batch_scheduling else contextlib.nullcontext():
                 return EngineHost(str(self.model_dir), opts.mode, loop, table.dispatch, device=opts.device,
-                                  engine_mode=opts.engine_mode, serving_callback=opts.batch_scheduling,
+                                  engine_mode=opts.engine_mode, batch_scheduling=opts.batch_scheduling,
                                   max_num_sequence=opts.max_num_sequence,
                                   max_total_sequence_length=opts.max_total_sequence_length,
                                   admission_window_us=opts.admission_window_us,

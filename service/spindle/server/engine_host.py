@@ -33,7 +33,7 @@ class EngineHost:
 
     def __init__(self, model_dir: str, mode: str, loop: asyncio.AbstractEventLoop,
                  on_outputs: Callable[[list[Any]], Any], device: str = "cpu", engine_mode: str = "server",
-                 serving_callback: bool = False, **engine_options: Any):
+                 batch_scheduling: bool = False, **engine_options: Any):
         from spindle import engine as engine_mod  # the only module that touches the FFI library
 
         if mode not in MODES:
@@ -43,11 +43,13 @@ class EngineHost:
         self.stream_back_tid: int | None = None
         self._mod = engine_mod
         self._loop = loop
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spindle-engine")
+        # stepped mode's engine thread computes: the default scheduling class whatever its creator's (sched.py)
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="spindle-engine", initializer=sched.compute_thread if batch_scheduling else None)
         config = engine_mod.EngineConfig(model=str(model_dir), device=device, mode=engine_mode, **engine_options)
         if mode == THREADED:
             def callback(outputs: list[Any]) -> None:
-                if serving_callback and self.stream_back_tid is None:
+                if batch_scheduling and self.stream_back_tid is None:
                     # the engine's stream-back thread is a serving thread (sched.py)
                     self.stream_back_tid = threading.get_native_id()
                     sched.serving_thread()

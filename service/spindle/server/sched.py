@@ -52,6 +52,12 @@ def serving_thread() -> int | None:
     return previous
 
 
+def compute_thread() -> None:
+    """Put the calling thread in the default class (a serving thread may start a compute thread)."""
+    if policy() not in (None, _OTHER):
+        set_policy(_OTHER)
+
+
 @contextlib.contextmanager
 def compute_threads() -> Iterator[None]:
     """Threads started inside this block (the engine's loop, the model's thread pool) are ``SCHED_OTHER``,
