@@ -96,7 +96,7 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
                 # the layout the layer holds its weights in: column tiles for the int8 kernel, rows otherwise
                 layout = Q.QuantizedLinear(k, n, fmt, kernel=kernel).layout
                 held = Q.to_tiles(fmt, arrays) if layout == "tiles" else arrays
-                held_names = [a for a in ("qweight", "scales", "mins") if a in held]  # q4_1 tiles: qweight only
+                held_names = [a for a in ("qweight", "scales", "mins") if a in held]  # tiles: qweight only
                 copies = [[tvm.runtime.tensor(held[a]) for a in held_names] for _ in range(count)]
                 for rows in row_counts:
                     x = rng.standard_normal((rows, 1, k)).astype(np.float32)

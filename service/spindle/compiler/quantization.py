@@ -470,7 +470,7 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
     """`y = x @ dequantize(W).T (+ bias)` with W held in a GGUF block format (q8_0 or q4_1).
 
     Parameters are the device arrays of `layout_specs` (rows: `qweight`, `scales`, and `mins` for q4_1;
-    tiles: `qweight`, and `scales` for q8_0) plus an optional `bias` of `out_dtype`. Fill them with
+    tiles: `qweight` alone, which holds the scales and minimums) plus an optional `bias` of `out_dtype`. Fill them with
     `quantize` or `from_gguf_blocks` (and `to_tiles` for the tile layout).
     """
 
@@ -492,7 +492,7 @@ class QuantizedLinear(nn.Module):  # pylint: disable=too-many-instance-attribute
         self.layout = "tiles" if self.kernel == "int8" else "rows"
         specs = layout_specs(fmt, self.out_features, self.in_features, self.layout)
         self.qweight = nn.Parameter(*specs["qweight"])
-        # q4_1 tiles hold their scales and minimums inside `qweight`
+        # the tile layout holds its scales and minimums inside `qweight`
         self.scales = nn.Parameter(*specs["scales"]) if "scales" in specs else None
         self.mins = nn.Parameter(*specs["mins"]) if "mins" in specs else None
         self.bias = nn.Parameter((self.out_features,), out_dtype) if bias else None

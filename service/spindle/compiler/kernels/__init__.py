@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "ecf6fe61dafca8a1d95cee8a4428d8f9d06f64193a92dad31c6b709cdf8d5bbd"
+SOURCE_DIGEST = "82efba97b3cde169d9bacd6f077e09be9812af67ddc5f3730939c7f44c40feba"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

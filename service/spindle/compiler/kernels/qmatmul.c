@@ -24,8 +24,9 @@
  * separate elementwise kernel would do). Here dx[g] = max|x_g| / 127, q_x = rint(x / dx), sx[g] = dx[g] *
  * sum(q_x)[g]. The dots are exact integer sums; the float part is one multiply-add per group. Rows share
  * each decoded weight vector (up to 8 rows per pass); a pass reads one tile, so that a thread reads one
- * stream (two tiles per pass, sharing the activation broadcasts, read ~0.6-0.8 of the memory speed). Two implementations, picked at run time: AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32)
- * and portable C (same layout). SPINDLE_QKERNEL=scalar forces the portable one.
+ * stream (two tiles per pass, sharing the activation broadcasts, read ~0.6-0.8 of the memory speed). Two
+ * implementations, picked at run time: AVX-512 VNNI (vpdpbusd: u8 x s8 -> s32) and portable C (same layout).
+ * SPINDLE_QKERNEL=scalar forces the portable one.
  *
  * Activation scratch layout, one row of spindle_qact_row_bytes(K) bytes per activation row:
  *   [0, K)             int8 q_x in order
@@ -600,8 +601,7 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t *t0, i
 
 /* Phase: y[:, n] (+ res) for all N columns. */
 static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
-                         const void *qweight, int64_t N, float *y,
-                         const float *res) {
+                         const void *qweight, int64_t N, float *y, const float *res) {
   const int64_t tiles = (N + TILE - 1) / TILE, astride = spindle_qact_row_bytes(K);
   int64_t t0, t1;
   while (take_split(sync, tiles, half, &t0, &t1)) {
@@ -661,8 +661,7 @@ int32_t spindle_swiglu(const float *g, const float *u, float *h, int64_t n) {
 /* Phase: gate and up columns of the same tiles, then h = silu(gate) * up for those columns. gu is
  * [rows, 2I] (gate columns [0, I), up columns [I, 2I)), h is [rows, I]; I is a multiple of 16. */
 static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
-                          const void *qweight, int64_t I, float *gu,
-                          float *h) {
+                          const void *qweight, int64_t I, float *gu, float *h) {
   const int64_t tiles = I / TILE, astride = spindle_qact_row_bytes(K);
   int64_t t0, t1;
   while (take_split(sync, tiles, half, &t0, &t1)) {
@@ -689,11 +688,12 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
 
 /* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H];
  * gate_up has 2I output columns (gate, then up), I a multiple of 16; sync: 6 phases x PHASE_WORDS int32,
- * zeroed, 8-byte aligned; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x row_bytes(H), act_h rows x row_bytes(I) bytes;
- * x2 [rows, H], gu [rows, 2I], h [rows, I] floats. */
-int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x, int64_t H,
-                           int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps, int32_t fg,
-                           const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n, int8_t *act_h, float *x2, float *gu, float *h, float *y) {
+ * zeroed, 8-byte aligned; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x row_bytes(H),
+ * act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats. */
+int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x,
+                           int64_t H, int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps,
+                           int32_t fg, const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n,
+                           int8_t *act_h, float *x2, float *gu, float *h, float *y) {
   if (phase_done(sync + 5 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
   phase_quantize(sync, rows, a, NULL, 0.0f, A, act_a);
   phase_matmul(sync + PHASE_WORDS, half, fo, act_a, A, rows, qo, H, x2, x);
