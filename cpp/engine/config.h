@@ -47,6 +47,9 @@ struct ModelInfo {
   std::vector<std::string> param_names;
   std::vector<int32_t> eos_token_ids;
   int64_t bos_token_id = -1;
+  // Filled when the weights are loaded (not part of the file):
+  int64_t weight_bytes = 0;
+  int64_t weight_huge_page_bytes = 0;  // of weight_bytes, held in 2 MB pages (SPINDLE_HUGE_PAGES=0: none)
 };
 
 /*! \brief Parse the text of spindle-config.json. */

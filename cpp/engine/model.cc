@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "huge_pages.h"
+
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/error.h>
@@ -83,8 +85,16 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, Status* status) {
     Global("vm.builtin.tensor_cache.load")(params_path, kDeviceCPU, 0);
     ffi::Array<ffi::String> names;
     for (const std::string& n : m->info_.param_names) names.push_back(n);
-    m->params_ = Global("vm.builtin.param_array_from_cache_by_name")(names);
+    auto params = Global("vm.builtin.param_array_from_cache_by_name")(names).cast<ffi::Array<ffi::Tensor>>();
     Global("vm.builtin.tensor_cache.clear")();
+    const char* huge = std::getenv("SPINDLE_HUGE_PAGES");
+    if (huge == nullptr || std::strcmp(huge, "0") != 0) {
+      PackedWeights packed = PackInHugePages(params);
+      params = packed.tensors;
+      m->info_.weight_huge_page_bytes = packed.huge_page_bytes;
+    }
+    for (const ffi::Tensor& t : params) m->info_.weight_bytes += static_cast<int64_t>(ffi::GetDataSize(t));
+    m->params_ = params;
     auto get = [&](const char* name) {
       auto f = vm->GetFunction(name);
       if (!f.has_value()) TVM_FFI_THROW(ValueError) << "model.so has no function '" << name << "'";

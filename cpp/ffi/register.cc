@@ -1,5 +1,6 @@
 // The FFI surface of libspindle_engine: two constructors registered as global functions, each
-// returning a Module whose functions drive an Engine or a ThreadedEngine. User errors come back
+// returning a Module whose functions drive an Engine or a ThreadedEngine, and the weight packing that
+// the engine's model loading uses (for Python code that runs a model without the engine). User errors come back
 // as values ([code, field, message]); only broken invariants raise.
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/cast.h>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "../engine/engine.h"
+#include "../engine/huge_pages.h"
 #include "../engine/threaded_engine.h"
 #include "convert.h"
 
@@ -41,6 +43,8 @@ AnyMap ModelInfoToMap(const ModelInfo& info, const EngineConfig& c) {
   AnyMap m;
   m.Set("vocab_size", info.vocab_size);
   m.Set("context_window_size", info.context_window_size);
+  m.Set("weight_bytes", info.weight_bytes);
+  m.Set("weight_huge_page_bytes", info.weight_huge_page_bytes);
   m.Set("max_num_sequence", c.max_num_sequence);
   m.Set("max_total_sequence_length", c.max_total_sequence_length);
   m.Set("max_single_sequence_length", c.max_single_sequence_length);
@@ -165,6 +169,11 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   refl::GlobalDef()
       .def("spindle.engine.create", CreateEngine)
       .def("spindle.engine.create_threaded", CreateThreadedEngine)
+      .def("spindle.engine.pack_weights",
+           [](ffi::Array<ffi::Tensor> tensors) {
+             PackedWeights p = PackInHugePages(tensors);
+             return ffi::Array<Any>{p.tensors, p.block_bytes, p.huge_page_bytes};
+           })
       .def("spindle.engine.version", []() { return String("0.1.0"); });
 }
 

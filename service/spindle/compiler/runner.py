@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,21 @@ from .build import PAGE_SIZE, activation_dtype, set_runtime_threads
 
 def _f(name: str):
     return tvm.get_global_func(name)
+
+
+def pack_weights(params):
+    """The weights copied into one block of 2 MB pages, as the engine loads them
+    (``spindle.engine.pack_weights``); returned as they are where the engine library is not built or
+    ``SPINDLE_HUGE_PAGES=0``."""
+    from .. import _lib  # pylint: disable=import-outside-toplevel
+
+    if os.environ.get("SPINDLE_HUGE_PAGES") == "0":
+        return params
+    try:
+        packed, _, _ = _lib.get_function("spindle.engine.pack_weights")(params)
+    except _lib.EngineLibraryNotFound:
+        return params
+    return packed
 
 
 class ModelRunner:
@@ -38,8 +54,9 @@ class ModelRunner:
         lib = tvm.runtime.load_module(str(self.path / "model.so"))
         self.vm = relax.VirtualMachine(lib, self.device)
         _f("vm.builtin.tensor_cache.load")(str(self.path / "params"), self.device.dlpack_device_type(), self.device.index)
-        self.params = _f("vm.builtin.param_array_from_cache_by_name")(self.config["param_names"])
+        params = _f("vm.builtin.param_array_from_cache_by_name")(self.config["param_names"])
         _f("vm.builtin.tensor_cache.clear")()
+        self.params = pack_weights(params) if device == "cpu" else params
         self._embed = self.vm["embed"]
         self._prefill = self.vm["batch_prefill"]
         self._decode = self.vm["batch_decode"]

@@ -136,10 +136,11 @@ class SpindleServer:
         c = self.model.config
         host = self.servicer.host
         log.info("engine library %s; model artifact %s; %s sequences at once, %s tokens per sequence, "
-                 "admission window %.1f ms, output interval %.1f ms, message budget %s", _engine_library(),
-                 self.model_dir, host.max_num_sequence, host.max_sequence_length, host.admission_window_us / 1000,
-                 host.output_interval_us / 1000,
-                 f"{host.output_budget_per_s}/s over all streams" if host.output_budget_per_s else "none")
+                 "admission window %.1f ms, output interval %.1f ms, message budget %s; weights %.1f MB, "
+                 "%.1f MB of them in 2 MB pages", _engine_library(), self.model_dir, host.max_num_sequence,
+                 host.max_sequence_length, host.admission_window_us / 1000, host.output_interval_us / 1000,
+                 f"{host.output_budget_per_s}/s over all streams" if host.output_budget_per_s else "none",
+                 host.weight_bytes / 1e6, host.weight_huge_page_bytes / 1e6)
         log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
                  c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
                  opts.host, self.port)

@@ -71,6 +71,9 @@ class EngineHost:
         self.output_interval_us = int(limits.get("output_interval_us") or 0)
         #: The most outputs per second the stream-back loop delivers over all paced requests (0: no bound).
         self.output_budget_per_s = int(limits.get("output_budget_per_s") or 0)
+        #: Bytes of model weights, and how many of them the OS holds in 2 MB pages.
+        self.weight_bytes = int(limits.get("weight_bytes") or 0)
+        self.weight_huge_page_bytes = int(limits.get("weight_huge_page_bytes") or 0)
 
     def _translate(self, exc: Exception) -> ServiceError:
         mod = self._mod
