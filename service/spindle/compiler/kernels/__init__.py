@@ -21,12 +21,18 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "82efba97b3cde169d9bacd6f077e09be9812af67ddc5f3730939c7f44c40feba"
+SOURCE_DIGEST = "3609599351a88ceb0a55c6f7a6b92370a20a6917380db47be007abccac7f6548"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
 FORMAT_CODES = {"q8_0": 0, "q4_1": 1}
-SYNC_WORDS = 8  # int32 words of a fused block's phase (PHASE_WORDS in qmatmul.c)
+SYNC_WORDS = 32  # int32 words of a fused block's phase (PHASE_WORDS in qmatmul.c): a 64-byte line per half
+SYNC_SLACK_WORDS = 16  # words a block's sync array has beyond its phases (the C side aligns it to a line)
+
+
+def sync_words(phases: int) -> int:
+    """Length in int32 of the zeroed sync array of a fused block with `phases` phases."""
+    return phases * SYNC_WORDS + SYNC_SLACK_WORDS
 
 
 class KernelBuildError(RuntimeError):
@@ -216,12 +222,12 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
         y = T.match_buffer(var_y, (d0, d1, n), "float32")
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
-        sync = T.decl_buffer((2 * SYNC_WORDS,), "int32")
-        for i in range(2 * SYNC_WORDS):
+        sync = T.decl_buffer((sync_words(2),), "int32")
+        for i in range(sync_words(2)):
             sync[i] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qblock_norm_matmul", T.tvm_access_ptr(i32, sync.data, 0, 2 * SYNC_WORDS, 3),
+                "int32", "spindle_qblock_norm_matmul", T.tvm_access_ptr(i32, sync.data, 0, sync_words(2), 3),
                 T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * k, 1), T.address_of(norm_w[0]), T.float32(eps),
                 T.int64(k), T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 3), code,
@@ -266,12 +272,12 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
         x2 = T.decl_buffer((d0 * d1 * h_,), "float32")
         gu = T.decl_buffer((d0 * d1 * 2 * i_,), "float32")
         hb = T.decl_buffer((d0 * d1 * i_,), "float32")
-        sync = T.decl_buffer((6 * SYNC_WORDS,), "int32")
-        for i in range(6 * SYNC_WORDS):
+        sync = T.decl_buffer((sync_words(6),), "int32")
+        for i in range(sync_words(6)):
             sync[i] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, 6 * SYNC_WORDS, 3),
+                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(6), 3),
                 T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),

@@ -449,8 +449,8 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
  *
  * Every thread of the caller's parallel loop calls the entry with the same zeroed `sync` array and runs
  * the phases in order. A phase is a set of units (activation rows to quantize, column tiles) that threads
- * take as they go; a thread that finds nothing left to take waits until the phase's `done` counter shows
- * every unit finished, then moves on. Only units in flight are waited for: a thread that the OS preempts
+ * take as they go; a thread that finds nothing left to take waits until the phase's `done` counters (one
+ * per half) add up to every unit, then moves on. Only units in flight are waited for: a thread that the OS preempts
  * before taking anything holds up nobody, and a parallel-loop iteration that runs after its thread's first
  * one finds every phase done and returns at once.
  *
@@ -461,18 +461,33 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
  * that both run read one contiguous half each (in a synthetic 30-layer step: 38 GB/s against 35 for one
  * shared guided counter); one that is late or preempted leaves its half to the other. */
 
+/* A phase's words are two cache lines, one per half of the parallel loop: each holds the tiles taken
+ * from that half and the units finished by that half's callers, so that a thread's bookkeeping (an atomic
+ * add per chunk of tiles) stays in its own core's cache; the other core reads the line only when it waits
+ * for the phase or steals from that half. (One shared counter line, taken from the other core at every
+ * add, cost ~5% of a SmolLM2 decode step.) */
 enum {
-  PHASE_RANGE0 = 0, /* int64: tiles taken from the bottom (low 32 bits) and top (high 32 bits) of half 0 */
-  PHASE_RANGE1 = 2, /* the same for half 1 */
-  PHASE_DONE = 4,   /* units finished */
-  PHASE_TAKE = 5,   /* rows taken (quantize phases) */
-  PHASE_WORDS = 8
+  PHASE_RANGE = 0,  /* int64 in each half's line: tiles taken from the bottom (low 32 bits) and top (high
+                       32 bits) of that half */
+  PHASE_DONE = 2,   /* in each half's line: units finished by that half's callers */
+  PHASE_TAKE = 3,   /* in half 0's line: rows taken (quantize phases) */
+  HALF_WORDS = 16,  /* one 64-byte line */
+  PHASE_WORDS = 2 * HALF_WORDS,
+  SYNC_SLACK_WORDS = HALF_WORDS /* a block's sync array has this many words more, to align it to a line */
 };
 #define OWN_CHUNK 4
 
+/* The first 64-byte boundary in a block's sync array (every caller computes the same one). */
+static int32_t *sync_lines(int32_t *sync) { return (int32_t *)(((uintptr_t)sync + 63) & ~(uintptr_t)63); }
+
+static int64_t units_done(const int32_t *sync) {
+  return (int64_t)__atomic_load_n(sync + PHASE_DONE, __ATOMIC_ACQUIRE) +
+         __atomic_load_n(sync + HALF_WORDS + PHASE_DONE, __ATOMIC_ACQUIRE);
+}
+
 static void wait_phase(const int32_t *sync, int64_t total) {
   int spins = 0;
-  while (__atomic_load_n(sync + PHASE_DONE, __ATOMIC_ACQUIRE) < total) {
+  while (units_done(sync) < total) {
 #ifdef SPINDLE_X86
     _mm_pause();
 #endif
@@ -483,8 +498,8 @@ static void wait_phase(const int32_t *sync, int64_t total) {
   }
 }
 
-static void finish_units(int32_t *sync, int64_t n) {
-  __atomic_fetch_add(sync + PHASE_DONE, (int32_t)n, __ATOMIC_RELEASE);
+static void finish_units(int32_t *sync, int32_t half, int64_t n) {
+  __atomic_fetch_add(sync + (half ? HALF_WORDS : 0) + PHASE_DONE, (int32_t)n, __ATOMIC_RELEASE);
 }
 
 /* The next unit of a phase of `total` single units (rows), or -1. A plain load first: once the units are
@@ -498,9 +513,7 @@ static int64_t take_unit(int32_t *sync, int64_t total) {
 /* Whether a phase of `total` units is finished: a parallel-loop iteration that runs after its thread's first
  * one (the loop has PARALLEL_SLOTS iterations for however many threads) finds the block's last phase done
  * and returns without touching the other phases' counters. */
-static int phase_done(const int32_t *sync, int64_t total) {
-  return __atomic_load_n(sync + PHASE_DONE, __ATOMIC_ACQUIRE) >= total;
-}
+static int phase_done(const int32_t *sync, int64_t total) { return units_done(sync) >= total; }
 
 static int32_t qmm_columns(int32_t fmt, const int8_t *act, int64_t astride, int64_t rows, const void *qweight,
                            int64_t K, int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
@@ -553,13 +566,13 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
 }
 
 /* Phase: quantize `rows` rows of x (row stride K floats) into act (row stride spindle_qact_row_bytes(K)). */
-static void phase_quantize(int32_t *sync, int64_t rows, const float *x, const float *w, float eps, int64_t K,
-                           int8_t *act) {
+static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
+                           int64_t K, int8_t *act) {
   const int64_t astride = spindle_qact_row_bytes(K);
   int64_t r;
   while ((r = take_unit(sync, rows)) >= 0) {
     quantize_row(x + r * K, w, eps, K, act + r * astride);
-    finish_units(sync, 1);
+    finish_units(sync, half, 1);
   }
   wait_phase(sync, rows);
 }
@@ -570,7 +583,7 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t *t0, i
   const int64_t mid = tiles / 2;
   for (int pass = 0; pass < 2; pass++) {
     const int r = pass == 0 ? (half != 0) : (half == 0);
-    int64_t *state = (int64_t *)(sync + (r ? PHASE_RANGE1 : PHASE_RANGE0));
+    int64_t *state = (int64_t *)(sync + (r ? HALF_WORDS : 0) + PHASE_RANGE);
     const int64_t base = r ? mid : 0, size = r ? tiles - mid : mid;
     int64_t cur = __atomic_load_n(state, __ATOMIC_RELAXED);
     for (;;) {
@@ -607,7 +620,7 @@ static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t 
   while (take_split(sync, tiles, half, &t0, &t1)) {
     qmm_columns(fmt, act, astride, rows, qweight, K, t0 * TILE, t1 * TILE < N ? t1 * TILE : N, y,
                 res, N);
-    finish_units(sync, t1 - t0);
+    finish_units(sync, half, t1 - t0);
   }
   wait_phase(sync, tiles);
 }
@@ -670,36 +683,38 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
     qmm_columns(fmt, act, astride, rows, qweight, K, I + n0, I + n1, gu, NULL, 2 * I);
     for (int64_t r = 0; r < rows; r++)
       swiglu_row(gu + r * 2 * I + n0, gu + r * 2 * I + I + n0, h + r * I + n0, n1 - n0);
-    finish_units(sync, t1 - t0);
+    finish_units(sync, half, t1 - t0);
   }
   wait_phase(sync, tiles);
 }
 
-/* y[rows, N] = rmsnorm(x[rows, K]; w, eps) @ W.T. sync: 2 phases x PHASE_WORDS int32, zeroed, 8-byte
- * aligned; half: 0 or 1, the half of the parallel loop's iterations the call is in; act: rows x
+/* y[rows, N] = rmsnorm(x[rows, K]; w, eps) @ W.T. sync: 2 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32,
+ * zeroed; half: 0 or 1, the half of the parallel loop's iterations the call is in; act: rows x
  * spindle_qact_row_bytes(K) bytes of scratch. A matrix is (fmt, qweight): its tiles hold the scales. */
 int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
                                    int64_t K, int8_t *act, int32_t fmt, const void *qweight, int64_t N, float *y) {
+  sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
-  phase_quantize(sync, rows, x, w, eps, K, act);
+  phase_quantize(sync, half, rows, x, w, eps, K, act);
   phase_matmul(sync + PHASE_WORDS, half, fmt, act, K, rows, qweight, N, y, NULL);
   return 0;
 }
 
 /* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H];
- * gate_up has 2I output columns (gate, then up), I a multiple of 16; sync: 6 phases x PHASE_WORDS int32,
- * zeroed, 8-byte aligned; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x row_bytes(H),
- * act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats. */
+ * gate_up has 2I output columns (gate, then up), I a multiple of 16; sync: 6 phases x PHASE_WORDS +
+ * SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x
+ * row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats. */
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x,
                            int64_t H, int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps,
                            int32_t fg, const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n,
                            int8_t *act_h, float *x2, float *gu, float *h, float *y) {
+  sync = sync_lines(sync);
   if (phase_done(sync + 5 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
-  phase_quantize(sync, rows, a, NULL, 0.0f, A, act_a);
+  phase_quantize(sync, half, rows, a, NULL, 0.0f, A, act_a);
   phase_matmul(sync + PHASE_WORDS, half, fo, act_a, A, rows, qo, H, x2, x);
-  phase_quantize(sync + 2 * PHASE_WORDS, rows, x2, norm_w, eps, H, act_n);
+  phase_quantize(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, act_n, H, rows, qg, I, gu, h);
-  phase_quantize(sync + 4 * PHASE_WORDS, rows, h, NULL, 0.0f, I, act_h);
+  phase_quantize(sync + 4 * PHASE_WORDS, half, rows, h, NULL, 0.0f, I, act_h);
   phase_matmul(sync + 5 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2);
   return 0;
 }
