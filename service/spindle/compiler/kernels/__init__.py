@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "3609599351a88ceb0a55c6f7a6b92370a20a6917380db47be007abccac7f6548"
+SOURCE_DIGEST = "879134d7c1b4640fb22bdc6684bd8ef04685a26a9459d430f2f5f020e7a7f31a"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -565,11 +565,44 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
   }
 }
 
+/* The matmul phase that follows a quantize phase, for prefetching: its matrix, the first tile of each half
+ * and, for gate_up, the tile where the second stream (the up columns) starts. */
+typedef struct {
+  const void *qweight;
+  int64_t tile_bytes, mid, second; /* bytes per tile; the first tile of half 1; 0 or the second stream */
+} next_matmul;
+
+static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles, int64_t second) {
+  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles / 2, second};
+  return m;
+}
+
+#ifndef SPINDLE_HEAD_PREFETCH
+#define SPINDLE_HEAD_PREFETCH 8192
+#endif
+
+/* Ask for the first bytes this thread's half of the next matmul streams: the hardware prefetcher needs a
+ * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do. */
+static void prefetch_head(const next_matmul *m, int32_t half) {
+  if (m == NULL || SPINDLE_HEAD_PREFETCH == 0) return;
+  for (int s = 0; s < (m->second ? 2 : 1); s++) {
+    const char *p = (const char *)m->qweight + ((half ? m->mid : 0) + (s ? m->second : 0)) * m->tile_bytes;
+    for (int64_t b = 0; b < SPINDLE_HEAD_PREFETCH; b += 64) {
+#ifdef SPINDLE_X86
+      _mm_prefetch(p + b, _MM_HINT_T0);
+#else
+      __builtin_prefetch(p + b, 0, 3);
+#endif
+    }
+  }
+}
+
 /* Phase: quantize `rows` rows of x (row stride K floats) into act (row stride spindle_qact_row_bytes(K)). */
 static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
-                           int64_t K, int8_t *act) {
+                           int64_t K, int8_t *act, const next_matmul *ahead) {
   const int64_t astride = spindle_qact_row_bytes(K);
   int64_t r;
+  prefetch_head(ahead, half);
   while ((r = take_unit(sync, rows)) >= 0) {
     quantize_row(x + r * K, w, eps, K, act + r * astride);
     finish_units(sync, half, 1);
@@ -695,7 +728,8 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
                                    int64_t K, int8_t *act, int32_t fmt, const void *qweight, int64_t N, float *y) {
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
-  phase_quantize(sync, half, rows, x, w, eps, K, act);
+  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE, 0);
+  phase_quantize(sync, half, rows, x, w, eps, K, act, &m);
   phase_matmul(sync + PHASE_WORDS, half, fmt, act, K, rows, qweight, N, y, NULL);
   return 0;
 }
@@ -710,11 +744,14 @@ int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const floa
                            int8_t *act_h, float *x2, float *gu, float *h, float *y) {
   sync = sync_lines(sync);
   if (phase_done(sync + 5 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
-  phase_quantize(sync, half, rows, a, NULL, 0.0f, A, act_a);
+  const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE, 0),
+                    mg = matmul_ahead(fg, qg, H, I / TILE, I / TILE),
+                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE, 0);
+  phase_quantize(sync, half, rows, a, NULL, 0.0f, A, act_a, &mo);
   phase_matmul(sync + PHASE_WORDS, half, fo, act_a, A, rows, qo, H, x2, x);
-  phase_quantize(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n);
+  phase_quantize(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, &mg);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, act_n, H, rows, qg, I, gu, h);
-  phase_quantize(sync + 4 * PHASE_WORDS, half, rows, h, NULL, 0.0f, I, act_h);
+  phase_quantize(sync + 4 * PHASE_WORDS, half, rows, h, NULL, 0.0f, I, act_h, &md);
   phase_matmul(sync + 5 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2);
   return 0;
 }
