@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -103,3 +104,16 @@ def test_reflection_serves_the_proto_documentation(threaded_server):
         assert any("Seed of the sampler" in c for c in comments)
         health = db.FindFileContainingSymbol("grpc.health.v1.Health")
         assert health.name.endswith("health.proto")
+
+
+
+def test_the_start_log_reports_the_weights_and_their_huge_pages(tiny_model_dir, server_thread, caplog):
+    caplog.set_level(logging.INFO, logger="spindle.server")
+    srv = server_thread(tiny_model_dir, mode="threaded")
+    try:
+        host = srv.server.servicer.host
+        assert host.weight_bytes > 0 and 0 <= host.weight_huge_page_bytes <= host.weight_bytes
+        line = f"weights {host.weight_bytes / 1e6:.1f} MB, {host.weight_huge_page_bytes / 1e6:.1f} MB of them in 2 MB pages"
+        assert line in caplog.text
+    finally:
+        srv.stop()
