@@ -4,8 +4,9 @@ For 1 and 16 concurrent streams it reports time to first token (TTFT) and inter-
 p50/p99 and the aggregate decode throughput, side by side, with the gRPC/in-process ratio.
 
 The peers do the same work a user gets: the in-process engine has the settings `spindle serve` gives it
-(the server preset, outputs paced by --stream-interval-ms and --max-messages-per-s) and detokenizes every request
-incrementally in its output callback (what the server does for a gRPC stream); the gRPC client (AsyncClient.stream) runs in
+(the server preset, outputs paced by --stream-interval-ms and --max-messages-per-s), tokenizes each request's
+prompt as it adds it and detokenizes every request incrementally in its output callback (what the server does
+for a gRPC stream); the gRPC client (AsyncClient.stream) runs in
 this process, the server in its own. Rounds alternate the two paths (ABBA order, so drifting machine load
 hits both alike); the table shows medians and the load average before and after.
 
@@ -118,7 +119,6 @@ class InProcess:
         from spindle.detokenizer import IncrementalDetokenizer
         from spindle.engine import GenerationConfig
 
-        ids = self.tok.encode(PROMPT)
         decode = self.tok.tokenizer.decode
         cfg = GenerationConfig(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
         rids = []
@@ -129,6 +129,8 @@ class InProcess:
             with self._lock:
                 self._traces[rid] = Trace(time.perf_counter())
                 self._done[rid] = threading.Event()
+            ids = self.tok.encode(PROMPT)  # each request tokenizes its prompt, as the server does for each stream
+            with self._lock:
                 self._detok[rid] = IncrementalDetokenizer(decode, ids)
             self.engine.add_request(rid, ids, cfg)
             rids.append(rid)
