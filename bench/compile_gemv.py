@@ -3,8 +3,8 @@
 Each case is one `QuantizedLinear` compiled with Spindle's CPU pipeline, once with the float kernel
 (weights dequantized in registers, float32 activations) and once with the int8 kernel (activations
 quantized to int8 per group of 32, integer dot products), called with `rows` rows (1: batch-1 decode,
-8: a batch-8 decode step), cycling over copies of the weights (at least --min-mb MB of them, beyond the 32 MB L3) so
-that every call streams them from memory (as a decode step does). All cases and the streaming read bandwidth are timed in alternating
+8: a batch-8 decode step), cycling over copies of the weights (at least --min-mb MB of them, beyond the 32 MB L3, in
+2 MB pages as the engine holds them) so that every call streams them from memory (as a decode step does). All cases and the streaming read bandwidth are timed in alternating
 rounds, so that every case sees the same machine load. Prints medians of weights/s, weight bytes/s, the
 ratio to the bandwidth (1.00 = at the bandwidth) and int8 / float per shape.
 
@@ -35,6 +35,7 @@ from tvm.relax.frontend import nn  # noqa: E402
 from compile_bandwidth import stream_read_bandwidth  # noqa: E402
 from spindle.compiler import quantization as Q  # noqa: E402
 from spindle.compiler.build import make_target  # noqa: E402
+from spindle.compiler.runner import pack_weights  # noqa: E402
 from spindle.compiler.schedules import cpu_pipeline  # noqa: E402
 
 
@@ -97,7 +98,8 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
                 layout = Q.QuantizedLinear(k, n, fmt, kernel=kernel).layout
                 held = Q.to_tiles(fmt, arrays) if layout == "tiles" else arrays
                 held_names = [a for a in ("qweight", "scales", "mins") if a in held]  # tiles: qweight only
-                copies = [[tvm.runtime.tensor(held[a]) for a in held_names] for _ in range(count)]
+                # in 2 MB pages, as the engine holds weights (and as numpy holds the bandwidth probe's array)
+                copies = [list(pack_weights([tvm.runtime.tensor(held[a]) for a in held_names])) for _ in range(count)]
                 for rows in row_counts:
                     x = rng.standard_normal((rows, 1, k)).astype(np.float32)
                     got = fn(tvm.runtime.tensor(x), copies[0]).numpy()
