@@ -450,9 +450,9 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
  * Every thread of the caller's parallel loop calls the entry with the same zeroed `sync` array and runs
  * the phases in order. A phase is a set of units (activation rows to quantize, column tiles) that threads
  * take as they go; a thread that finds nothing left to take waits until the phase's `done` counters (one
- * per half) add up to every unit, then moves on. Only units in flight are waited for: a thread that the OS preempts
- * before taking anything holds up nobody, and a parallel-loop iteration that runs after its thread's first
- * one finds every phase done and returns at once.
+ * per half) add up to every unit, then moves on. Only units in flight are waited for: a thread that the OS
+ * preempts before taking anything holds up nobody, and a parallel-loop iteration that runs after its
+ * thread's first one finds every phase done and returns at once.
  *
  * A matmul phase splits its tiles into two halves, one per end of the parallel loop (`half`: which half of
  * the loop's iterations the caller is). A thread streams its own half from the bottom in chunks of
@@ -464,8 +464,8 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
 /* A phase's words are two cache lines, one per half of the parallel loop: each holds the tiles taken
  * from that half and the units finished by that half's callers, so that a thread's bookkeeping (an atomic
  * add per chunk of tiles) stays in its own core's cache; the other core reads the line only when it waits
- * for the phase or steals from that half. (One shared counter line, taken from the other core at every
- * add, cost ~5% of a SmolLM2 decode step.) */
+ * for the phase or steals from that half. (With one shared counter line, taken from the other core at
+ * every add, perf put half of a SmolLM2 step's matmul-phase samples, outside the kernels, on that add.) */
 enum {
   PHASE_RANGE = 0,  /* int64 in each half's line: tiles taken from the bottom (low 32 bits) and top (high
                        32 bits) of that half */
@@ -569,11 +569,11 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
  * and, for gate_up, the tile where the second stream (the up columns) starts. */
 typedef struct {
   const void *qweight;
-  int64_t tile_bytes, mid, second; /* bytes per tile; the first tile of half 1; 0 or the second stream */
+  int64_t tile_bytes, tiles, second; /* bytes per tile; tiles per stream; 0 or the second stream's first tile */
 } next_matmul;
 
 static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles, int64_t second) {
-  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles / 2, second};
+  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles, second};
   return m;
 }
 
@@ -585,9 +585,11 @@ static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int
  * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do. */
 static void prefetch_head(const next_matmul *m, int32_t half) {
   if (m == NULL || SPINDLE_HEAD_PREFETCH == 0) return;
+  const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
+  const int64_t bytes = own < SPINDLE_HEAD_PREFETCH ? own : SPINDLE_HEAD_PREFETCH;
   for (int s = 0; s < (m->second ? 2 : 1); s++) {
-    const char *p = (const char *)m->qweight + ((half ? m->mid : 0) + (s ? m->second : 0)) * m->tile_bytes;
-    for (int64_t b = 0; b < SPINDLE_HEAD_PREFETCH; b += 64) {
+    const char *p = (const char *)m->qweight + (first + (s ? m->second : 0)) * m->tile_bytes;
+    for (int64_t b = 0; b < bytes; b += 64) {
 #ifdef SPINDLE_X86
       _mm_prefetch(p + b, _MM_HINT_T0);
 #else
