@@ -129,8 +129,7 @@ class InProcess:
             with self._lock:
                 self._traces[rid] = Trace(time.perf_counter())
                 self._done[rid] = threading.Event()
-            ids = self.tok.encode(PROMPT)  # each request tokenizes its prompt, as the server does for each stream
-            with self._lock:
+                ids = self.tok.encode(PROMPT)  # each request tokenizes its prompt, as the server does per stream
                 self._detok[rid] = IncrementalDetokenizer(decode, ids)
             self.engine.add_request(rid, ids, cfg)
             rids.append(rid)

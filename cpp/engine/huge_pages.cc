@@ -55,7 +55,6 @@ class Block {
   }
 
   char* base() const { return static_cast<char*>(base_); }
-  size_t size() const { return size_; }
 
  private:
   Block(void* base, size_t size) : base_(base), size_(size) {}
@@ -120,6 +119,16 @@ PackedWeights PackInHugePages(const ffi::Array<ffi::Tensor>& tensors) {
   out.block_bytes = static_cast<int64_t>(total);
   out.huge_page_bytes = std::min<int64_t>(HugePageBytes(block->base()), out.block_bytes);
   return out;
+}
+
+PackedWeights PackWeights(const ffi::Array<ffi::Tensor>& tensors) {
+  const char* setting = std::getenv("SPINDLE_HUGE_PAGES");
+  if (setting != nullptr && std::strcmp(setting, "0") == 0) {
+    PackedWeights out;
+    out.tensors = tensors;
+    return out;
+  }
+  return PackInHugePages(tensors);
 }
 
 }  // namespace spindle

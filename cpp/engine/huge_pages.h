@@ -29,6 +29,10 @@ struct PackedWeights {
  */
 PackedWeights PackInHugePages(const ffi::Array<ffi::Tensor>& tensors);
 
+/*! \brief PackInHugePages, unless SPINDLE_HUGE_PAGES=0 (then the input as it is, block_bytes 0): what the
+ * engine's model loading and the `spindle.engine.pack_weights` global function do. */
+PackedWeights PackWeights(const ffi::Array<ffi::Tensor>& tensors);
+
 }  // namespace spindle
 
 #endif  // SPINDLE_ENGINE_HUGE_PAGES_H_

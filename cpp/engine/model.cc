@@ -87,12 +87,9 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, Status* status) {
     for (const std::string& n : m->info_.param_names) names.push_back(n);
     auto params = Global("vm.builtin.param_array_from_cache_by_name")(names).cast<ffi::Array<ffi::Tensor>>();
     Global("vm.builtin.tensor_cache.clear")();
-    const char* huge = std::getenv("SPINDLE_HUGE_PAGES");
-    if (huge == nullptr || std::strcmp(huge, "0") != 0) {
-      PackedWeights packed = PackInHugePages(params);
-      params = packed.tensors;
-      m->info_.weight_huge_page_bytes = packed.huge_page_bytes;
-    }
+    PackedWeights packed = PackWeights(params);
+    params = packed.tensors;
+    m->info_.weight_huge_page_bytes = packed.huge_page_bytes;
     for (const ffi::Tensor& t : params) m->info_.weight_bytes += static_cast<int64_t>(ffi::GetDataSize(t));
     m->params_ = params;
     auto get = [&](const char* name) {

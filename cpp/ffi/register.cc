@@ -171,7 +171,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("spindle.engine.create_threaded", CreateThreadedEngine)
       .def("spindle.engine.pack_weights",
            [](ffi::Array<ffi::Tensor> tensors) {
-             PackedWeights p = PackInHugePages(tensors);
+             PackedWeights p = PackWeights(tensors);
              return ffi::Array<Any>{p.tensors, p.block_bytes, p.huge_page_bytes};
            })
       .def("spindle.engine.version", []() { return String("0.1.0"); });

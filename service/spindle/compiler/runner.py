@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -28,11 +27,9 @@ def _f(name: str):
 def pack_weights(params):
     """The weights copied into one block of 2 MB pages, as the engine loads them
     (``spindle.engine.pack_weights``); returned as they are where the engine library is not built or
-    ``SPINDLE_HUGE_PAGES=0``."""
+    ``SPINDLE_HUGE_PAGES=0`` (which the library reads)."""
     from .. import _lib  # pylint: disable=import-outside-toplevel
 
-    if os.environ.get("SPINDLE_HUGE_PAGES") == "0":
-        return params
     try:
         packed, _, _ = _lib.get_function("spindle.engine.pack_weights")(params)
     except _lib.EngineLibraryNotFound:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "d62d476735c4fa49ce53af5f7fc1cc7865854ef0230e72697210795cf5059629"
+SOURCE_DIGEST = "c212f25f25120957fc60ab9479e4d6e7338ee762d0287ca5282156d6f6124529"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -584,7 +584,7 @@ static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int
 /* Ask for the first bytes this thread's half of the next matmul streams: the hardware prefetcher needs a
  * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do. */
 static void prefetch_head(const next_matmul *m, int32_t half) {
-  if (m == NULL || SPINDLE_HEAD_PREFETCH == 0) return;
+  if (SPINDLE_HEAD_PREFETCH == 0) return;
   const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
   const int64_t bytes = own < SPINDLE_HEAD_PREFETCH ? own : SPINDLE_HEAD_PREFETCH;
   for (int s = 0; s < (m->second ? 2 : 1); s++) {
