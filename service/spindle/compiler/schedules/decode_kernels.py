@@ -13,8 +13,9 @@ matters is the fixed cost of a call as much as the arithmetic:
   kernel needs no buffer sized by the context; a score is a vectorised dot product along ``head_dim``
   finished by a halving tree of vector adds; ``exp2`` is a vectorised polynomial (``fast_exp2``) instead
   of a libm call per score; a task asks for the cache lines of its keys and values ``PREFETCH_AHEAD``
-  keys before it scores them (``llvm.prefetch`` into L2): they come from memory in page-sized runs,
-  which the hardware prefetcher would ramp up on one at a time;
+  keys before it scores them (``llvm.prefetch`` into L2), and its last keys ask for the first ones of the
+  next task (a thread runs consecutive tasks): they come from memory in page-sized runs, which the
+  hardware prefetcher would ramp up on one at a time;
 - **RoPE split**: the cos/sin of a position are computed once per frequency (``head_dim / 2`` of them, for
   all heads), the frequencies once per call; models with ``llama3``/``yarn``/``longrope`` scaling keep the
   generic frequency functions;
@@ -49,7 +50,8 @@ MIN_PART_KEYS = 32
 # Keys a decode task prefetches ahead of the one it scores (their key and value lines: 16 KB at SmolLM2's
 # head_dim 64 in float32). Asking for a whole range's lines at once (250 keys, ~2000 lines, at a 500-key
 # context) overran what a core keeps in flight and left later keys cold: 1.12-1.16x slower steps at
-# contexts 500-1000 (batch 1), 1.21x at batch 8 x 500 keys; 16-128 keys ahead measured alike.
+# contexts 500-1000 (batch 1), 1.21x at batch 8 x 500 keys; 16-128 keys ahead measured alike. Carrying
+# the prefetch on into the next task's range (each task started cold before): 1.08-1.12x at batch 1.
 PREFETCH_AHEAD = 32
 ROPE_PARALLEL_MIN = 32  # tokens: below this the RoPE split runs on the calling thread
 APPEND_PARALLEL_MIN = 256  # tokens: below this the append runs on the calling thread
@@ -101,10 +103,12 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
     line_steps = (d + line_elems - 1) // line_elems
 
     @T.macro
-    def task(bk, part, parts, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
+    def task(bk, part, parts, ntasks, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
              q_rope_position, output, lse, part_o, part_ms, sm_scale, direct):
         # Keys [lo, nkv) of sequence b are cut into `parts` equal ranges; this task takes range `part`.
         # direct: write the output and lse; else the unnormalised output, running max and sum of the range.
+        # Task bk * parts + part of ntasks; a thread runs consecutive ones, so the last keys of a range
+        # prefetch the first ones of the next task's range.
         with T.sblock("attn"):
             T.reads()
             T.writes()
@@ -132,6 +136,18 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
             span: T.let[T.int32] = (nkv - lo + parts - 1) // parts
             k0: T.let[T.int32] = T.min(lo + part * span, nkv)
             k1: T.let[T.int32] = T.min(k0 + span, nkv)
+            # the next task's range: keys [xk0, xk1) of KV head xhk of sequence xb (empty after the last task)
+            xt: T.let[T.int32] = T.min(bk * parts + part + 1, ntasks - 1)
+            xb: T.let[T.int32] = xt // parts // h_kv
+            xhk: T.let[T.int32] = xt // parts % h_kv
+            xp0: T.let[T.int32] = page_indptr[xb]
+            xpages: T.let[T.int32] = page_indptr[xb + 1] - page_indptr[xb]
+            xnkv: T.let[T.int32] = T.if_then_else(xpages > 0, (xpages - 1) * page_size + last_page_len[xb], 0)
+            xlo: T.let[T.int32] = T.if_then_else(
+                window > 0, T.min(T.max(q_rope_position[xb] - window + 1 - k_rope_pos_offset[xb], 0), xnkv), 0)
+            xspan: T.let[T.int32] = (xnkv - xlo + parts - 1) // parts
+            xk0: T.let[T.int32] = T.min(xlo + xt % parts * xspan, xnkv)
+            xk1: T.let[T.int32] = T.if_then_else(bk * parts + part + 1 < ntasks, T.min(xk0 + xspan, xnkv), xk0)
             # The range's keys and values come from memory in page-sized runs, which the hardware
             # prefetcher ramps up on one at a time: ask for the lines of the first PREFETCH_AHEAD keys now,
             # and for those of key j + PREFETCH_AHEAD while scoring key j.
@@ -152,6 +168,13 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                                     page_values[p0 + (j0 + j + PREFETCH_AHEAD) // page_size], kv, hk,
                                     (j0 + j + PREFETCH_AHEAD) % page_size, c0 * line_elems]), T.int32(0), T.int32(2),
                                     T.int32(1)))
+                    elif j0 + j + PREFETCH_AHEAD - k1 < xk1 - xk0:
+                        for kv in T.unroll(2):
+                            for c0 in T.unroll(line_steps):
+                                T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pages[
+                                    page_values[xp0 + (xk0 + j0 + j + PREFETCH_AHEAD - k1) // page_size], kv, xhk,
+                                    (xk0 + j0 + j + PREFETCH_AHEAD - k1) % page_size, c0 * line_elems]), T.int32(0),
+                                    T.int32(2), T.int32(1)))
                     for g in T.unroll(group):
                         for l in T.vectorized(lanes):
                             acc[l] = qv[g, l] * T.Cast("float32", pages[
@@ -288,16 +311,17 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
             part_ms = T.sblock_alloc_buffer((batch_size * h_kv, n_parts(nnz_pages, batch_size), group, 2), "float32")
             if nnz_pages * page_size * h_q < DECODE_PARALLEL_MIN:
                 for bk in T.serial(batch_size * h_kv):
-                    task(bk, 0, 1, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
-                         q_rope_position, output, lse, part_o, part_ms, sm_scale, True)
+                    task(bk, 0, 1, batch_size * h_kv, q, pages, page_indptr, page_values, last_page_len,
+                         k_rope_pos_offset, q_rope_position, output, lse, part_o, part_ms, sm_scale, True)
             elif n_parts(nnz_pages, batch_size) == 1:
                 for bk in T.parallel(batch_size * h_kv):
-                    task(bk, 0, 1, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
-                         q_rope_position, output, lse, part_o, part_ms, sm_scale, True)
+                    task(bk, 0, 1, batch_size * h_kv, q, pages, page_indptr, page_values, last_page_len,
+                         k_rope_pos_offset, q_rope_position, output, lse, part_o, part_ms, sm_scale, True)
             else:
                 for t in T.parallel(batch_size * h_kv * n_parts(nnz_pages, batch_size)):
                     task(t // n_parts(nnz_pages, batch_size), t % n_parts(nnz_pages, batch_size),
-                         n_parts(nnz_pages, batch_size), q, pages, page_indptr, page_values, last_page_len,
+                         n_parts(nnz_pages, batch_size), batch_size * h_kv * n_parts(nnz_pages, batch_size),
+                         q, pages, page_indptr, page_values, last_page_len,
                          k_rope_pos_offset, q_rope_position, output, lse, part_o, part_ms, sm_scale, False)
                 for bk in T.serial(batch_size * h_kv):
                     merge(bk, n_parts(nnz_pages, batch_size), output, lse, part_o, part_ms)
