@@ -212,9 +212,10 @@ def test_output_budget_spaces_deliveries_by_the_number_of_paced_requests(threade
     assert c.tokens["a"][0] == c.tokens["b"][0] == reference.collector.tokens["a"][0]
     assert all(len(v) == 1 for v in c.finishes.values()) and not c.after_finish
     # first tokens and finishes go at once (at most four deliveries here); the rest are two outputs each at
-    # most `budget` outputs per second, where delivering every step took 400 callbacks
-    assert reference.calls == 400
+    # most `budget` outputs per second. Without a budget the engine delivers each step's outputs as soon as
+    # the stream-back thread takes them (up to 400 callbacks; fewer when steps outrun it and it merges).
     assert len(deliveries) <= 4 + 1 + elapsed * budget / 2
+    assert reference.calls > 4 * len(deliveries)
 
     # a delivery with neither a first token nor a finish came at least n / budget after the previous one,
     # n the requests paced when it was due
