@@ -103,6 +103,15 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
     line_steps = (d + line_elems - 1) // line_elems
 
     @T.macro
+    def prefetch_key(pages, page_values, p0, hk, key):
+        # the cache lines of cached key `key` (and its value) of KV head hk, the sequence's pages from p0 on
+        for kv in T.unroll(2):
+            for c0 in T.unroll(line_steps):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pages[
+                    page_values[p0 + key // page_size], kv, hk, key % page_size, c0 * line_elems]),
+                    T.int32(0), T.int32(2), T.int32(1)))
+
+    @T.macro
     def task(bk, part, parts, ntasks, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
              q_rope_position, output, lse, part_o, part_ms, sm_scale, direct):
         # Keys [lo, nkv) of sequence b are cut into `parts` equal ranges; this task takes range `part`.
@@ -152,29 +161,15 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
             # prefetcher ramps up on one at a time: ask for the lines of the first PREFETCH_AHEAD keys now,
             # and for those of key j + PREFETCH_AHEAD while scoring key j.
             for j in T.serial(T.min(k1 - k0, PREFETCH_AHEAD)):
-                for kv in T.unroll(2):
-                    for c0 in T.unroll(line_steps):
-                        T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pages[
-                            page_values[p0 + (k0 + j) // page_size], kv, hk, (k0 + j) % page_size,
-                            c0 * line_elems]), T.int32(0), T.int32(2), T.int32(1)))
+                prefetch_key(pages, page_values, p0, hk, k0 + j)
             for kb in T.serial((k1 - k0 + BLOCK - 1) // BLOCK):
                 j0: T.let[T.int32] = k0 + kb * BLOCK
                 nb: T.let[T.int32] = T.min(BLOCK, k1 - j0)
                 for j in T.serial(nb):
                     if j0 + j + PREFETCH_AHEAD < k1:
-                        for kv in T.unroll(2):
-                            for c0 in T.unroll(line_steps):
-                                T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pages[
-                                    page_values[p0 + (j0 + j + PREFETCH_AHEAD) // page_size], kv, hk,
-                                    (j0 + j + PREFETCH_AHEAD) % page_size, c0 * line_elems]), T.int32(0), T.int32(2),
-                                    T.int32(1)))
+                        prefetch_key(pages, page_values, p0, hk, j0 + j + PREFETCH_AHEAD)
                     elif j0 + j + PREFETCH_AHEAD - k1 < xk1 - xk0:
-                        for kv in T.unroll(2):
-                            for c0 in T.unroll(line_steps):
-                                T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pages[
-                                    page_values[xp0 + (xk0 + j0 + j + PREFETCH_AHEAD - k1) // page_size], kv, xhk,
-                                    (xk0 + j0 + j + PREFETCH_AHEAD - k1) % page_size, c0 * line_elems]), T.int32(0),
-                                    T.int32(2), T.int32(1)))
+                        prefetch_key(pages, page_values, xp0, xhk, xk0 + j0 + j + PREFETCH_AHEAD - k1)
                     for g in T.unroll(group):
                         for l in T.vectorized(lanes):
                             acc[l] = qv[g, l] * T.Cast("float32", pages[
