@@ -4,10 +4,11 @@
 #   make bench-compile    prefill/decode speed of every weight format against the memory-bandwidth bound
 #   make bench-prefill    the current pipeline against the previous one (alternating), and single kernels
 #   make bench-decode-ab  decode steps of the default model, a baseline revision (BASELINE) against the working tree
+#   make bench-decode-profile  the VM calls of a decode step of the default model, each timed
 BENCH_COMPILE_ARGS ?=
 BASELINE ?= HEAD
 
-.PHONY: test-schedules bench-compile bench-prefill bench-decode-ab
+.PHONY: test-schedules bench-compile bench-prefill bench-decode-ab bench-decode-profile
 test-schedules: setup
 	$(PYTHON) -m pytest -q tests/compiler/test_schedules.py tests/compiler/test_attention.py \
 		tests/compiler/test_rope_scaling.py tests/compiler/test_quantization.py
@@ -21,3 +22,6 @@ bench-prefill: setup
 
 bench-decode-ab: setup
 	OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/decode_ab.py --baseline $(BASELINE)
+
+bench-decode-profile: setup
+	OPENBLAS_NUM_THREADS=1 $(PYTHON) bench/decode_profile.py
