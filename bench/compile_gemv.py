@@ -98,7 +98,7 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
                 layout = Q.QuantizedLinear(k, n, fmt, kernel=kernel).layout
                 held = Q.to_tiles(fmt, arrays) if layout == "tiles" else arrays
                 held_names = [a for a in ("qweight", "scales", "mins") if a in held]  # tiles: qweight only
-                # in 2 MB pages, as the engine holds weights (and as numpy holds the bandwidth probe's array)
+                # in 2 MB pages, as the engine holds weights
                 copies = [list(pack_weights([tvm.runtime.tensor(held[a]) for a in held_names])) for _ in range(count)]
                 for rows in row_counts:
                     x = rng.standard_normal((rows, 1, k)).astype(np.float32)

@@ -106,7 +106,6 @@ def test_reflection_serves_the_proto_documentation(threaded_server):
         assert health.name.endswith("health.proto")
 
 
-
 def test_the_start_log_reports_the_weights_and_their_huge_pages(tiny_model_dir, server_thread, caplog):
     caplog.set_level(logging.INFO, logger="spindle.server")
     srv = server_thread(tiny_model_dir, mode="threaded")

@@ -111,6 +111,16 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
                     page_values[p0 + key // page_size], kv, hk, key % page_size, c0 * line_elems]),
                     T.int32(0), T.int32(2), T.int32(1)))
 
+    def cached_keys(b, page_indptr, last_page_len):
+        # keys that sequence b has in its pages
+        npages = page_indptr[b + 1] - page_indptr[b]
+        return T.if_then_else(npages > 0, (npages - 1) * page_size + last_page_len[b], 0)
+
+    def first_key(b, nkv, q_rope_position, k_rope_pos_offset):
+        # the first of sequence b's nkv keys that its query sees (past the sliding window's start)
+        return T.if_then_else(
+            window > 0, T.min(T.max(q_rope_position[b] - window + 1 - k_rope_pos_offset[b], 0), nkv), 0)
+
     @T.macro
     def task(bk, part, parts, ntasks, q, pages, page_indptr, page_values, last_page_len, k_rope_pos_offset,
              q_rope_position, output, lse, part_o, part_ms, sm_scale, direct):
@@ -132,10 +142,8 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
             b: T.let[T.int32] = bk // h_kv
             hk: T.let[T.int32] = bk % h_kv
             p0: T.let[T.int32] = page_indptr[b]
-            npages: T.let[T.int32] = page_indptr[b + 1] - page_indptr[b]
-            nkv: T.let[T.int32] = T.if_then_else(npages > 0, (npages - 1) * page_size + last_page_len[b], 0)
-            lo: T.let[T.int32] = T.if_then_else(
-                window > 0, T.min(T.max(q_rope_position[b] - window + 1 - k_rope_pos_offset[b], 0), nkv), 0)
+            nkv: T.let[T.int32] = cached_keys(b, page_indptr, last_page_len)
+            lo: T.let[T.int32] = first_key(b, nkv, q_rope_position, k_rope_pos_offset)
             for g in T.serial(group):
                 for c in T.vectorized(d):
                     qv[g, c] = T.Cast("float32", q[b, hk * group + g, c]) * sm_scale * T.float32(LOG2E)
@@ -150,10 +158,8 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, sliding_window: int = 
             xb: T.let[T.int32] = xt // parts // h_kv
             xhk: T.let[T.int32] = xt // parts % h_kv
             xp0: T.let[T.int32] = page_indptr[xb]
-            xpages: T.let[T.int32] = page_indptr[xb + 1] - page_indptr[xb]
-            xnkv: T.let[T.int32] = T.if_then_else(xpages > 0, (xpages - 1) * page_size + last_page_len[xb], 0)
-            xlo: T.let[T.int32] = T.if_then_else(
-                window > 0, T.min(T.max(q_rope_position[xb] - window + 1 - k_rope_pos_offset[xb], 0), xnkv), 0)
+            xnkv: T.let[T.int32] = cached_keys(xb, page_indptr, last_page_len)
+            xlo: T.let[T.int32] = first_key(xb, xnkv, q_rope_position, k_rope_pos_offset)
             xspan: T.let[T.int32] = (xnkv - xlo + parts - 1) // parts
             xk0: T.let[T.int32] = T.min(xlo + xt % parts * xspan, xnkv)
             xk1: T.let[T.int32] = T.if_then_else(bk * parts + part + 1 < ntasks, T.min(xk0 + xspan, xnkv), xk0)
