@@ -118,7 +118,7 @@ def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None):
     gu = np.zeros((rows, 2 * inter), np.float32)
     h = np.zeros((rows, inter), np.float32)
     y = np.full((rows, h_dim), np.nan, np.float32)
-    sync = np.zeros(kernels.sync_words(6), np.int32) if sync is None else sync
+    sync = np.zeros(kernels.sync_words(5), np.int32) if sync is None else sync
     codes = [_I32(kernels.FORMAT_CODES[f]) for f in fmts]
 
     def call(half=0):
@@ -186,7 +186,7 @@ def test_a_late_caller_finds_the_work_done(libs):
     iteration first) takes nothing and returns at once, leaving the outputs as they are."""
     fmts = ("q4_1",) * 3
     a, x, norm_w, mats = _mlp_case(fmts, 2, 64, 64, 96, seed=11)
-    sync = np.zeros(kernels.sync_words(6), np.int32)
+    sync = np.zeros(kernels.sync_words(5), np.int32)
     y, call = _mlp(libs["auto"], fmts, a, x, [m[1] for m in mats], norm_w, 96, sync=sync)
     before, counters = y.copy(), sync.copy()
     y[:] = -1.0  # a late caller that wrote anything would leave something other than -1 here

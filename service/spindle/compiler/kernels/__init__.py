@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "c212f25f25120957fc60ab9479e4d6e7338ee762d0287ca5282156d6f6124529"
+SOURCE_DIGEST = "e629ef0c2ec205c8da9306909ac1b2d5103c4825d60b545c085ba03184d9d928"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -242,12 +242,13 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
         (a[d0, d1, A], x[d0, d1, H], o_proj qweight, norm_w[H], gate_up qweight, down qweight, y[d0, d1, H])
         x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
 
-    `fmts` are the formats of o_proj, gate_up_proj and down_proj; `inter` must be a multiple of 16 (the
-    gate and up columns of one tile pair are computed by one thread, which applies SwiGLU to them)."""
+    `fmts` are the formats of o_proj, gate_up_proj and down_proj; `inter` must be a multiple of 32 (the
+    gate and up columns of one group of 32 are computed by one thread, which applies SwiGLU to them and
+    quantizes the group for the down projection)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
-    if inter % 16:
-        raise ValueError(f"intermediate size {inter} is not a multiple of 16")
+    if inter % 32:
+        raise ValueError(f"intermediate size {inter} is not a multiple of 32")
     load_into_process()
     a_, h_, i_ = int(attn_features), int(hidden), int(inter)
     fo, fg, fd = (FORMAT_CODES[f] for f in fmts)
@@ -272,12 +273,12 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
         x2 = T.decl_buffer((d0 * d1 * h_,), "float32")
         gu = T.decl_buffer((d0 * d1 * 2 * i_,), "float32")
         hb = T.decl_buffer((d0 * d1 * i_,), "float32")
-        sync = T.decl_buffer((sync_words(6),), "int32")
-        for i in range(sync_words(6)):
+        sync = T.decl_buffer((sync_words(5),), "int32")
+        for i in range(sync_words(5)):
             sync[i] = 0
         for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
             T.evaluate(T.call_extern(
-                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(6), 3),
+                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(5), 3),
                 T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
