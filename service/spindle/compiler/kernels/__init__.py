@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "e629ef0c2ec205c8da9306909ac1b2d5103c4825d60b545c085ba03184d9d928"
+SOURCE_DIGEST = "573d62eeecbb8a3ce2f6d3d8679f51bf1eabe4d8f1fe6b1ad8c28534c8425446"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

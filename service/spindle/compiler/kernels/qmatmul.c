@@ -645,9 +645,11 @@ static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, con
   return shared;
 }
 
-/* The next tiles [*t0, *t1) of a matmul phase for a caller of half `half` (see above), or 0 when none
- * is left. */
-static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t *t0, int64_t *t1) {
+/* The next units [*t0, *t1) of a matmul phase of `tiles` units for a caller of half `half` (see above), or
+ * 0 when none is left: from its own half `own` units at a time, from the other half a quarter of what is
+ * left, at least `least`. */
+static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t own, int64_t least, int64_t *t0,
+                      int64_t *t1) {
   const int64_t mid = tiles / 2;
   for (int pass = 0; pass < 2; pass++) {
     const int r = pass == 0 ? (half != 0) : (half == 0);
@@ -659,9 +661,9 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t *t0, i
       if (left <= 0) break;
       int64_t n;
       if (pass == 0) {
-        n = left < OWN_CHUNK ? left : OWN_CHUNK;
+        n = left < own ? left : own;
       } else {
-        n = left / 4 > 2 ? left / 4 : 2;
+        n = left / 4 > least ? left / 4 : least;
         if (n > left) n = left;
       }
       const int64_t next = pass == 0 ? cur + n : cur + (n << 32);
@@ -685,7 +687,7 @@ static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t 
                          const void *qweight, int64_t N, float *y, const float *res) {
   const int64_t tiles = (N + TILE - 1) / TILE, astride = spindle_qact_row_bytes(K);
   int64_t t0, t1;
-  while (take_split(sync, tiles, half, &t0, &t1)) {
+  while (take_split(sync, tiles, half, OWN_CHUNK, 2, &t0, &t1)) {
     qmm_columns(fmt, act, astride, rows, qweight, K, t0 * TILE, t1 * TILE < N ? t1 * TILE : N, y,
                 res, N);
     finish_units(sync, half, t1 - t0);
@@ -749,7 +751,7 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
                           const next_matmul *ahead) {
   const int64_t groups = I / QK, astride = spindle_qact_row_bytes(K), hstride = spindle_qact_row_bytes(I);
   int64_t g0, g1;
-  while (take_split(sync, groups, half, &g0, &g1)) {
+  while (take_split(sync, groups, half, OWN_CHUNK * TILE / QK, 2 * TILE / QK, &g0, &g1)) {
     const int64_t n0 = g0 * QK, n1 = g1 * QK;
     qmm_columns(fmt, act, astride, rows, qweight, K, n0, n1, gu, NULL, 2 * I);
     qmm_columns(fmt, act, astride, rows, qweight, K, I + n0, I + n1, gu, NULL, 2 * I);
