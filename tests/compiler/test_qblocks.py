@@ -80,7 +80,7 @@ def _run_threads(fn, threads: int) -> None:
     assert not errors, errors
 
 
-def _norm_matmul(lib, fmt, x, norm_w, arrays, n, threads=1):
+def _norm_matmul(lib, fmt, x, norm_w, arrays, n, threads=1, ahead=None):
     rows, k = x.shape
     act = np.zeros((rows, kernels.act_row_bytes(k)), np.int8)
     y = np.full((rows, n), np.nan, np.float32)
@@ -88,7 +88,8 @@ def _norm_matmul(lib, fmt, x, norm_w, arrays, n, threads=1):
 
     def call(half=0):
         lib.spindle_qblock_norm_matmul(_ptr(sync), _I32(half), _I64(rows), _ptr(x), _ptr(norm_w), _F32(EPS), _I64(k), _ptr(act),
-                                       _I32(kernels.FORMAT_CODES[fmt]), *[_ptr(a) for a in arrays], _I64(n), _ptr(y))
+                                       _I32(kernels.FORMAT_CODES[fmt]), *[_ptr(a) for a in arrays], _I64(n), _ptr(y),
+                                       *(ahead or NO_AHEAD))
 
     _run_threads(call, threads)
     return y
@@ -109,7 +110,10 @@ def test_norm_matmul_matches_reference(libs, which, fmt, rows, k, n):
     assert _rel(got, exact) < 0.02
 
 
-def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None):
+NO_AHEAD = (_I32(-1), None, _I64(0), _I64(0))
+
+
+def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None, ahead=NO_AHEAD):
     rows, a_dim = a.shape
     h_dim = x.shape[1]
     rb = kernels.act_row_bytes
@@ -126,7 +130,7 @@ def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None):
             _ptr(sync), _I32(half), _I64(rows), _ptr(a), _I64(a_dim), _ptr(x), _I64(h_dim), _I64(inter),
             codes[0], *[_ptr(m) for m in mats[0]], _ptr(norm_w), _F32(EPS),
             codes[1], *[_ptr(m) for m in mats[1]], codes[2], *[_ptr(m) for m in mats[2]],
-            _ptr(act_a), _ptr(act_n), _ptr(act_h), _ptr(x2), _ptr(gu), _ptr(h), _ptr(y))
+            _ptr(act_a), _ptr(act_n), _ptr(act_h), _ptr(x2), _ptr(gu), _ptr(h), _ptr(y), *ahead)
 
     _run_threads(call, threads)
     return y, call
@@ -179,6 +183,26 @@ def test_blocks_give_the_same_bits_on_any_number_of_threads(libs, threads):
     single = _norm_matmul(libs["auto"], "q8_0", x, norm_w, tiled_qkv, 960)
     for _ in range(5):
         np.testing.assert_array_equal(_norm_matmul(libs["auto"], "q8_0", x, norm_w, tiled_qkv, 960, threads), single)
+
+
+def test_the_next_calls_matrix_is_only_prefetched(libs):
+    """A block given the matrix the next VM call starts with asks the memory for its head and nothing
+    more: the outputs are the same bits as without it, and the matrix is unchanged."""
+    fmts = ("q4_1",) * 3
+    a, x, norm_w, mats = _mlp_case(fmts, 1, 576, 576, 1536, seed=13)
+    tiled = [m[1] for m in mats]
+    _, (nxt,) = _matrix("q8_0", 960, 576, seed=14)
+    before = nxt.copy()
+    ahead = (_I32(kernels.FORMAT_CODES["q8_0"]), _ptr(nxt), _I64(576), _I64(960))
+    for threads in (1, 2):
+        plain, _ = _mlp(libs["auto"], fmts, a, x, tiled, norm_w, 1536, threads=threads)
+        hinted, _ = _mlp(libs["auto"], fmts, a, x, tiled, norm_w, 1536, threads=threads, ahead=ahead)
+        np.testing.assert_array_equal(hinted, plain)
+        _, (qkv,) = _matrix("q4_1", 960, 576, seed=15)
+        plain = _norm_matmul(libs["auto"], "q4_1", x, norm_w, [qkv], 960, threads)
+        hinted = _norm_matmul(libs["auto"], "q4_1", x, norm_w, [qkv], 960, threads, ahead=ahead)
+        np.testing.assert_array_equal(hinted, plain)
+    np.testing.assert_array_equal(nxt, before)
 
 
 def test_a_late_caller_finds_the_work_done(libs):

@@ -184,27 +184,36 @@ def _block_linear(m: nn.Module) -> bool:
     return isinstance(m, QuantizedLinear) and m.layout == "tiles" and m.out_dtype == "float32"
 
 
-def norm_linear(norm: nn.RMSNorm, linear: QuantizedLinear, x: Tensor) -> Tensor:
-    """``rmsnorm(x) @ W.T`` in one fused C block (`kernels.norm_matmul_func`); x is float32 ``[d0, d1, K]``."""
+def _ahead_spec(ahead: QuantizedLinear | None):
+    return None if ahead is None else (ahead.fmt, ahead.in_features, ahead.out_features)
+
+
+def norm_linear(norm: nn.RMSNorm, linear: QuantizedLinear, x: Tensor, ahead: QuantizedLinear | None = None) -> Tensor:
+    """``rmsnorm(x) @ W.T`` in one fused C block (`kernels.norm_matmul_func`); x is float32 ``[d0, d1, K]``.
+    ``ahead``: the block-kernel linear the next VM call starts with, whose first bytes the block asks for
+    as it finishes."""
     from .kernels import norm_matmul_func  # pylint: disable=import-outside-toplevel
 
-    func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon))
-    return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", [x, norm.weight, linear.qweight],
+    func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon),
+                            _ahead_spec(ahead))
+    args = [x, norm.weight, linear.qweight, (ahead or linear).qweight]
+    return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", args,
                            Tensor.placeholder([*x.shape[:-1], linear.out_features], "float32"))
 
 
 def mlp_block(a: Tensor, x: Tensor, o_proj: QuantizedLinear, norm: nn.RMSNorm, gate_up: QuantizedLinear,
-              down: QuantizedLinear) -> Tensor:
+              down: QuantizedLinear, ahead: QuantizedLinear | None = None) -> Tensor:
     """``x2 + down(swiglu(gate_up(rmsnorm(x2))))`` with ``x2 = x + o_proj(a)``: a decoder layer after its
-    attention, in one fused C block (`kernels.mlp_block_func`)."""
+    attention, in one fused C block (`kernels.mlp_block_func`); ``ahead`` as for `norm_linear`."""
     from .kernels import mlp_block_func  # pylint: disable=import-outside-toplevel
 
     if a.dtype != "float32":
         a = a.astype("float32")
     inter = gate_up.out_features // 2
     func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features, inter,
-                          float(norm.epsilon))
-    args = [a, x, o_proj.qweight, norm.weight, gate_up.qweight, down.qweight]  # the tiles hold the scales
+                          float(norm.epsilon), _ahead_spec(ahead))
+    # the tiles hold the scales
+    args = [a, x, o_proj.qweight, norm.weight, gate_up.qweight, down.qweight, (ahead or down).qweight]
     return op.tensor_ir_op(func, "mlp_block", args, Tensor.placeholder(list(x.shape), "float32"))
 
 
@@ -282,9 +291,11 @@ class DecoderLayer(nn.Module):
         #: Decode with the fused C blocks where the layer allows it (`fused_blocks`).
         self.fused = False
 
-    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: QuantizedLinear | None = None) -> Tensor:
+        """``ahead``: in fused decode, the block-kernel linear the next layer (or the output head) starts
+        with, which this layer's last block asks the memory for as it finishes."""
         if _DECODE.get() and self.fused_blocks():
-            return self._fused_forward(x, kv, layer_id)
+            return self._fused_forward(x, kv, layer_id, ahead)
         x = self.self_attn(self.input_layernorm(x), kv, layer_id, residual=x)
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
@@ -299,16 +310,20 @@ class DecoderLayer(nn.Module):
                 and self.input_layernorm.weight.dtype == "float32"
                 and self.post_attention_layernorm.weight.dtype == "float32")
 
-    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
+    def fused_input(self) -> QuantizedLinear | None:
+        """The linear a fused layer's first block multiplies by (its QKV when no bias splits the norm off)."""
+        return self.self_attn.qkv_proj if self.fused_blocks() and self.self_attn.qkv_proj.bias is None else None
+
+    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: QuantizedLinear | None) -> Tensor:
         attn, mlp = self.self_attn, self.mlp
         if x.dtype != "float32":
             x = x.astype("float32")
-        if attn.qkv_proj.bias is None:
-            qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x)
+        if attn.qkv_proj.bias is None:  # the attention between the blocks reads its keys through L1
+            qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x, ahead=attn.o_proj)
         else:  # Qwen2's qkv bias: the norm and the matmul stay apart
             qkv = attn.qkv_proj(self.input_layernorm(x))
         a = attn.attend(qkv, kv, layer_id)
-        return mlp_block(a, x, attn.o_proj, self.post_attention_layernorm, mlp.gate_up_proj, mlp.down_proj)
+        return mlp_block(a, x, attn.o_proj, self.post_attention_layernorm, mlp.gate_up_proj, mlp.down_proj, ahead)
 
 
 class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
@@ -384,7 +399,8 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
             else:  # the final norm folded into the output head's activation quantization
                 h = input_embeds
                 for i, layer in enumerate(self.layers):
-                    h = layer(h, kv, i)
+                    nxt = self.layers[i + 1].fused_input() if i + 1 < len(self.layers) else head
+                    h = layer(h, kv, i, nxt)
                 if h.dtype != "float32":
                     h = h.astype("float32")
                 return norm_linear(self.norm, head, h), kv

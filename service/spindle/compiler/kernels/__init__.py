@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "573d62eeecbb8a3ce2f6d3d8679f51bf1eabe4d8f1fe6b1ad8c28534c8425446"
+SOURCE_DIGEST = "45ffdee1804a9844c388cd6b7eb830d3695bb0974c5d7d7fd42c0553a42d9610"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -201,22 +201,35 @@ def _matrix_specs(fmt: str, out_features: int, in_features: int):
     return tiled_specs(fmt, out_features, in_features)["qweight"]
 
 
-def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
-    """The PrimFunc `(x[d0, d1, K], norm_w[K], qweight, y[d0, d1, N])` of
+def _ahead(ahead: tuple[str, int, int] | None, own: tuple[str, int, int]):
+    """(code, in_features, out_features, qweight shape, dtype) of the matrix a block prefetches for the next
+    VM call: `ahead` as (fmt, in_features, out_features), or None (then the block gets its own matrix as
+    the argument and code -1: no prefetch)."""
+    fmt, k, n = ahead or own
+    shape, dtype = _matrix_specs(fmt, int(n), int(k))
+    return (FORMAT_CODES[fmt] if ahead else -1), int(k), int(n), shape, dtype
+
+
+def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float,
+                     ahead: tuple[str, int, int] | None = None):
+    """The PrimFunc `(x[d0, d1, K], norm_w[K], qweight, next_q, y[d0, d1, N])` of
     `spindle_qblock_norm_matmul`: `y = rmsnorm(x) @ W.T`, the norm folded into the activation quantization
-    (one VM call and one parallel region instead of a norm kernel and a matmul)."""
+    (one VM call and one parallel region instead of a norm kernel and a matmul). `next_q` is the matrix
+    the next VM call starts with, `ahead` = its (fmt, in_features, out_features); each thread asks for the
+    head of its half of it as it finishes. Without `ahead`, pass the block's own matrix (not read)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     load_into_process()
     k, n, code = int(in_features), int(out_features), FORMAT_CODES[fmt]
     row_bytes = act_row_bytes(k)
     qshape, qdtype = _matrix_specs(fmt, n, k)
+    ncode, nk, nn, nshape, ndtype = _ahead(ahead, (fmt, k, n))
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
 
     # pylint: disable=no-member,invalid-name,unused-variable
     @T.prim_func(private=True)
     def func(var_x: T.handle, norm_w: T.Buffer((k,), "float32"), qweight: T.Buffer(qshape, qdtype),
-             var_y: T.handle):
+             next_q: T.Buffer(nshape, ndtype), var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
@@ -231,20 +244,24 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float):
                 T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
                 T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * k, 1), T.address_of(norm_w[0]), T.float32(eps),
                 T.int64(k), T.tvm_access_ptr(i8, act.data, 0, d0 * d1 * row_bytes, 3), code,
-                T.address_of(qweight[0, 0, 0]), T.int64(n), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2)))
+                T.address_of(qweight[0, 0, 0]), T.int64(n), T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * n, 2),
+                ncode, T.address_of(next_q[0, 0, 0]), T.int64(nk), T.int64(nn)))
 
     return func
 
 
-def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, inter: int, eps: float):
+def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, inter: int, eps: float,
+                   ahead: tuple[str, int, int] | None = None):
     """The PrimFunc of `spindle_qblock_mlp`, what a decoder layer does after its attention:
 
-        (a[d0, d1, A], x[d0, d1, H], o_proj qweight, norm_w[H], gate_up qweight, down qweight, y[d0, d1, H])
+        (a[d0, d1, A], x[d0, d1, H], o_proj qweight, norm_w[H], gate_up qweight, down qweight, next_q,
+         y[d0, d1, H])
         x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
 
     `fmts` are the formats of o_proj, gate_up_proj and down_proj; `inter` must be a multiple of 32 (the
     gate and up columns of one group of 32 are computed by one thread, which applies SwiGLU to them and
-    quantizes the group for the down projection)."""
+    quantizes the group for the down projection). `next_q` and `ahead` as for `norm_matmul_func` (the next
+    layer's QKV, or the output head)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     if inter % 32:
@@ -256,12 +273,13 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     qg, qg_t = _matrix_specs(fmts[1], 2 * i_, h_)
     qd, qd_t = _matrix_specs(fmts[2], h_, i_)
     rb_a, rb_h, rb_i = act_row_bytes(a_), act_row_bytes(h_), act_row_bytes(i_)
+    ncode, nk, nn, nshape, ndtype = _ahead(ahead, (fmts[2], i_, h_))
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
 
     # pylint: disable=no-member,invalid-name,unused-variable,too-many-arguments
     @T.prim_func(private=True)
     def func(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), norm_w: T.Buffer((h_,), "float32"),
-             g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), var_y: T.handle):
+             g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), next_q: T.Buffer(nshape, ndtype), var_y: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
         a = T.match_buffer(var_a, (d0, d1, a_), "float32")
@@ -287,6 +305,7 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
                 T.tvm_access_ptr(i8, act_a.data, 0, d0 * d1 * rb_a, 3), T.tvm_access_ptr(i8, act_n.data, 0, d0 * d1 * rb_h, 3),
                 T.tvm_access_ptr(i8, act_h.data, 0, d0 * d1 * rb_i, 3), T.tvm_access_ptr(f32, x2.data, 0, d0 * d1 * h_, 3),
                 T.tvm_access_ptr(f32, gu.data, 0, d0 * d1 * 2 * i_, 3), T.tvm_access_ptr(f32, hb.data, 0, d0 * d1 * i_, 3),
-                T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * h_, 2)))
+                T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * h_, 2), ncode, T.address_of(next_q[0, 0, 0]),
+                T.int64(nk), T.int64(nn)))
 
     return func

@@ -595,18 +595,23 @@ static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int
 #endif
 
 /* Ask for the first bytes this thread's half of the next matmul streams: the hardware prefetcher needs a
- * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do. */
-static void prefetch_head(const next_matmul *m, int32_t half) {
-  if (SPINDLE_HEAD_PREFETCH == 0) return;
+ * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do.
+ * With `l2` into the core's L2 only: for a matmul of the next VM call, which the work in between (the
+ * attention reads the cached keys and values through L1) would push out of L1. */
+static void prefetch_head(const next_matmul *m, int32_t half, int l2) {
+  if (SPINDLE_HEAD_PREFETCH == 0 || !m) return;
   const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
   const int64_t bytes = own < SPINDLE_HEAD_PREFETCH ? own : SPINDLE_HEAD_PREFETCH;
   for (int s = 0; s < (m->second ? 2 : 1); s++) {
     const char *p = (const char *)m->qweight + (first + (s ? m->second : 0)) * m->tile_bytes;
     for (int64_t b = 0; b < bytes; b += 64) {
 #ifdef SPINDLE_X86
-      _mm_prefetch(p + b, _MM_HINT_T0);
+      if (l2)
+        _mm_prefetch(p + b, _MM_HINT_T1);
+      else
+        _mm_prefetch(p + b, _MM_HINT_T0);
 #else
-      __builtin_prefetch(p + b, 0, 3);
+      __builtin_prefetch(p + b, 0, l2 ? 2 : 3);
 #endif
     }
   }
@@ -617,7 +622,7 @@ static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const floa
                            int64_t K, int8_t *act, const next_matmul *ahead) {
   const int64_t astride = spindle_qact_row_bytes(K);
   int64_t r;
-  prefetch_head(ahead, half);
+  prefetch_head(ahead, half, 0);
   while ((r = take_unit(sync, rows)) >= 0) {
     quantize_row(x + r * K, w, eps, K, act + r * astride);
     finish_units(sync, half, 1);
@@ -637,7 +642,7 @@ static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const floa
 static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w,
                                   float eps, int64_t K, int8_t *shared, int8_t *local, const next_matmul *ahead) {
   if (rows == 1 && local && spindle_qact_row_bytes(K) <= LOCAL_ACT_BYTES) {
-    prefetch_head(ahead, half);
+    prefetch_head(ahead, half, 0);
     quantize_row(x, w, eps, K, local);
     return local;
   }
@@ -682,9 +687,10 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t own, i
   return 0;
 }
 
-/* Phase: y[:, n] (+ res) for all N columns. */
+/* Phase: y[:, n] (+ res) for all N columns. A block's last phase asks for the head of the matmul the next
+ * VM call starts with (`next`, NULL if none) before it waits. */
 static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
-                         const void *qweight, int64_t N, float *y, const float *res) {
+                         const void *qweight, int64_t N, float *y, const float *res, const next_matmul *next) {
   const int64_t tiles = (N + TILE - 1) / TILE, astride = spindle_qact_row_bytes(K);
   int64_t t0, t1;
   while (take_split(sync, tiles, half, OWN_CHUNK, 2, &t0, &t1)) {
@@ -692,6 +698,7 @@ static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t 
                 res, N);
     finish_units(sync, half, t1 - t0);
   }
+  prefetch_head(next, half, 1);
   wait_phase(sync, tiles);
 }
 
@@ -761,32 +768,38 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
     }
     finish_units(sync, half, g1 - g0);
   }
-  prefetch_head(ahead, half);
+  prefetch_head(ahead, half, 0);
   wait_phase(sync, groups);
 }
 
 /* y[rows, N] = rmsnorm(x[rows, K]; w, eps) @ W.T. sync: 2 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32,
  * zeroed; half: 0 or 1, the half of the parallel loop's iterations the call is in; act: rows x
- * spindle_qact_row_bytes(K) bytes of scratch. A matrix is (fmt, qweight): its tiles hold the scales. */
+ * spindle_qact_row_bytes(K) bytes of scratch. A matrix is (fmt, qweight): its tiles hold the scales.
+ * (next_fmt, next_q, next_k, next_n): the matrix (next_k inputs, next_n outputs) the next VM call starts
+ * with, whose head each thread asks for when it runs out of tiles; next_fmt -1: none. */
 int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
-                                   int64_t K, int8_t *act, int32_t fmt, const void *qweight, int64_t N, float *y) {
+                                   int64_t K, int8_t *act, int32_t fmt, const void *qweight, int64_t N, float *y,
+                                   int32_t next_fmt, const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
   const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE, 0);
   int8_t local[LOCAL_ACT_BYTES] __attribute__((aligned(64)));
   const int8_t *xq = quantize_for(sync, half, rows, x, w, eps, K, act, local, &m);
-  phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL);
+  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE, 0);
+  phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL, next_fmt >= 0 ? &next : NULL);
   return 0;
 }
 
 /* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H];
  * gate_up has 2I output columns (gate, then up), I a multiple of 32; sync: 5 phases x PHASE_WORDS +
  * SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x
- * row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats. */
+ * row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats;
+ * next_* as for spindle_qblock_norm_matmul (the next layer's QKV, or the output head). */
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x,
                            int64_t H, int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps,
                            int32_t fg, const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n,
-                           int8_t *act_h, float *x2, float *gu, float *h, float *y) {
+                           int8_t *act_h, float *x2, float *gu, float *h, float *y, int32_t next_fmt,
+                           const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + 4 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
   const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE, 0),
@@ -794,9 +807,10 @@ int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const floa
                     md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE, 0);
   int8_t local[LOCAL_ACT_BYTES] __attribute__((aligned(64))); /* a's row, then x2's normed row */
   const int8_t *aq = quantize_for(sync, half, rows, a, NULL, 0.0f, A, act_a, local, &mo);
-  phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, H, x2, x);
+  phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, H, x2, x, NULL);
   const int8_t *nq = quantize_for(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, local, &mg);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, nq, H, rows, qg, I, gu, h, act_h, &md);
-  phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2);
+  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE, 0);
+  phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2, next_fmt >= 0 ? &next : NULL);
   return 0;
 }
