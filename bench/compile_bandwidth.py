@@ -6,6 +6,12 @@ the numpy one), which TVM's allocator holds in ordinary 4 KB pages, while the en
 2 MB pages (``PackInHugePages``). For this one forward read that makes no difference: the same sum over a
 copy packed into 2 MB pages (``spindle.engine.pack_weights``), alternated with this one for 20 rounds,
 measured 0.97x of it (39-49 GB/s both).
+
+What the sum reads depends on where the host runs the two virtual cores, which changes every few
+minutes: ~30-34 GB/s, about what one core reads alone (~27), or ~48-56 GB/s, twice that. The fused decode
+blocks see the same two states from the inside: a hand-off of a row from one thread to the other takes
+~0.4 us in the first and ~2.3 us in the second, as if the two cores shared their caches in the first state
+and none in the second (docs/performance.md, "Fewer waits in the fused blocks").
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ def off_worker_cores():
 
     TVM pins its pool's workers one per core and leaves the calling thread, which runs a parallel loop's
     first share itself, free to run anywhere. Now and then the OS leaves it on a worker's core for a whole
-    measurement: the two halves of every loop then share one core, and the sum below reads ~26 GB/s
-    where the machine streams ~50 with both cores. Pinning it to the remaining cores makes the reading
-    the machine's, not the placement's."""
+    measurement: the two halves of every loop then share one core, and the sum below reads what one core
+    reads (~26 GB/s; pinned there on purpose it read 23-26 where the two cores read 50-53). Pinning it to
+    the remaining cores makes the reading the machine's, not the placement's."""
     if not hasattr(os, "sched_setaffinity"):
         yield
         return
