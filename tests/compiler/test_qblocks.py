@@ -142,7 +142,8 @@ def _mlp_case(fmts, rows, a_dim, h_dim, inter, seed=0):
     x = (rng.standard_normal((rows, h_dim)) * rng.uniform(0.5, 5.0, (rows, 1))).astype(np.float32)
     norm_w = rng.uniform(0.5, 1.5, h_dim).astype(np.float32)
     o = _matrix(fmts[0], h_dim, a_dim, seed + 1)
-    gate_up = _matrix(fmts[1], 2 * inter, h_dim, seed + 2)
+    gu_rows, (gu_tiled,) = _matrix(fmts[1], 2 * inter, h_dim, seed + 2)
+    gate_up = gu_rows, [Q.interleave_gate_up(gu_tiled)]  # as the weight conversion stores it
     down = _matrix(fmts[2], h_dim, inter, seed + 3)
     return a, x, norm_w, (o, gate_up, down)
 

@@ -201,3 +201,20 @@ def test_column_tiles_hold_the_blocks_exactly(fmt, out_features, in_features):
             assert mins[t, g, c] == arrays["mins"][n, g], (n, k)
         assert got == codes[n, k], (n, k)
         assert scales[t, g, c] == arrays["scales"][n, g], (n, k)
+
+
+@pytest.mark.parametrize("fmt", Q.FORMATS)
+def test_interleave_gate_up_alternates_whole_tiles(fmt):
+    """interleave_gate_up moves whole tiles: gate tile j to 2j, up tile j to 2j + 1, nothing else changes
+    (the fused MLP block and the unfused SwiGLU read the matrix this way: test_qblocks, test_tiny_model)."""
+    inter, k = 64, 96
+    arrays = Q.quantize(fmt, np.random.default_rng(7).standard_normal((2 * inter, k)).astype(np.float32))
+    tiled = Q.to_tiles(fmt, arrays)["qweight"]
+    stored = Q.interleave_gate_up(tiled)
+    assert stored.shape == tiled.shape and stored.dtype == tiled.dtype
+    pairs = stored.reshape(inter // Q.TILE, 2, *stored.shape[1:])
+    np.testing.assert_array_equal(pairs[:, 0], tiled[: inter // Q.TILE])
+    np.testing.assert_array_equal(pairs[:, 1], tiled[inter // Q.TILE:])
+    assert Q.gate_up_interleaved(64) and Q.gate_up_interleaved(1536) and not Q.gate_up_interleaved(48)
+    with pytest.raises(ValueError, match="odd number of tiles"):
+        Q.interleave_gate_up(tiled[:3])

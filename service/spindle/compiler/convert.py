@@ -129,6 +129,8 @@ def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: st
     (the int8 kernel's layers hold their blocks in column tiles, ``quantization.to_tiles``)."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
+    from . import quantization  # pylint: disable=import-outside-toplevel
+
     act = activation_dtype(dtype)
     tiles = matmul_kernel(dtype, target) == "int8"
     items = tqdm(weights.items(), total=len(weights), desc=f"converting weights to {dtype}", unit="tensor",
@@ -138,7 +140,11 @@ def convert_weights(weights: Mapping[str, list[Part]], dtype: str, embed_fmt: st
         if dtype in QUANTIZED and leaf == "weight" and (parts[0].array is None or len(parts[0].shape) == 2) \
                 and "norm" not in stem:
             fmt = embed_fmt if stem == "embed_tokens" else head_fmt if stem == "lm_head" else dtype
-            for key, arr in _quantized_arrays(parts, fmt or "q8_0", tiles).items():
+            arrays = _quantized_arrays(parts, fmt or "q8_0", tiles)
+            rows = sum(p.shape[0] for p in parts)
+            if tiles and stem.endswith("mlp.gate_up_proj") and quantization.gate_up_interleaved(rows // 2):
+                arrays = {**arrays, "qweight": quantization.interleave_gate_up(arrays["qweight"])}
+            for key, arr in arrays.items():
                 yield f"{stem}.{key}", arr
         else:
             yield name, np.ascontiguousarray(_concat_float(parts), dtype=act)

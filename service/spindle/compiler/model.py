@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 from typing import Any, Callable
 
 from tvm import relax as rx
@@ -21,7 +22,8 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 from tvm.target import Target
 
 from .attention import CPUPagedKVCache
-from .quantization import QuantizedLinear
+from .quantization import TILE as TILE_COLUMNS
+from .quantization import QuantizedLinear, gate_up_interleaved
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
 ROPE_SCALING_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
@@ -263,22 +265,41 @@ class MLP(nn.Module):
         self.inter = cfg.intermediate_size
         self.gate_up_proj = linear(cfg.hidden_size, 2 * cfg.intermediate_size, False)
         self.down_proj = linear(cfg.intermediate_size, cfg.hidden_size, False)
+        #: gate_up's gate and up tiles alternate (`quantization.interleave_gate_up`, done by the weight
+        #: conversion for the tile layout), and so do its output columns, 16 at a time.
+        self.interleaved = (isinstance(self.gate_up_proj, QuantizedLinear) and self.gate_up_proj.layout == "tiles"
+                            and gate_up_interleaved(self.inter))
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         """``residual + down_proj(swiglu(gate_up_proj(x)))``."""
-        return project_add(self.down_proj, op.tensor_expr_op(swiglu_te, "swiglu", [self.gate_up_proj(x)]), residual)
+        gate_up = self.gate_up_proj(x)
+        swiglu = functools.partial(swiglu_te, interleaved=self.interleaved)
+        return project_add(self.down_proj, op.tensor_expr_op(swiglu, "swiglu", [gate_up]), residual)
 
 
-def swiglu_te(gate_up: te.Tensor) -> te.Tensor:
+def swiglu_te(gate_up: te.Tensor, interleaved: bool = False) -> te.Tensor:
     """``silu(gate) * up`` of the fused ``[..., 2 * inter]`` projection, computed in float32 with TVM's
     polynomial ``fast_exp`` (vectorises; within ~1.5e-7 relative of ``exp``, which is a scalar libm
-    call per element on the CPU)."""
+    call per element on the CPU). Its columns are ``[gate, up]``, or with ``interleaved`` 16 gate columns,
+    the same 16 of up, the next 16 of gate, ..."""
     inter = gate_up.shape[-1] // 2
     shape = (*gate_up.shape[:-1], inter)
-    gate = te.compute(shape, lambda *i: gate_up[(*i[:-1], i[-1])].astype("float32"), name="gate")
+    if interleaved:
+        def gate_col(c):
+            return (c // TILE_COLUMNS) * (2 * TILE_COLUMNS) + c % TILE_COLUMNS
+
+        def up_col(c):
+            return gate_col(c) + TILE_COLUMNS
+    else:
+        def gate_col(c):
+            return c
+
+        def up_col(c):
+            return c + inter
+    gate = te.compute(shape, lambda *i: gate_up[(*i[:-1], gate_col(i[-1]))].astype("float32"), name="gate")
     neg_exp = topi.fast_exp(te.compute(shape, lambda *i: -gate[i], name="neg_gate"))
     return te.compute(shape, lambda *i: (gate[i] / (tirx.const(1, "float32") + neg_exp[i])
-                                         * gate_up[(*i[:-1], i[-1] + inter)].astype("float32")).astype(gate_up.dtype),
+                                         * gate_up[(*i[:-1], up_col(i[-1]))].astype("float32")).astype(gate_up.dtype),
                       name="swiglu")
 
 

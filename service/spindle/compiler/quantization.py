@@ -155,6 +155,26 @@ def to_tiles(fmt: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     return {"qweight": np.ascontiguousarray(qweight).view(np.int8)}
 
 
+def gate_up_interleaved(inter: int) -> bool:
+    """Whether a fused ``gate_up`` projection with ``inter`` gate (and as many up) columns is stored with its
+    gate and up tiles interleaved (`interleave_gate_up`) when it is in the tile layout: whenever each group
+    of 32 columns of SwiGLU's output is two whole tiles of each."""
+    return inter % (2 * TILE) == 0
+
+
+def interleave_gate_up(qweight: np.ndarray) -> np.ndarray:
+    """A tiled ``[gate; up]`` matrix (``to_tiles``' ``qweight``, 2 * inter output columns) with its tiles
+    reordered gate 0, up 0, gate 1, up 1, ...: a thread that computes SwiGLU for a range of columns then
+    reads one contiguous stream of weights instead of two half a matrix apart. Its output columns come
+    in the same order (16 gate columns, the same 16 of up, ...)."""
+    tiles = qweight.shape[0]
+    if tiles % 2:
+        raise ValueError(f"gate_up has an odd number of tiles ({tiles})")
+    out = np.empty_like(qweight)
+    out[0::2], out[1::2] = qweight[: tiles // 2], qweight[tiles // 2:]
+    return out
+
+
 def from_tiles(fmt: str, arrays: Mapping[str, np.ndarray], out_features: int, in_features: int) -> dict[str, np.ndarray]:
     """Inverse of `to_tiles` (the padding columns dropped)."""
     _check_format(fmt)

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "45ffdee1804a9844c388cd6b7eb830d3695bb0974c5d7d7fd42c0553a42d9610"
+SOURCE_DIGEST = "35cb25498310f60c9f1dda02d7094689f6c46e94effbd18704c28c7ecfbde6e6"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -258,9 +258,10 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
          y[d0, d1, H])
         x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
 
-    `fmts` are the formats of o_proj, gate_up_proj and down_proj; `inter` must be a multiple of 32 (the
-    gate and up columns of one group of 32 are computed by one thread, which applies SwiGLU to them and
-    quantizes the group for the down projection). `next_q` and `ahead` as for `norm_matmul_func` (the next
+    `fmts` are the formats of o_proj, gate_up_proj and down_proj; gate_up's tiles are interleaved
+    (`quantization.interleave_gate_up`); `inter` must be a multiple of 32 (the gate and up columns of one
+    group of 32 are computed by one thread, which applies SwiGLU to them and quantizes the group for the
+    down projection). `next_q` and `ahead` as for `norm_matmul_func` (the next
     layer's QKV, or the output head)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 

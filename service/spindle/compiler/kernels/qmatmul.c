@@ -578,15 +578,15 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
   quantize_groups(x, w, scale, K, 0, K / QK, dst);
 }
 
-/* The matmul phase that follows a quantize phase, for prefetching: its matrix, the first tile of each half
- * and, for gate_up, the tile where the second stream (the up columns) starts. */
+/* A matmul a thread prefetches the start of (the next phase's, or the next VM call's): its matrix, the
+ * bytes of a tile, and its tiles, split in two halves as a matmul phase splits them. */
 typedef struct {
   const void *qweight;
-  int64_t tile_bytes, tiles, second; /* bytes per tile; tiles per stream; 0 or the second stream's first tile */
+  int64_t tile_bytes, tiles;
 } next_matmul;
 
-static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles, int64_t second) {
-  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles, second};
+static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles) {
+  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles};
   return m;
 }
 
@@ -602,18 +602,16 @@ static void prefetch_head(const next_matmul *m, int32_t half, int l2) {
   if (SPINDLE_HEAD_PREFETCH == 0 || !m) return;
   const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
   const int64_t bytes = own < SPINDLE_HEAD_PREFETCH ? own : SPINDLE_HEAD_PREFETCH;
-  for (int s = 0; s < (m->second ? 2 : 1); s++) {
-    const char *p = (const char *)m->qweight + (first + (s ? m->second : 0)) * m->tile_bytes;
-    for (int64_t b = 0; b < bytes; b += 64) {
+  const char *p = (const char *)m->qweight + first * m->tile_bytes;
+  for (int64_t b = 0; b < bytes; b += 64) {
 #ifdef SPINDLE_X86
-      if (l2)
-        _mm_prefetch(p + b, _MM_HINT_T1);
-      else
-        _mm_prefetch(p + b, _MM_HINT_T0);
+    if (l2)
+      _mm_prefetch(p + b, _MM_HINT_T1);
+    else
+      _mm_prefetch(p + b, _MM_HINT_T0);
 #else
-      __builtin_prefetch(p + b, 0, l2 ? 2 : 3);
+    __builtin_prefetch(p + b, 0, l2 ? 2 : 3);
 #endif
-    }
   }
 }
 
@@ -750,9 +748,11 @@ int32_t spindle_swiglu(const float *g, const float *u, float *h, int64_t n) {
 
 /* Phase: gate and up columns of the same groups of 32 columns, h = silu(gate) * up for those columns, and
  * h quantized for the down projection (act_h: rows x spindle_qact_row_bytes(I)) group by group as each is
- * done, so that no separate quantize phase (and wait) comes between this matmul and the next. gu is
- * [rows, 2I] (gate columns [0, I), up columns [I, 2I)), h is [rows, I]; I is a multiple of 32. A thread
- * out of groups asks for the head of the down projection (`ahead`) before it waits. */
+ * done, so that no separate quantize phase (and wait) comes between this matmul and the next. The matrix
+ * has its gate and up tiles interleaved (gate tile 0, up tile 0, gate tile 1, ...; quantization.py,
+ * `interleave_gate_up`), so a group is four consecutive tiles and a thread's groups one stream; gu is
+ * [rows, 2I] in that column order, h is [rows, I]; I is a multiple of 32. A thread out of groups asks for
+ * the head of the down projection (`ahead`) before it waits. */
 static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
                           const void *qweight, int64_t I, float *gu, float *h, int8_t *act_h,
                           const next_matmul *ahead) {
@@ -760,10 +760,10 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
   int64_t g0, g1;
   while (take_split(sync, groups, half, OWN_CHUNK * TILE / QK, 2 * TILE / QK, &g0, &g1)) {
     const int64_t n0 = g0 * QK, n1 = g1 * QK;
-    qmm_columns(fmt, act, astride, rows, qweight, K, n0, n1, gu, NULL, 2 * I);
-    qmm_columns(fmt, act, astride, rows, qweight, K, I + n0, I + n1, gu, NULL, 2 * I);
+    qmm_columns(fmt, act, astride, rows, qweight, K, 2 * n0, 2 * n1, gu, NULL, 2 * I);
     for (int64_t r = 0; r < rows; r++) {
-      swiglu_row(gu + r * 2 * I + n0, gu + r * 2 * I + I + n0, h + r * I + n0, n1 - n0);
+      const float *g = gu + r * 2 * I + 2 * n0;
+      for (int64_t c = n0; c < n1; c += TILE, g += 2 * TILE) swiglu_row(g, g + TILE, h + r * I + c, TILE);
       quantize_groups(h + r * I, NULL, 1.0f, I, g0, g1, act_h + r * hstride);
     }
     finish_units(sync, half, g1 - g0);
@@ -782,17 +782,17 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
                                    int32_t next_fmt, const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
-  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE, 0);
+  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE);
   int8_t local[LOCAL_ACT_BYTES] __attribute__((aligned(64)));
   const int8_t *xq = quantize_for(sync, half, rows, x, w, eps, K, act, local, &m);
-  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE, 0);
+  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
   phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL, next_fmt >= 0 ? &next : NULL);
   return 0;
 }
 
 /* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H];
- * gate_up has 2I output columns (gate, then up), I a multiple of 32; sync: 5 phases x PHASE_WORDS +
- * SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x
+ * gate_up has 2I output columns (gate and up tiles interleaved), I a multiple of 32; sync: 5 phases x
+ * PHASE_WORDS + SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x
  * row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats;
  * next_* as for spindle_qblock_norm_matmul (the next layer's QKV, or the output head). */
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x,
@@ -802,15 +802,15 @@ int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const floa
                            const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + 4 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
-  const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE, 0),
-                    mg = matmul_ahead(fg, qg, H, I / TILE, I / TILE),
-                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE, 0);
+  const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE),
+                    mg = matmul_ahead(fg, qg, H, 2 * I / TILE),
+                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE);
   int8_t local[LOCAL_ACT_BYTES] __attribute__((aligned(64))); /* a's row, then x2's normed row */
   const int8_t *aq = quantize_for(sync, half, rows, a, NULL, 0.0f, A, act_a, local, &mo);
   phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, H, x2, x, NULL);
   const int8_t *nq = quantize_for(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, local, &mg);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, nq, H, rows, qg, I, gu, h, act_h, &md);
-  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE, 0);
+  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
   phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2, next_fmt >= 0 ? &next : NULL);
   return 0;
 }
