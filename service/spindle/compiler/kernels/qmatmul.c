@@ -450,9 +450,9 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
  * Every thread of the caller's parallel loop calls the entry with the same zeroed `sync` array and runs
  * the phases in order. A phase is a set of units (activation rows to quantize, column tiles or groups)
  * that threads take as they go; a thread that finds nothing left to take waits until the phase's `done`
- * counters (one per half) add up to every unit, then moves on. Only units in flight are waited for: a thread that the OS
- * preempts before taking anything holds up nobody, and a parallel-loop iteration that runs after its
- * thread's first one finds every phase done and returns at once.
+ * counters (one per half) add up to every unit, then moves on. Only units in flight are waited for: a
+ * thread that the OS preempts before taking anything holds up nobody, and a parallel-loop iteration that
+ * runs after its thread's first one finds every phase done and returns at once.
  *
  * Every wait costs most when the two threads run on cores that share no cache (on these hosts that is
  * the state in which the machine streams twice as fast): the waiting thread then reads what the other
@@ -629,7 +629,7 @@ static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const floa
 }
 
 /* A block's stack buffer for one row of activations: a thread that quantizes the only row itself needs
- * no other thread's result and waits for nobody (rows of at most this many bytes: K up to ~28000). */
+ * no other thread's result and waits for nobody (rows of at most this many bytes: K up to ~26000). */
 #define LOCAL_ACT_BYTES 32768
 
 /* The activations for the next matmul: a single row (with a local buffer) every caller quantizes on its
@@ -792,8 +792,8 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
 
 /* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H];
  * gate_up has 2I output columns (gate and up tiles interleaved), I a multiple of 32; sync: 5 phases x
- * PHASE_WORDS + SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n rows x
- * row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats;
+ * PHASE_WORDS + SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n
+ * rows x row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats;
  * next_* as for spindle_qblock_norm_matmul (the next layer's QKV, or the output head). */
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x,
                            int64_t H, int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps,
