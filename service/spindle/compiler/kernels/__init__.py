@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "79be4bcdbd06d641579ea5988aaf0d6c6141a0200a68d04e80ef65304a9eca47"
+SOURCE_DIGEST = "97e8b8fe6f6801f06fc95da41d70c9a21d3667d023dbb6df554a9858f203bae1"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
