@@ -46,10 +46,11 @@ def _worker_cores() -> set[int]:
     cores: set[int] = set()
     me = threading.get_native_id()
     for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
-        if int(os.path.basename(task)) == me:
+        tid = int(os.path.basename(task))
+        if tid == me:
             continue
         try:
-            allowed = os.sched_getaffinity(int(os.path.basename(task)))
+            allowed = os.sched_getaffinity(tid)
         except OSError:
             continue
         if len(allowed) == 1:

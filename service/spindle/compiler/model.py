@@ -323,11 +323,12 @@ class DecoderLayer(nn.Module):
     def fused_blocks(self) -> bool:
         """Whether ``batch_decode`` runs this layer as two fused C blocks around its attention
         (`kernels.norm_matmul_func`, `kernels.mlp_block_func`): int8-kernel layers with float32
-        activations and norms, an intermediate size that is a multiple of 32, no bias after the attention."""
+        activations and norms, gate_up stored interleaved (`MLP.interleaved`: an intermediate size that is a
+        multiple of 32), no bias after the attention."""
         attn, mlp = self.self_attn, self.mlp
         linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
         return (self.fused and all(_block_linear(m) for m in linears)
-                and all(m.bias is None for m in linears[1:]) and mlp.inter % 32 == 0
+                and all(m.bias is None for m in linears[1:]) and mlp.interleaved
                 and self.input_layernorm.weight.dtype == "float32"
                 and self.post_attention_layernorm.weight.dtype == "float32")
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "97e8b8fe6f6801f06fc95da41d70c9a21d3667d023dbb6df554a9858f203bae1"
+SOURCE_DIGEST = "e17f66801730ba664f807255cf11c36771500819435b75a4ad8da9caa3ffea46"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -265,8 +265,10 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     layer's QKV, or the output head)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
-    if inter % 32:
-        raise ValueError(f"intermediate size {inter} is not a multiple of 32")
+    from ..quantization import gate_up_interleaved  # pylint: disable=import-outside-toplevel
+
+    if not gate_up_interleaved(inter):
+        raise ValueError(f"intermediate size {inter} is not a multiple of 32 (gate_up is not stored interleaved)")
     load_into_process()
     a_, h_, i_ = int(attn_features), int(hidden), int(inter)
     fo, fg, fd = (FORMAT_CODES[f] for f in fmts)

@@ -634,14 +634,14 @@ static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const floa
  * no other thread's result and waits for nobody (rows of at most this many bytes: K up to ~26000). */
 #define LOCAL_ACT_BYTES 32768
 
-/* The activations for the next matmul: a single row (with a local buffer) every caller quantizes on its
- * own, into `local`; more rows are one shared phase (phase_quantize) into `shared`. Returns the buffer the
- * matmul reads. Each of two threads quantizing a 1536-wide row itself took ~0.4 us, against ~2.3 us for
- * one thread quantizing it while the other waited and then read it from the first one's cache, when the
- * two threads ran on cores that share no cache. */
+/* The activations for the next matmul: a single row that fits is quantized by every caller on its own,
+ * into `local` (a LOCAL_ACT_BYTES stack buffer); more rows are one shared phase (phase_quantize) into
+ * `shared`. Returns the buffer the matmul reads. Each of two threads quantizing a 1536-wide row itself
+ * took ~0.4 us, against ~2.3 us for one thread quantizing it while the other waited and then read it from
+ * the first one's cache, when the two threads ran on cores that share no cache. */
 static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w,
                                   float eps, int64_t K, int8_t *shared, int8_t *local, const next_matmul *ahead) {
-  if (rows == 1 && local && spindle_qact_row_bytes(K) <= LOCAL_ACT_BYTES) {
+  if (rows == 1 && spindle_qact_row_bytes(K) <= LOCAL_ACT_BYTES) {
     prefetch_head(ahead, half, 0);
     quantize_row(x, w, eps, K, local);
     return local;
