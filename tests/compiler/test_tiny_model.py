@@ -112,9 +112,33 @@ def test_decode_blocks_setting_is_checked(monkeypatch):
     from spindle.compiler.build import CompileError
 
     monkeypatch.setenv("SPINDLE_DECODE_BLOCKS", "sideways")
-    with pytest.raises(CompileError, match="SPINDLE_DECODE_BLOCKS"):
-        decode_blocks("q4_1", "llvm")
-    assert decode_blocks("float32", "llvm") is None and decode_blocks("q4_1", "cuda") is None
+    for dtype in ("q4_1", "float16"):
+        with pytest.raises(CompileError, match="SPINDLE_DECODE_BLOCKS"):
+            decode_blocks(dtype, "llvm")
+    assert decode_blocks("float32", "cuda") is None and decode_blocks("q4_1", "cuda") is None
+    monkeypatch.setenv("SPINDLE_FMATMUL", "tvm")  # TVM's float kernels: no C blocks
+    assert decode_blocks("float32", "llvm") is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dims", [{}, {"tie_word_embeddings": False, "attention_bias": True, "model_type": "qwen2"}],
+                         ids=["tied", "untied-qkv-bias"])
+def test_float_decode_blocks_fused_and_separate(tmp_path, monkeypatch, dtype, dims):
+    """Float formats on the C decode kernel run ``batch_decode`` as the float kernel's fused blocks by
+    default (the tied embedding table or the untied head takes the final norm); fused and separate both
+    match the reference and give the same greedy tokens."""
+    from spindle.compiler.testing import build_tiny_artifact
+
+    params = random_params(tiny_config(**dims), seed=0)
+    if dtype == "float16":
+        params = {k: v.astype(np.float16).astype(np.float32) for k, v in params.items()}
+    limit, gap = (1e-4, 0.0) if dtype == "float32" else (0.1, 0.2)
+    for blocks in ("separate", "fused"):
+        monkeypatch.setenv("SPINDLE_DECODE_BLOCKS", blocks)
+        artifact = build_tiny_artifact(tmp_path / blocks, dtype=dtype, seed=0, **dims)
+        assert json.loads((artifact / "spindle-config.json").read_text())["decode_blocks"] == blocks
+        diffs = compare_with_reference(artifact, params, decode_steps=4, min_gap=gap)
+        assert max(diffs) < limit, (blocks, diffs)
 
 
 @pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])

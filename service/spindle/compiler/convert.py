@@ -62,11 +62,12 @@ BLOCKS = ("fused", "separate")
 
 
 def decode_blocks(dtype: str, target: str) -> str | None:
-    """How ``batch_decode`` runs a decoder layer on the int8 kernel: ``fused`` (two C blocks around the
-    attention: the input norm folded into the QKV matmul, then o_proj, norm, gate_up, SwiGLU and down in
-    one parallel region; the final norm folded into the output head) unless ``$SPINDLE_DECODE_BLOCKS=separate``
-    (a kernel per op, for side-by-side runs); None where the int8 kernel is not used. Part of the cache key."""
-    if matmul_kernel(dtype, target) != "int8":
+    """How ``batch_decode`` runs a decoder layer on the int8 kernel or the C float kernel: ``fused`` (two C
+    blocks around the attention: the input norm folded into the QKV matmul, then o_proj, norm, gate_up,
+    SwiGLU and down in one parallel region; the final norm folded into the output head) unless
+    ``$SPINDLE_DECODE_BLOCKS=separate`` (a kernel per op, for side-by-side runs); None where neither kernel
+    is used. Part of the cache key."""
+    if matmul_kernel(dtype, target) not in ("int8", "c"):
         return None
     blocks = os.environ.get(BLOCKS_ENV) or "fused"
     if blocks not in BLOCKS:
@@ -81,7 +82,8 @@ def make_model(cfg: ModelConfig, target: tvm.target.Target, dtype: str, embed_fm
         raise CompileError(f"dtype: unsupported {dtype!r} (supported: {', '.join(DTYPES)})")
     act = activation_dtype(dtype)
     if dtype not in QUANTIZED:
-        return LlamaForCausalLM(cfg, target, dtype=act, float_kernel=matmul_kernel(dtype, target.kind.name))
+        return LlamaForCausalLM(cfg, target, dtype=act, float_kernel=matmul_kernel(dtype, target.kind.name),
+                                fused_blocks=decode_blocks(dtype, target.kind.name) == "fused")
     from .quantization import QuantizedLinear  # pylint: disable=import-outside-toplevel
 
     for name, dim in (("hidden_size", cfg.hidden_size), ("intermediate_size", cfg.intermediate_size),

@@ -181,42 +181,74 @@ def float_linear(dtype: str, kernel: str | None = None) -> LinearFactory:
     return make
 
 
-def _block_linear(m: nn.Module) -> bool:
-    """A `QuantizedLinear` on the int8 kernel's column tiles with float32 output (what the fused blocks read)."""
-    return isinstance(m, QuantizedLinear) and m.layout == "tiles" and m.out_dtype == "float32"
+def _block_family(m: nn.Module) -> str | None:
+    """Which fused decode blocks read the matrix of ``m``: ``"int8"`` for a `QuantizedLinear` on the int8
+    kernel's column tiles with float32 output (`kernels.norm_matmul_func`), ``"float"`` for a `FloatLinear`
+    on the C decode kernel or a float embedding table used as the output head
+    (`kernels.floatmm.float_norm_matmul_func`), else None."""
+    if isinstance(m, QuantizedLinear):
+        return "int8" if m.layout == "tiles" and m.out_dtype == "float32" else None
+    if isinstance(m, FloatLinear):
+        return "float" if m.kernel == "c" else None
+    return "float" if isinstance(m, nn.Embedding) else None
 
 
-def _ahead_spec(ahead: QuantizedLinear | None):
-    return None if ahead is None else (ahead.fmt, ahead.in_features, ahead.out_features)
+def _block_matrix(m: nn.Module) -> Tensor:
+    """The matrix a fused block reads for ``m``: a `QuantizedLinear`'s tiles (they hold the scales), else
+    the float weight ``[out, in]`` (an embedding table ``[vocab, hidden]`` as the output head)."""
+    return m.qweight if isinstance(m, QuantizedLinear) else m.weight
 
 
-def norm_linear(norm: nn.RMSNorm, linear: QuantizedLinear, x: Tensor, ahead: QuantizedLinear | None = None) -> Tensor:
-    """``rmsnorm(x) @ W.T`` in one fused C block (`kernels.norm_matmul_func`); x is float32 ``[d0, d1, K]``.
-    ``ahead``: the block-kernel linear the next VM call starts with, whose first bytes the block asks for
-    as it finishes."""
-    from .kernels import norm_matmul_func  # pylint: disable=import-outside-toplevel
-
-    func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon),
-                            _ahead_spec(ahead))
-    args = [x, norm.weight, linear.qweight, (ahead or linear).qweight]
-    return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", args,
-                           Tensor.placeholder([*x.shape[:-1], linear.out_features], "float32"))
+def _ahead_spec(ahead: nn.Module | None):
+    """What a block's PrimFunc needs to know of the matrix it prefetches: int8 (fmt, in, out), float (in, out)."""
+    if ahead is None:
+        return None
+    if isinstance(ahead, QuantizedLinear):
+        return (ahead.fmt, ahead.in_features, ahead.out_features)
+    out_features, in_features = (int(d) for d in ahead.weight.shape)
+    return (in_features, out_features)
 
 
-def mlp_block(a: Tensor, x: Tensor, o_proj: QuantizedLinear, norm: nn.RMSNorm, gate_up: QuantizedLinear,
-              down: QuantizedLinear, ahead: QuantizedLinear | None = None) -> Tensor:
+def norm_linear(norm: nn.RMSNorm, linear: nn.Module, x: Tensor, ahead: nn.Module | None = None) -> Tensor:
+    """``rmsnorm(x) @ W.T`` in one fused C block; x is ``[d0, d1, K]``: float32 for an int8-kernel linear
+    (`kernels.norm_matmul_func`), the weights' dtype for a float one (`kernels.floatmm.float_norm_matmul_func`;
+    ``linear`` may be an embedding table, the tied output head). ``ahead``: the block linear the next VM
+    call starts with, whose first bytes the block asks for as it finishes."""
+    from .kernels import floatmm, norm_matmul_func  # pylint: disable=import-outside-toplevel
+
+    matrix = _block_matrix(linear)
+    args = [x, norm.weight, matrix, _block_matrix(ahead) if ahead is not None else matrix]
+    if isinstance(linear, QuantizedLinear):
+        func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon),
+                                _ahead_spec(ahead))
+        return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", args,
+                               Tensor.placeholder([*x.shape[:-1], linear.out_features], "float32"))
+    out_features, in_features = (int(d) for d in matrix.shape)
+    func = floatmm.float_norm_matmul_func(matrix.dtype, in_features, out_features, float(norm.epsilon),
+                                          _ahead_spec(ahead))
+    return op.tensor_ir_op(func, "norm_float_matmul", args,
+                           Tensor.placeholder([*x.shape[:-1], out_features], matrix.dtype))
+
+
+def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up: nn.Module, down: nn.Module,
+              ahead: nn.Module | None = None) -> Tensor:
     """``x2 + down(swiglu(gate_up(rmsnorm(x2))))`` with ``x2 = x + o_proj(a)``: a decoder layer after its
-    attention, in one fused C block (`kernels.mlp_block_func`); ``ahead`` as for `norm_linear`."""
-    from .kernels import mlp_block_func  # pylint: disable=import-outside-toplevel
+    attention, in one fused C block (`kernels.mlp_block_func` for int8-kernel linears,
+    `kernels.floatmm.float_mlp_block_func` for float ones); ``ahead`` as for `norm_linear`."""
+    from .kernels import floatmm, mlp_block_func  # pylint: disable=import-outside-toplevel
 
-    if a.dtype != "float32":
-        a = a.astype("float32")
     inter = gate_up.out_features // 2
-    func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features, inter,
-                          float(norm.epsilon), _ahead_spec(ahead))
-    # the tiles hold the scales
-    args = [a, x, o_proj.qweight, norm.weight, gate_up.qweight, down.qweight, (ahead or down).qweight]
-    return op.tensor_ir_op(func, "mlp_block", args, Tensor.placeholder(list(x.shape), "float32"))
+    args = [a, x, _block_matrix(o_proj), norm.weight, _block_matrix(gate_up), _block_matrix(down),
+            _block_matrix(ahead if ahead is not None else down)]
+    if isinstance(o_proj, QuantizedLinear):
+        if a.dtype != "float32":
+            args[0] = a.astype("float32")
+        func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features,
+                              inter, float(norm.epsilon), _ahead_spec(ahead))
+        return op.tensor_ir_op(func, "mlp_block", args, Tensor.placeholder(list(x.shape), "float32"))
+    func = floatmm.float_mlp_block_func(x.dtype, o_proj.in_features, o_proj.out_features, inter,
+                                        float(norm.epsilon), _ahead_spec(ahead))
+    return op.tensor_ir_op(func, "float_mlp_block", args, Tensor.placeholder(list(x.shape), x.dtype))
 
 
 def project_add(linear: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
@@ -312,8 +344,8 @@ class DecoderLayer(nn.Module):
         #: Decode with the fused C blocks where the layer allows it (`fused_blocks`).
         self.fused = False
 
-    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: QuantizedLinear | None = None) -> Tensor:
-        """``ahead``: in fused decode, the block-kernel linear the next layer (or the output head) starts
+    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None = None) -> Tensor:
+        """``ahead``: in fused decode, the block linear the next layer (or the output head) starts
         with, which this layer's last block asks the memory for as it finishes."""
         if _DECODE.get() and self.fused_blocks():
             return self._fused_forward(x, kv, layer_id, ahead)
@@ -321,24 +353,36 @@ class DecoderLayer(nn.Module):
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
     def fused_blocks(self) -> bool:
-        """Whether ``batch_decode`` runs this layer as two fused C blocks around its attention
-        (`kernels.norm_matmul_func`, `kernels.mlp_block_func`): int8-kernel layers with float32
-        activations and norms, gate_up stored interleaved (`MLP.interleaved`: an intermediate size that is a
-        multiple of 32), no bias after the attention."""
+        """Whether ``batch_decode`` runs this layer as two fused C blocks around its attention: linears
+        that one family of blocks reads (`_block_family`), no bias after the attention, and
+
+        - int8-kernel linears (`kernels.norm_matmul_func`, `kernels.mlp_block_func`): float32 norms and
+          gate_up stored interleaved (`MLP.interleaved`: an intermediate size that is a multiple of 32);
+        - float linears (`kernels.floatmm`): norms in the weights' dtype."""
+        return self.block_family() is not None
+
+    def block_family(self) -> str | None:
+        """``"int8"`` or ``"float"``: the fused blocks this layer's decode runs (see `fused_blocks`), or None."""
         attn, mlp = self.self_attn, self.mlp
         linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-        return (self.fused and all(_block_linear(m) for m in linears)
-                and all(m.bias is None for m in linears[1:]) and mlp.interleaved
-                and self.input_layernorm.weight.dtype == "float32"
-                and self.post_attention_layernorm.weight.dtype == "float32")
+        families = {_block_family(m) for m in linears}
+        if not self.fused or len(families) != 1 or any(m.bias is not None for m in linears[1:]):
+            return None
+        family = families.pop()
+        norms = (self.input_layernorm.weight.dtype, self.post_attention_layernorm.weight.dtype)
+        if family == "int8" and mlp.interleaved and norms == ("float32", "float32"):
+            return family
+        if family == "float" and norms == (attn.qkv_proj.weight.dtype,) * 2:
+            return family
+        return None
 
-    def fused_input(self) -> QuantizedLinear | None:
+    def fused_input(self) -> nn.Module | None:
         """The linear a fused layer's first block multiplies by (its QKV when no bias splits the norm off)."""
         return self.self_attn.qkv_proj if self.fused_blocks() and self.self_attn.qkv_proj.bias is None else None
 
-    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: QuantizedLinear | None) -> Tensor:
+    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None) -> Tensor:
         attn, mlp = self.self_attn, self.mlp
-        if x.dtype != "float32":
+        if self.block_family() == "int8" and x.dtype != "float32":
             x = x.astype("float32")
         if attn.qkv_proj.bias is None:  # the attention between the blocks reads its keys through L1
             qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x, ahead=attn.o_proj)
@@ -418,22 +462,30 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         with decode_tracing():
             if head is None:
                 h = self._decoder(input_embeds, kv)
-            else:  # the final norm folded into the output head's activation quantization
+            else:  # the final norm folded into the output head's block
                 h = input_embeds
                 for i, layer in enumerate(self.layers):
                     nxt = self.layers[i + 1].fused_input() if i + 1 < len(self.layers) else head
                     h = layer(h, kv, i, nxt)
-                if h.dtype != "float32":
+                if _block_family(head) == "int8" and h.dtype != "float32":
                     h = h.astype("float32")
-                return norm_linear(self.norm, head, h), kv
+                logits = norm_linear(self.norm, head, h)
+                return (logits if logits.dtype == "float32" else logits.astype("float32")), kv
         return self._logits(h), kv
 
-    def _fused_head(self) -> QuantizedLinear | None:
-        """The output head when decode folds the final norm into it (fused blocks, an int8-kernel head)."""
-        if not self.fused_blocks or self.norm.weight.dtype != "float32":
+    def _fused_head(self) -> nn.Module | None:
+        """The output head when decode folds the final norm into it (fused blocks; a head without bias that
+        a family of blocks reads: an int8-kernel head after a float32 norm, or a float head or tied
+        embedding table on the C decode kernel in the norm's dtype)."""
+        if not self.fused_blocks:
             return None
         head = self.embed_tokens if self.lm_head is None else self.lm_head
-        return head if _block_linear(head) and head.bias is None else None
+        family = _block_family(head)
+        if family is None or getattr(head, "bias", None) is not None:
+            return None
+        if family == "int8":
+            return head if self.norm.weight.dtype == "float32" else None
+        return head if self.float_kernel == "c" and head.weight.dtype == self.norm.weight.dtype else None
 
     def create_paged_kv_cache(self, max_batch_size: tirx.Var, max_total_seq_len: tirx.Var,
                               prefill_chunk_size: tirx.Var, page_size: tirx.Var,

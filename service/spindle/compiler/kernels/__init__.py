@@ -6,9 +6,10 @@ activation rows to int8 into a scratch buffer, then the threads of one TVM paral
 column tiles from a shared counter. `object_file` compiles the C source with the compiler TVM links with; `build.py` passes it to
 `export_library(addons=...)` so every model library carries the symbols its kernels call.
 
-`SOURCE_DIGEST` is the SHA-256 of `qmatmul.c`. It lives in this Python file so that the compiler fingerprint
-(a hash of the compiler's `.py` sources, part of every artifact cache key) changes when the C source does;
-`object_file` refuses a source that does not match it.
+`SOURCE_DIGEST` is the SHA-256 of `qmatmul.c` and the header it shares with `fmatmul.c` (`blocks.h`, the
+fused blocks' phase machinery). It lives in this Python file so that the compiler fingerprint (a hash of the
+compiler's `.py` sources, part of every artifact cache key) changes when the C sources do; `object_file`
+refuses sources that do not match it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
-SOURCE_DIGEST = "e17f66801730ba664f807255cf11c36771500819435b75a4ad8da9caa3ffea46"
+HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
+SOURCE_DIGEST = "13c3c076bf5147551a729a4bebda162b0f7110444e5127d26b38f3cffcaf3c96"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -39,8 +41,16 @@ class KernelBuildError(RuntimeError):
     """The C kernels could not be compiled (no compiler, or a source that does not match its digest)."""
 
 
+def sources_digest(source: Path) -> str:
+    """SHA-256 of a C source of this package followed by the headers the sources include."""
+    h = hashlib.sha256(source.read_bytes())
+    for header in HEADERS:
+        h.update(header.read_bytes())
+    return h.hexdigest()
+
+
 def source_digest() -> str:
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    return sources_digest(SOURCE)
 
 
 def compiler() -> str:
@@ -55,8 +65,9 @@ def compiler() -> str:
 
 def compile_source(source: Path, digest: str, owner: str, out: Path, shared: bool) -> Path:
     """Compile one C source of this package to an object (or, with ``shared``, a shared library) at ``out``,
-    after checking it against the digest its Python module ``owner`` records (``owner.SOURCE_DIGEST``)."""
-    actual = hashlib.sha256(source.read_bytes()).hexdigest()
+    after checking it (with the headers) against the digest its Python module ``owner`` records
+    (``owner.SOURCE_DIGEST``)."""
+    actual = sources_digest(source)
     if actual != digest:
         raise KernelBuildError(f"{source.name} does not match {owner}.SOURCE_DIGEST; update the digest to "
                                f"{actual} so that compiled artifacts are rebuilt")

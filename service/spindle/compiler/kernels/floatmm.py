@@ -3,26 +3,27 @@
 `float_matmul_func` builds the TIR PrimFunc a float `Linear` calls in `batch_decode` (and every tied or
 untied output head): `y[d0, d1, N] = x[d0, d1, K] @ W[N, K].T (+ res)` in the activations' dtype, with the
 threads of one TVM parallel loop taking ranges of 64 columns from a shared counter (`spindle_fmm_sched`).
-`SOURCE_DIGEST` makes the compiler fingerprint follow the C source (see `kernels/__init__.py`).
+`float_norm_matmul_func` and `float_mlp_block_func` build the fused decode blocks of float layers
+(`spindle_fblock_norm_matmul`, `spindle_fblock_mlp`): a decoder layer's norms, matmuls and SwiGLU around its
+attention in one parallel region each, as the int8 kernels' blocks (`kernels.norm_matmul_func`).
+`SOURCE_DIGEST` makes the compiler fingerprint follow the C sources (see `kernels/__init__.py`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import tempfile
 from pathlib import Path
 
-from . import compile_source
+from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "2d752fbbaa414e15923d962b8d527920918ff31806f94b47b558a9ae786a2696"
-PARALLEL_SLOTS = 16
+SOURCE_DIGEST = "23900a16d8a51835627ca87c3ebc62bafc8df5e8bdabd97444b66781303fb44f"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
 def source_digest() -> str:
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    return sources_digest(SOURCE)
 
 
 def _compile(out: Path, shared: bool) -> Path:
@@ -95,5 +96,101 @@ def float_matmul_func(in_features: int, out_features: int, act_dtype: str, weigh
         x = T.match_buffer(var_x, (d0, d1, k), act_dtype)
         y = T.match_buffer(var_y, (d0, d1, n), act_dtype)
         run(x, w, y, null, d0 * d1)
+
+    return func
+
+
+def _ahead(ahead: tuple[int, int] | None, own: tuple[int, int]):
+    """(has_next, in_features, out_features) of the matrix a block prefetches for the next VM call: `ahead`
+    as (in_features, out_features), or None (then the block gets its own matrix as the argument, unread)."""
+    k, n = ahead or own
+    return int(ahead is not None), int(k), int(n)
+
+
+def float_norm_matmul_func(dtype: str, in_features: int, out_features: int, eps: float,
+                           ahead: tuple[int, int] | None = None):
+    """The PrimFunc `(x[d0, d1, K], norm_w[K], w[N, K], next_w, y[d0, d1, N])` of
+    `spindle_fblock_norm_matmul`: `y = rmsnorm(x) @ W.T`, everything in `dtype` (one VM call and one parallel
+    region instead of a norm kernel and a matmul). `next_w` is the matrix the next VM call starts with,
+    `ahead` = its (in_features, out_features); each thread asks for the head of its half of it as it
+    finishes. Without `ahead`, pass the block's own matrix (not read)."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    load_into_process()
+    k, n, dt = int(in_features), int(out_features), DTYPE_CODES[dtype]
+    has_next, nk, nn = _ahead(ahead, (k, n))
+    a_t, i32 = T.type_annotation(dtype), T.type_annotation("int32")
+
+    # pylint: disable=no-member,invalid-name,unused-variable
+    @T.prim_func(private=True)
+    def func(var_x: T.handle, norm_w: T.Buffer((k,), dtype), w: T.Buffer((n, k), dtype),
+             next_w: T.Buffer((nn, nk), dtype), var_y: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+        d0, d1 = T.int64(), T.int64()
+        x = T.match_buffer(var_x, (d0, d1, k), dtype)
+        y = T.match_buffer(var_y, (d0, d1, n), dtype)
+        xn = T.decl_buffer((d0 * d1 * k,), dtype)
+        sync = T.decl_buffer((sync_words(2),), "int32")
+        for i in range(sync_words(2)):
+            sync[i] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_fblock_norm_matmul", T.tvm_access_ptr(i32, sync.data, 0, sync_words(2), 3),
+                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
+                T.tvm_access_ptr(a_t, x.data, 0, d0 * d1 * k, 1), T.address_of(norm_w[0]), T.float32(eps),
+                T.int64(k), T.tvm_access_ptr(a_t, xn.data, 0, d0 * d1 * k, 3), T.address_of(w[0, 0]), T.int64(n),
+                T.tvm_access_ptr(a_t, y.data, 0, d0 * d1 * n, 2), dt, has_next, T.address_of(next_w[0, 0]),
+                T.int64(nk), T.int64(nn)))
+
+    return func
+
+
+def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int, eps: float,
+                         ahead: tuple[int, int] | None = None):
+    """The PrimFunc of `spindle_fblock_mlp`, what a decoder layer does after its attention, in `dtype`:
+
+        (a[d0, d1, A], x[d0, d1, H], o_proj w[H, A], norm_w[H], gate_up w[2I, H], down w[H, I], next_w,
+         y[d0, d1, H])
+        x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
+
+    gate_up's rows are the gate rows, then the up rows. `next_w` and `ahead` as for
+    `float_norm_matmul_func` (the next layer's QKV, or the output head)."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    load_into_process()
+    a_, h_, i_, dt = int(attn_features), int(hidden), int(inter), DTYPE_CODES[dtype]
+    has_next, nk, nn = _ahead(ahead, (i_, h_))
+    a_t, i32 = T.type_annotation(dtype), T.type_annotation("int32")
+
+    # pylint: disable=no-member,invalid-name,unused-variable,too-many-arguments
+    @T.prim_func(private=True)
+    def func(var_a: T.handle, var_x: T.handle, wo: T.Buffer((h_, a_), dtype), norm_w: T.Buffer((h_,), dtype),
+             wg: T.Buffer((2 * i_, h_), dtype), wd: T.Buffer((h_, i_), dtype), next_w: T.Buffer((nn, nk), dtype),
+             var_y: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+        d0, d1 = T.int64(), T.int64()
+        a = T.match_buffer(var_a, (d0, d1, a_), dtype)
+        x = T.match_buffer(var_x, (d0, d1, h_), dtype)
+        y = T.match_buffer(var_y, (d0, d1, h_), dtype)
+        xn = T.decl_buffer((d0 * d1 * h_,), dtype)
+        x2 = T.decl_buffer((d0 * d1 * h_,), dtype)
+        gu = T.decl_buffer((d0 * d1 * 2 * i_,), dtype)
+        hb = T.decl_buffer((d0 * d1 * i_,), dtype)
+        sync = T.decl_buffer((sync_words(4),), "int32")
+        for i in range(sync_words(4)):
+            sync[i] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_fblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(4), 3),
+                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
+                T.tvm_access_ptr(a_t, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
+                T.tvm_access_ptr(a_t, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
+                T.address_of(wo[0, 0]), T.address_of(norm_w[0]), T.float32(eps), T.address_of(wg[0, 0]),
+                T.address_of(wd[0, 0]), T.tvm_access_ptr(a_t, xn.data, 0, d0 * d1 * h_, 3),
+                T.tvm_access_ptr(a_t, x2.data, 0, d0 * d1 * h_, 3),
+                T.tvm_access_ptr(a_t, gu.data, 0, d0 * d1 * 2 * i_, 3),
+                T.tvm_access_ptr(a_t, hb.data, 0, d0 * d1 * i_, 3),
+                T.tvm_access_ptr(a_t, y.data, 0, d0 * d1 * h_, 2), dt, has_next, T.address_of(next_w[0, 0]),
+                T.int64(nk), T.int64(nn)))
 
     return func

@@ -42,15 +42,11 @@
  * left, so a thread the OS preempts does not hold up the others at the end of the matmul.
  */
 #include <math.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SPINDLE_X86 1
-#include <immintrin.h>
-#endif
+#include "blocks.h"
 
 #define QK 32
 
@@ -438,89 +434,16 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
   }
 }
 
+
 /* ---------------------------------------------------------------------------------------------------
- * Fused decode blocks: one VM call and one parallel region for what a decoder layer does around its
- * attention, instead of a kernel (and a thread-pool launch) per norm, quantization, matmul and SwiGLU.
+ * Fused decode blocks of the int8 kernels (the phases, their sync words and the scheduling of their units
+ * are blocks.h's):
  *
  *   spindle_qblock_norm_matmul:  y = rmsnorm(x) @ W.T                         (input norm + fused QKV,
  *                                                                              final norm + output head)
  *   spindle_qblock_mlp:          x2 = x + a @ Wo.T                             (o_proj + residual)
  *                                y  = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T  (norm, gate_up, down)
- *
- * Every thread of the caller's parallel loop calls the entry with the same zeroed `sync` array and runs
- * the phases in order. A phase is a set of units (activation rows to quantize, column tiles or groups)
- * that threads take as they go; a thread that finds nothing left to take waits until the phase's `done`
- * counters (one per half) add up to every unit, then moves on. Only units in flight are waited for: a
- * thread that the OS preempts before taking anything holds up nobody, and a parallel-loop iteration that
- * runs after its thread's first one finds every phase done and returns at once.
- *
- * Every wait costs most when the two threads run on cores that share no cache (on these hosts that is
- * the state in which the machine streams twice as fast): the waiting thread then reads what the other
- * one wrote from that core's cache. So a block waits only where it must, after a matmul whose every
- * column the next step reads. A single activation row is quantized by every caller on its own (its
- * norm needs the whole row, which each has after the previous wait), and the gate_up phase quantizes h
- * for the down projection group by group as it computes it: the MLP block waits three times, not six.
- *
- * A matmul phase splits its tiles into two halves, one per end of the parallel loop (`half`: which half of
- * the loop's iterations the caller is). A thread streams its own half from the bottom in chunks of
- * OWN_CHUNK tiles, so its reads are one contiguous stream that the hardware prefetcher runs ahead of; when its half
- * is taken it steals from the top of the other half, a quarter of what is left at a time. Two threads
- * that both run read one contiguous half each (in a synthetic 30-layer step: 38 GB/s against 35 for one
- * shared guided counter); one that is late or preempted leaves its half to the other. */
-
-/* A phase's words are two cache lines, one per half of the parallel loop: each holds the tiles taken
- * from that half and the units finished by that half's callers, so that a thread's bookkeeping (an atomic
- * add per chunk of tiles) stays in its own core's cache; the other core reads the line only when it waits
- * for the phase or steals from that half. (With one shared counter line, taken from the other core at
- * every add, perf put half of a SmolLM2 step's matmul-phase samples, outside the kernels, on that add.) */
-enum {
-  PHASE_RANGE = 0,  /* int64 in each half's line: tiles taken from the bottom (low 32 bits) and top (high
-                       32 bits) of that half */
-  PHASE_DONE = 2,   /* in each half's line: units finished by that half's callers */
-  PHASE_TAKE = 3,   /* in half 0's line: rows taken (quantize phases) */
-  HALF_WORDS = 16,  /* one 64-byte line */
-  PHASE_WORDS = 2 * HALF_WORDS,
-  SYNC_SLACK_WORDS = HALF_WORDS /* a block's sync array has this many words more, to align it to a line */
-};
-#define OWN_CHUNK 4
-
-/* The first 64-byte boundary in a block's sync array (every caller computes the same one). */
-static int32_t *sync_lines(int32_t *sync) { return (int32_t *)(((uintptr_t)sync + 63) & ~(uintptr_t)63); }
-
-static int64_t units_done(const int32_t *sync) {
-  return (int64_t)__atomic_load_n(sync + PHASE_DONE, __ATOMIC_ACQUIRE) +
-         __atomic_load_n(sync + HALF_WORDS + PHASE_DONE, __ATOMIC_ACQUIRE);
-}
-
-static void wait_phase(const int32_t *sync, int64_t total) {
-  int spins = 0;
-  while (units_done(sync) < total) {
-#ifdef SPINDLE_X86
-    _mm_pause();
-#endif
-    if (++spins > 2000) {
-      spins = 0;
-      sched_yield();
-    }
-  }
-}
-
-static void finish_units(int32_t *sync, int32_t half, int64_t n) {
-  __atomic_fetch_add(sync + (half ? HALF_WORDS : 0) + PHASE_DONE, (int32_t)n, __ATOMIC_RELEASE);
-}
-
-/* The next unit of a phase of `total` single units (rows), or -1. A plain load first: once the units are
- * taken, callers only read the counter's line instead of taking it from the other core. */
-static int64_t take_unit(int32_t *sync, int64_t total) {
-  if (__atomic_load_n(sync + PHASE_TAKE, __ATOMIC_RELAXED) >= total) return -1;
-  const int32_t u = __atomic_fetch_add(sync + PHASE_TAKE, 1, __ATOMIC_RELAXED);
-  return u < total ? u : -1;
-}
-
-/* Whether a phase of `total` units is finished: a parallel-loop iteration that runs after its thread's first
- * one (the loop has PARALLEL_SLOTS iterations for however many threads) finds the block's last phase done
- * and returns without touching the other phases' counters. */
-static int phase_done(const int32_t *sync, int64_t total) { return units_done(sync) >= total; }
+ */
 
 static int32_t qmm_columns(int32_t fmt, const int8_t *act, int64_t astride, int64_t rows, const void *qweight,
                            int64_t K, int64_t n0, int64_t n1, float *y, const float *res, int64_t ystride) {
@@ -578,44 +501,12 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
   quantize_groups(x, w, scale, K, 0, K / QK, dst);
 }
 
-/* A matmul a thread prefetches the start of (the next phase's, or the next VM call's): its matrix, the
- * bytes of a tile, and its tiles, split in two halves as a matmul phase splits them. */
-typedef struct {
-  const void *qweight;
-  int64_t tile_bytes, tiles;
-} next_matmul;
 
 static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles) {
   next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles};
   return m;
 }
 
-#ifndef SPINDLE_HEAD_PREFETCH
-#define SPINDLE_HEAD_PREFETCH 8192
-#endif
-
-/* Ask for the first bytes this thread's half of the next matmul streams: the hardware prefetcher needs a
- * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do.
- * With `l2` into the core's L2 only, and four times as much: for a matmul of the next VM call, which the
- * work in between (the attention reads the cached keys and values through L1) would push out of L1 and
- * leaves time for (side by side, 32 KB measured 1.04-1.10x at batch 1 over 8 KB, 64 KB no better). */
-static void prefetch_head(const next_matmul *m, int32_t half, int l2) {
-  if (SPINDLE_HEAD_PREFETCH == 0 || !m) return;
-  const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
-  const int64_t limit = l2 ? 4 * SPINDLE_HEAD_PREFETCH : SPINDLE_HEAD_PREFETCH;
-  const int64_t bytes = own < limit ? own : limit;
-  const char *p = (const char *)m->qweight + first * m->tile_bytes;
-  for (int64_t b = 0; b < bytes; b += 64) {
-#ifdef SPINDLE_X86
-    if (l2)
-      _mm_prefetch(p + b, _MM_HINT_T1);
-    else
-      _mm_prefetch(p + b, _MM_HINT_T0);
-#else
-    __builtin_prefetch(p + b, 0, l2 ? 2 : 3);
-#endif
-  }
-}
 
 /* Phase: quantize `rows` rows of x (row stride K floats) into act (row stride spindle_qact_row_bytes(K)). */
 static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
@@ -630,18 +521,14 @@ static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const floa
   wait_phase(sync, rows);
 }
 
-/* A block's stack buffer for one row of activations: a thread that quantizes the only row itself needs
- * no other thread's result and waits for nobody (rows of at most this many bytes: K up to ~26000). */
-#define LOCAL_ACT_BYTES 32768
-
 /* The activations for the next matmul: a single row that fits is quantized by every caller on its own,
- * into `local` (a LOCAL_ACT_BYTES stack buffer); more rows are one shared phase (phase_quantize) into
+ * into `local` (a BLOCK_LOCAL_BYTES stack buffer: K up to ~26000); more rows are one shared phase (phase_quantize) into
  * `shared`. Returns the buffer the matmul reads. Each of two threads quantizing a 1536-wide row itself
  * took ~0.4 us, against ~2.3 us for one thread quantizing it while the other waited and then read it from
  * the first one's cache, when the two threads ran on cores that share no cache. */
 static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w,
                                   float eps, int64_t K, int8_t *shared, int8_t *local, const next_matmul *ahead) {
-  if (rows == 1 && spindle_qact_row_bytes(K) <= LOCAL_ACT_BYTES) {
+  if (rows == 1 && spindle_qact_row_bytes(K) <= BLOCK_LOCAL_BYTES) {
     prefetch_head(ahead, half, 0);
     quantize_row(x, w, eps, K, local);
     return local;
@@ -650,42 +537,6 @@ static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, con
   return shared;
 }
 
-/* The next units [*t0, *t1) of a matmul phase of `tiles` units for a caller of half `half` (see above), or
- * 0 when none is left: from its own half `own` units at a time, from the other half a quarter of what is
- * left, at least `least`. */
-static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t own, int64_t least, int64_t *t0,
-                      int64_t *t1) {
-  const int64_t mid = tiles / 2;
-  for (int pass = 0; pass < 2; pass++) {
-    const int r = pass == 0 ? (half != 0) : (half == 0);
-    int64_t *state = (int64_t *)(sync + (r ? HALF_WORDS : 0) + PHASE_RANGE);
-    const int64_t base = r ? mid : 0, size = r ? tiles - mid : mid;
-    int64_t cur = __atomic_load_n(state, __ATOMIC_RELAXED);
-    for (;;) {
-      const int64_t lo = cur & 0xFFFFFFFF, hi = cur >> 32, left = size - lo - hi;
-      if (left <= 0) break;
-      int64_t n;
-      if (pass == 0) {
-        n = left < own ? left : own;
-      } else {
-        n = left / 4 > least ? left / 4 : least;
-        if (n > left) n = left;
-      }
-      const int64_t next = pass == 0 ? cur + n : cur + (n << 32);
-      if (__atomic_compare_exchange_n(state, &cur, next, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        if (pass == 0) {
-          *t0 = base + lo;
-          *t1 = base + lo + n;
-        } else {
-          *t1 = base + size - hi;
-          *t0 = *t1 - n;
-        }
-        return 1;
-      }
-    }
-  }
-  return 0;
-}
 
 /* Phase: y[:, n] (+ res) for all N columns. A block's last phase asks for the head of the matmul the next
  * VM call starts with (`next`, NULL if none) before it waits. */
@@ -703,23 +554,6 @@ static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t 
 }
 
 #ifdef SPINDLE_X86
-/* exp(x) for x <= 0 (SwiGLU's exp(-g) where it matters; larger x saturate to +inf as expf does): 2^n * p(r)
- * with r = x - n ln2 in [-ln2/2, ln2/2] and a degree-6 polynomial (relative error ~2e-7). */
-AVX512_INLINE __m512 exp_avx512(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
 
 /* h[c] = silu(g[c]) * u[c] for c < n, n a multiple of 16. */
 AVX512 static void swiglu_avx512(const float *g, const float *u, float *h, int64_t n) {
@@ -785,7 +619,7 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
   const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE);
-  int8_t local[LOCAL_ACT_BYTES] __attribute__((aligned(64)));
+  int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64)));
   const int8_t *xq = quantize_for(sync, half, rows, x, w, eps, K, act, local, &m);
   const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
   phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL, next_fmt >= 0 ? &next : NULL);
@@ -807,7 +641,7 @@ int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const floa
   const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE),
                     mg = matmul_ahead(fg, qg, H, 2 * I / TILE),
                     md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE);
-  int8_t local[LOCAL_ACT_BYTES] __attribute__((aligned(64))); /* a's row, then x2's normed row */
+  int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* a's row, then x2's normed row */
   const int8_t *aq = quantize_for(sync, half, rows, a, NULL, 0.0f, A, act_a, local, &mo);
   phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, H, x2, x, NULL);
   const int8_t *nq = quantize_for(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, local, &mg);

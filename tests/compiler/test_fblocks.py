@@ -1,0 +1,192 @@
+"""The fused decode blocks of the float kernel (`spindle_fblock_norm_matmul`, `spindle_fblock_mlp`).
+
+Checked against numpy in float64 that rounds to the blocks' dtype where they round (each norm, matmul
+and SwiGLU output). The blocks sum in float32, so a float16 value next to a rounding boundary may round
+the other way and carry one float16 step (~5e-4 relative) into what follows: the float16 tolerance is a
+few such steps of the largest output, float32's that of float32 sums of up to 1536 terms. Every thread
+that calls an entry with the same `sync` array joins the same computation; the result does not depend on
+how many threads took part.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from spindle.compiler import kernels
+from spindle.compiler.kernels import floatmm
+
+from .test_fkernels import _load
+from .test_qblocks import _run_threads
+
+EPS = 1e-5
+TOL = {"float32": 1e-5, "float16": 4e-3}
+_P, _I64, _I32, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    fast, _ = _load(floatmm.shared_library(tmp_path_factory.mktemp("fb-auto")), scalar=False)
+    slow, isa = _load(floatmm.shared_library(tmp_path_factory.mktemp("fb-scalar")), scalar=True)
+    assert isa == 0
+    return {"auto": fast, "scalar": slow}
+
+
+def _p(a: np.ndarray | None):
+    return None if a is None else _P(a.ctypes.data)
+
+
+def _round(v: np.ndarray, dtype: str) -> np.ndarray:
+    return v.astype(dtype).astype(np.float64)
+
+
+def _rmsnorm(x: np.ndarray, w: np.ndarray, dtype: str) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return _round(x64 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + EPS) * w.astype(np.float64), dtype)
+
+
+def _mm(x: np.ndarray, w: np.ndarray, dtype: str, res: np.ndarray | None = None) -> np.ndarray:
+    y = x.astype(np.float64) @ w.astype(np.float64).T
+    return _round(y if res is None else y + res.astype(np.float64), dtype)
+
+
+def _rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
+
+
+def _rand(rng, shape, scale, dtype):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+NO_AHEAD = (_I32(0), None, _I64(0), _I64(0))
+
+
+def _norm_matmul(lib, dtype, x, norm_w, w, threads=1, ahead=NO_AHEAD):
+    rows, k = x.shape
+    n = w.shape[0]
+    xn = np.zeros_like(x)
+    y = np.full((rows, n), np.nan, dtype)
+    sync = np.zeros(kernels.sync_words(2), np.int32)
+
+    def call(half=0):
+        lib.spindle_fblock_norm_matmul(_p(sync), _I32(half), _I64(rows), _p(x), _p(norm_w), _F32(EPS), _I64(k),
+                                       _p(xn), _p(w), _I64(n), _p(y), _I32(floatmm.DTYPE_CODES[dtype]), *ahead)
+
+    _run_threads(call, threads)
+    return y
+
+
+def _mlp(lib, dtype, case, threads=1, sync=None, ahead=NO_AHEAD):
+    a, x, norm_w, wo, wg, wd = case
+    rows, a_dim = a.shape
+    h_dim, inter = x.shape[1], wd.shape[1]
+    xn, x2 = np.zeros_like(x), np.zeros_like(x)
+    gu = np.zeros((rows, 2 * inter), dtype)
+    h = np.zeros((rows, inter), dtype)
+    y = np.full((rows, h_dim), np.nan, dtype)
+    sync = np.zeros(kernels.sync_words(4), np.int32) if sync is None else sync
+
+    def call(half=0):
+        lib.spindle_fblock_mlp(_p(sync), _I32(half), _I64(rows), _p(a), _I64(a_dim), _p(x), _I64(h_dim),
+                               _I64(inter), _p(wo), _p(norm_w), _F32(EPS), _p(wg), _p(wd), _p(xn), _p(x2), _p(gu),
+                               _p(h), _p(y), _I32(floatmm.DTYPE_CODES[dtype]), *ahead)
+
+    _run_threads(call, threads)
+    return y, call
+
+
+def _mlp_case(dtype, rows, a_dim, h_dim, inter, seed=0):
+    rng = np.random.default_rng(seed)
+    a = _rand(rng, (rows, a_dim), 2.0, dtype)
+    x = (rng.standard_normal((rows, h_dim)) * rng.uniform(0.5, 5.0, (rows, 1))).astype(dtype)
+    norm_w = rng.uniform(0.5, 1.5, h_dim).astype(dtype)
+    wo = _rand(rng, (h_dim, a_dim), 0.05, dtype)
+    wg = _rand(rng, (2 * inter, h_dim), 0.1, dtype)
+    wd = _rand(rng, (h_dim, inter), 0.05, dtype)
+    return a, x, norm_w, wo, wg, wd
+
+
+def _mlp_reference(dtype, case):
+    a, x, norm_w, wo, wg, wd = case
+    inter = wd.shape[1]
+    x2 = _mm(a, wo, dtype, res=x)
+    g_u = _mm(_rmsnorm(x2, norm_w, dtype), wg, dtype)
+    g, u = g_u[:, :inter], g_u[:, inter:]
+    h = _round(g / (1.0 + np.exp(-g)) * u, dtype)
+    return _mm(h, wd, dtype, res=x2)
+
+
+DTYPES = ["float32", "float16"]
+
+
+@pytest.mark.parametrize("which", ["auto", "scalar"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,k,n", [(1, 64, 100), (3, 96, 47), (8, 576, 960)])
+def test_norm_matmul_matches_reference(libs, which, dtype, rows, k, n):
+    rng = np.random.default_rng(rows)
+    x = (rng.standard_normal((rows, k)) * rng.uniform(0.1, 20.0, (rows, 1))).astype(dtype)
+    norm_w = rng.uniform(0.5, 1.5, k).astype(dtype)
+    w = _rand(rng, (n, k), 0.1, dtype)
+    got = _norm_matmul(libs[which], dtype, x, norm_w, w)
+    assert _rel(got, _mm(_rmsnorm(x, norm_w, dtype), w, dtype)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("which", ["auto", "scalar"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,a_dim,h_dim,inter", [(1, 64, 64, 96), (5, 128, 96, 150), (1, 576, 576, 1536),
+                                                    (8, 576, 576, 1536)])
+def test_mlp_block_matches_reference(libs, which, dtype, rows, a_dim, h_dim, inter):
+    """Sizes that are not multiples of the 16-column units (150) take partial units at the end."""
+    case = _mlp_case(dtype, rows, a_dim, h_dim, inter)
+    got, _ = _mlp(libs[which], dtype, case)
+    assert _rel(got, _mlp_reference(dtype, case)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+@pytest.mark.parametrize("rows", [1, 8])
+def test_blocks_give_the_same_bits_on_any_number_of_threads(libs, threads, rows):
+    """Which thread computes a unit (a row's norm, 16 columns) changes nothing in it: any number of
+    concurrent callers gives the single caller's bits, with one row (each caller norms it on its own) and
+    with several (a shared norm phase)."""
+    case = _mlp_case("float16", rows, 576, 576, 1536, seed=5)
+    one, _ = _mlp(libs["auto"], "float16", case)
+    for _ in range(5):
+        np.testing.assert_array_equal(_mlp(libs["auto"], "float16", case, threads=threads)[0], one)
+    x, norm_w = case[1], case[2]
+    w = _rand(np.random.default_rng(9), (960, 576), 0.1, "float16")
+    single = _norm_matmul(libs["auto"], "float16", x, norm_w, w)
+    for _ in range(5):
+        np.testing.assert_array_equal(_norm_matmul(libs["auto"], "float16", x, norm_w, w, threads), single)
+
+
+def test_the_next_calls_matrix_is_only_prefetched(libs):
+    """A block given the matrix the next VM call starts with asks the memory for its head and nothing
+    more: the outputs are the same bits as without it, and the matrix is unchanged."""
+    case = _mlp_case("float32", 1, 576, 576, 1536, seed=13)
+    nxt = _rand(np.random.default_rng(14), (960, 576), 0.1, "float32")
+    before = nxt.copy()
+    ahead = (_I32(1), _p(nxt), _I64(576), _I64(960))
+    for threads in (1, 2):
+        plain, _ = _mlp(libs["auto"], "float32", case, threads=threads)
+        np.testing.assert_array_equal(_mlp(libs["auto"], "float32", case, threads=threads, ahead=ahead)[0], plain)
+        w = _rand(np.random.default_rng(15), (960, 576), 0.1, "float32")
+        plain = _norm_matmul(libs["auto"], "float32", case[1], case[2], w, threads)
+        hinted = _norm_matmul(libs["auto"], "float32", case[1], case[2], w, threads, ahead=ahead)
+        np.testing.assert_array_equal(hinted, plain)
+    np.testing.assert_array_equal(nxt, before)
+
+
+def test_a_late_caller_finds_the_work_done(libs):
+    """A parallel-loop iteration that starts after the others finished takes nothing and returns at once,
+    leaving the outputs and the counters as they are."""
+    case = _mlp_case("float16", 2, 64, 64, 96, seed=11)
+    sync = np.zeros(kernels.sync_words(4), np.int32)
+    y, call = _mlp(libs["auto"], "float16", case, sync=sync)
+    before, counters = y.copy(), sync.copy()
+    y[:] = -1.0
+    call(1)
+    assert (y == -1.0).all()
+    np.testing.assert_array_equal(sync, counters)
+    assert np.isfinite(before.astype(np.float32)).all()
