@@ -113,27 +113,35 @@ def test_norm_matmul_matches_reference(libs, which, fmt, rows, k, n):
 NO_AHEAD = (_I32(-1), None, _I64(0), _I64(0))
 
 
-def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None, ahead=NO_AHEAD):
+NO_LINK = (None, _F32(0.0), _I32(-1), None, _I64(0))
+
+
+def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None, ahead=NO_AHEAD, link=None):
+    """The MLP block; with ``link`` = (fmt2, norm2_w, tiled2, n2) the linked block, returning (y, z)."""
     rows, a_dim = a.shape
     h_dim = x.shape[1]
     rb = kernels.act_row_bytes
-    act_a, act_n, act_h = (np.zeros((rows, rb(d)), np.int8) for d in (a_dim, h_dim, inter))
+    act_a, act_n, act_h, act_2 = (np.zeros((rows, rb(d)), np.int8) for d in (a_dim, h_dim, inter, h_dim))
     x2 = np.zeros((rows, h_dim), np.float32)
     gu = np.zeros((rows, 2 * inter), np.float32)
     h = np.zeros((rows, inter), np.float32)
     y = np.full((rows, h_dim), np.nan, np.float32)
-    sync = np.zeros(kernels.sync_words(5), np.int32) if sync is None else sync
+    z = np.full((rows, link[3] if link else 1), np.nan, np.float32)
+    sync = np.zeros(kernels.sync_words(7 if link else 5), np.int32) if sync is None else sync
     codes = [_I32(kernels.FORMAT_CODES[f]) for f in fmts]
+    linked = NO_LINK if link is None else (_ptr(link[1]), _F32(EPS), _I32(kernels.FORMAT_CODES[link[0]]),
+                                           *[_ptr(m) for m in link[2]], _I64(link[3]))
 
     def call(half=0):
         lib.spindle_qblock_mlp(
             _ptr(sync), _I32(half), _I64(rows), _ptr(a), _I64(a_dim), _ptr(x), _I64(h_dim), _I64(inter),
             codes[0], *[_ptr(m) for m in mats[0]], _ptr(norm_w), _F32(EPS),
             codes[1], *[_ptr(m) for m in mats[1]], codes[2], *[_ptr(m) for m in mats[2]],
-            _ptr(act_a), _ptr(act_n), _ptr(act_h), _ptr(x2), _ptr(gu), _ptr(h), _ptr(y), *ahead)
+            _ptr(act_a), _ptr(act_n), _ptr(act_h), _ptr(x2), _ptr(gu), _ptr(h), _ptr(y), *linked, _ptr(act_2),
+            _ptr(z), *ahead)
 
     _run_threads(call, threads)
-    return y, call
+    return ((y, z) if link else y), call
 
 
 def _mlp_case(fmts, rows, a_dim, h_dim, inter, seed=0):
@@ -206,19 +214,42 @@ def test_the_next_calls_matrix_is_only_prefetched(libs):
     np.testing.assert_array_equal(nxt, before)
 
 
-def test_a_late_caller_finds_the_work_done(libs):
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("fmt2", Q.FORMATS)
+def test_linked_mlp_block_adds_the_next_norm_matmul(libs, rows, fmt2):
+    """The linked block gives the MLP block's bits for y and, in the same call, z = rmsnorm(y) @ W2.T as
+    `spindle_qblock_norm_matmul` computes it from y, on one thread or several."""
+    fmts = ("q4_1",) * 3
+    a, x, norm_w, mats = _mlp_case(fmts, rows, 576, 576, 1536, seed=21)
+    tiled = [m[1] for m in mats]
+    norm2_w = np.random.default_rng(22).uniform(0.5, 1.5, 576).astype(np.float32)
+    _, tiled2 = _matrix(fmt2, 960, 576, seed=23)
+    y_plain, _ = _mlp(libs["auto"], fmts, a, x, tiled, norm_w, 1536)
+    z_plain = _norm_matmul(libs["auto"], fmt2, y_plain, norm2_w, tiled2, 960)
+    for threads in (1, 2, 3):
+        (y, z), _ = _mlp(libs["auto"], fmts, a, x, tiled, norm_w, 1536, threads=threads,
+                         link=(fmt2, norm2_w, tiled2, 960))
+        np.testing.assert_array_equal(y, y_plain)
+        np.testing.assert_array_equal(z, z_plain)
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_a_late_caller_finds_the_work_done(libs, linked):
     """A parallel-loop iteration that starts after the others finished (its thread ran an earlier
     iteration first) takes nothing and returns at once, leaving the outputs as they are."""
     fmts = ("q4_1",) * 3
     a, x, norm_w, mats = _mlp_case(fmts, 2, 64, 64, 96, seed=11)
-    sync = np.zeros(kernels.sync_words(5), np.int32)
-    y, call = _mlp(libs["auto"], fmts, a, x, [m[1] for m in mats], norm_w, 96, sync=sync)
-    before, counters = y.copy(), sync.copy()
-    y[:] = -1.0  # a late caller that wrote anything would leave something other than -1 here
+    link = ("q8_0", norm_w, _matrix("q8_0", 48, 64, seed=12)[1], 48) if linked else None
+    sync = np.zeros(kernels.sync_words(7 if linked else 5), np.int32)
+    out, call = _mlp(libs["auto"], fmts, a, x, [m[1] for m in mats], norm_w, 96, sync=sync, link=link)
+    outs = out if linked else (out,)
+    before, counters = [o.copy() for o in outs], sync.copy()
+    for o in outs:
+        o[:] = -1.0  # a late caller that wrote anything would leave something other than -1 here
     call(1)
-    assert (y == -1.0).all()
+    assert all((o == -1.0).all() for o in outs)
     np.testing.assert_array_equal(sync, counters)  # not a counter touched
-    assert np.isfinite(before).all()
+    assert all(np.isfinite(b).all() for b in before)
 
 
 def test_swiglu_exp_is_accurate(libs):

@@ -231,10 +231,14 @@ def norm_linear(norm: nn.RMSNorm, linear: nn.Module, x: Tensor, ahead: nn.Module
 
 
 def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up: nn.Module, down: nn.Module,
-              ahead: nn.Module | None = None) -> Tensor:
+              ahead: nn.Module | None = None, link: tuple[nn.RMSNorm, QuantizedLinear] | None = None):
     """``x2 + down(swiglu(gate_up(rmsnorm(x2))))`` with ``x2 = x + o_proj(a)``: a decoder layer after its
     attention, in one fused C block (`kernels.mlp_block_func` for int8-kernel linears,
-    `kernels.floatmm.float_mlp_block_func` for float ones); ``ahead`` as for `norm_linear`."""
+    `kernels.floatmm.float_mlp_block_func` for float ones); ``ahead`` as for `norm_linear`.
+
+    ``link`` = (norm, linear), int8 only: the same block also computes ``rmsnorm(y) @ W.T`` for that norm
+    and linear (the next layer's input norm and QKV, or the final norm and the output head) and returns
+    ``(y, z)``; ``ahead`` is then what the VM call after that starts with."""
     from .kernels import floatmm, mlp_block_func  # pylint: disable=import-outside-toplevel
 
     inter = gate_up.out_features // 2
@@ -243,9 +247,18 @@ def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up
     if isinstance(o_proj, QuantizedLinear):
         if a.dtype != "float32":
             args[0] = a.astype("float32")
+        spec = None
+        out = Tensor.placeholder(list(x.shape), "float32")
+        if link is not None:
+            norm2, linear2 = link
+            spec = (linear2.fmt, linear2.out_features, float(norm2.epsilon))
+            args[6:6] = [norm2.weight, linear2.qweight]
+            out = [out, Tensor.placeholder([*x.shape[:-1], linear2.out_features], "float32")]
         func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features,
-                              inter, float(norm.epsilon), _ahead_spec(ahead))
-        return op.tensor_ir_op(func, "mlp_block", args, Tensor.placeholder(list(x.shape), "float32"))
+                              inter, float(norm.epsilon), _ahead_spec(ahead), link=spec)
+        return op.tensor_ir_op(func, "mlp_block_link" if link else "mlp_block", args, out)
+    if link is not None:
+        raise ValueError("a linked MLP block needs int8-kernel linears")
     func = floatmm.float_mlp_block_func(x.dtype, o_proj.in_features, o_proj.out_features, inter,
                                         float(norm.epsilon), _ahead_spec(ahead))
     return op.tensor_ir_op(func, "float_mlp_block", args, Tensor.placeholder(list(x.shape), x.dtype))
@@ -344,11 +357,14 @@ class DecoderLayer(nn.Module):
         #: Decode with the fused C blocks where the layer allows it (`fused_blocks`).
         self.fused = False
 
-    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None = None) -> Tensor:
+    def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None = None,
+                qkv: Tensor | None = None, link: tuple[nn.RMSNorm, nn.Module] | None = None):
         """``ahead``: in fused decode, the block linear the next layer (or the output head) starts
-        with, which this layer's last block asks the memory for as it finishes."""
+        with, which this layer's last block asks the memory for as it finishes. ``qkv``: this layer's
+        QKV projection when the previous layer's block computed it (``link``); ``link``: see `mlp_block`
+        (the layer then returns ``(y, z)``)."""
         if _DECODE.get() and self.fused_blocks():
-            return self._fused_forward(x, kv, layer_id, ahead)
+            return self._fused_forward(x, kv, layer_id, ahead, qkv, link)
         x = self.self_attn(self.input_layernorm(x), kv, layer_id, residual=x)
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
@@ -380,16 +396,18 @@ class DecoderLayer(nn.Module):
         """The linear a fused layer's first block multiplies by (its QKV when no bias splits the norm off)."""
         return self.self_attn.qkv_proj if self.fused_blocks() and self.self_attn.qkv_proj.bias is None else None
 
-    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None) -> Tensor:
+    def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None,
+                       qkv: Tensor | None, link: tuple[nn.RMSNorm, nn.Module] | None):
         attn, mlp = self.self_attn, self.mlp
         if self.block_family() == "int8" and x.dtype != "float32":
             x = x.astype("float32")
-        if attn.qkv_proj.bias is None:  # the attention between the blocks reads its keys through L1
+        if qkv is None and attn.qkv_proj.bias is None:  # the attention between the blocks reads its keys through L1
             qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x, ahead=attn.o_proj)
-        else:  # Qwen2's qkv bias: the norm and the matmul stay apart
+        elif qkv is None:  # Qwen2's qkv bias: the norm and the matmul stay apart
             qkv = attn.qkv_proj(self.input_layernorm(x))
         a = attn.attend(qkv, kv, layer_id)
-        return mlp_block(a, x, attn.o_proj, self.post_attention_layernorm, mlp.gate_up_proj, mlp.down_proj, ahead)
+        return mlp_block(a, x, attn.o_proj, self.post_attention_layernorm, mlp.gate_up_proj, mlp.down_proj, ahead,
+                         link)
 
 
 class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
@@ -461,17 +479,35 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         head = self._fused_head()
         with decode_tracing():
             if head is None:
-                h = self._decoder(input_embeds, kv)
-            else:  # the final norm folded into the output head's block
-                h = input_embeds
-                for i, layer in enumerate(self.layers):
-                    nxt = self.layers[i + 1].fused_input() if i + 1 < len(self.layers) else head
-                    h = layer(h, kv, i, nxt)
+                return self._logits(self._decoder(input_embeds, kv)), kv
+            # the final norm folded into the output head's block; int8 layers link each MLP block to the
+            # next layer's first block (or the head), one block per layer around its attention
+            h, z, n = input_embeds, None, len(self.layers)
+            for i, layer in enumerate(self.layers):
+                link = self._link(i, head)
+                if link is None:
+                    nxt = self.layers[i + 1].fused_input() if i + 1 < n else head
+                    h, z = layer(h, kv, i, nxt, qkv=z), None
+                else:
+                    ahead = self.layers[i + 1].self_attn.o_proj if i + 1 < n else None
+                    h, z = layer(h, kv, i, ahead, qkv=z, link=link)
+            if z is None:
                 if _block_family(head) == "int8" and h.dtype != "float32":
                     h = h.astype("float32")
-                logits = norm_linear(self.norm, head, h)
-                return (logits if logits.dtype == "float32" else logits.astype("float32")), kv
-        return self._logits(h), kv
+                z = norm_linear(self.norm, head, h)
+            return (z if z.dtype == "float32" else z.astype("float32")), kv
+
+    def _link(self, i: int, head: nn.Module) -> tuple[nn.RMSNorm, nn.Module] | None:
+        """What layer ``i``'s MLP block also computes in fused decode (`mlp_block`'s ``link``): the next
+        layer's input norm and QKV, or after the last layer the final norm and the output head, where
+        both are int8-kernel blocks; None otherwise."""
+        if self.layers[i].block_family() != "int8":
+            return None
+        if i + 1 < len(self.layers):
+            nxt = self.layers[i + 1]
+            qkv = nxt.fused_input()
+            return (nxt.input_layernorm, qkv) if qkv is not None and nxt.block_family() == "int8" else None
+        return (self.norm, head) if _block_family(head) == "int8" else None
 
     def _fused_head(self) -> nn.Module | None:
         """The output head when decode folds the final norm into it (fused blocks; a head without bias that

@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "13c3c076bf5147551a729a4bebda162b0f7110444e5127d26b38f3cffcaf3c96"
+SOURCE_DIGEST = "51472bdeb054ccf1ea00dae4b725ade4333f50acd2b322d33495af508fc669d7"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -262,7 +262,7 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float,
 
 
 def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, inter: int, eps: float,
-                   ahead: tuple[str, int, int] | None = None):
+                   ahead: tuple[str, int, int] | None = None, link: tuple[str, int, float] | None = None):
     """The PrimFunc of `spindle_qblock_mlp`, what a decoder layer does after its attention:
 
         (a[d0, d1, A], x[d0, d1, H], o_proj qweight, norm_w[H], gate_up qweight, down qweight, next_q,
@@ -272,9 +272,15 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     `fmts` are the formats of o_proj, gate_up_proj and down_proj; gate_up's tiles are interleaved
     (`quantization.interleave_gate_up`); `inter` must be a multiple of 32 (the gate and up columns of one
     group of 32 are computed by one thread, which applies SwiGLU to them and quantizes the group for the
-    down projection). `next_q` and `ahead` as for `norm_matmul_func` (the next
-    layer's QKV, or the output head)."""
+    down projection). `next_q` and `ahead` as for `norm_matmul_func`.
+
+    `link` = (fmt2, out_features2, eps2) adds what the next VM call would start with, in the same parallel
+    region: the next layer's input norm and QKV matmul, or the final norm and the output head. The
+    PrimFunc then takes `norm2_w[H]` and the matrix `q2` after `down qweight`, and has a second output
+    `z[d0, d1, N2] = rmsnorm(y; norm2_w, eps2) @ W2.T`; `ahead` is then the matrix after that (the next
+    layer's o_proj), or None."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+    import tvm  # pylint: disable=import-outside-toplevel
 
     from ..quantization import gate_up_interleaved  # pylint: disable=import-outside-toplevel
 
@@ -288,9 +294,57 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     qd, qd_t = _matrix_specs(fmts[2], h_, i_)
     rb_a, rb_h, rb_i = act_row_bytes(a_), act_row_bytes(h_), act_row_bytes(i_)
     ncode, nk, nn, nshape, ndtype = _ahead(ahead, (fmts[2], i_, h_))
+    f2, n2, eps2 = (FORMAT_CODES[link[0]], int(link[1]), float(link[2])) if link else (-1, 0, 0.0)
+    q2, q2_t = _matrix_specs(link[0], n2, h_) if link else (qd, qd_t)
+    phases = 7 if link else 5
     i8, i32, f32 = T.type_annotation("int8"), T.type_annotation("int32"), T.type_annotation("float32")
+    null = tvm.tirx.reinterpret("handle", tvm.tirx.const(0, "uint64"))
 
     # pylint: disable=no-member,invalid-name,unused-variable,too-many-arguments
+    @T.macro
+    def block(a, x, o_q, norm_w, g_q, d_q, next_q, y, norm2_ptr, q2_ptr, z_ptr, rows):
+        act_a = T.decl_buffer((rows * rb_a,), "int8")
+        act_n = T.decl_buffer((rows * rb_h,), "int8")
+        act_h = T.decl_buffer((rows * rb_i,), "int8")
+        act_2 = T.decl_buffer((rows * rb_h,), "int8")
+        x2 = T.decl_buffer((rows * h_,), "float32")
+        gu = T.decl_buffer((rows * 2 * i_,), "float32")
+        hb = T.decl_buffer((rows * i_,), "float32")
+        sync = T.decl_buffer((sync_words(phases),), "int32")
+        for i in range(sync_words(phases)):
+            sync[i] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(phases), 3),
+                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), rows,
+                T.tvm_access_ptr(f32, a.data, 0, rows * a_, 1), T.int64(a_),
+                T.tvm_access_ptr(f32, x.data, 0, rows * h_, 1), T.int64(h_), T.int64(i_),
+                fo, T.address_of(o_q[0, 0, 0]), T.address_of(norm_w[0]), T.float32(eps),
+                fg, T.address_of(g_q[0, 0, 0]), fd, T.address_of(d_q[0, 0, 0]),
+                T.tvm_access_ptr(i8, act_a.data, 0, rows * rb_a, 3), T.tvm_access_ptr(i8, act_n.data, 0, rows * rb_h, 3),
+                T.tvm_access_ptr(i8, act_h.data, 0, rows * rb_i, 3), T.tvm_access_ptr(f32, x2.data, 0, rows * h_, 3),
+                T.tvm_access_ptr(f32, gu.data, 0, rows * 2 * i_, 3), T.tvm_access_ptr(f32, hb.data, 0, rows * i_, 3),
+                T.tvm_access_ptr(f32, y.data, 0, rows * h_, 2), norm2_ptr, T.float32(eps2), f2, q2_ptr,
+                T.int64(n2), T.tvm_access_ptr(i8, act_2.data, 0, rows * rb_h, 3), z_ptr, ncode,
+                T.address_of(next_q[0, 0, 0]), T.int64(nk), T.int64(nn)))
+
+    if link:
+
+        @T.prim_func(private=True)
+        def linked(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), norm_w: T.Buffer((h_,), "float32"),
+                   g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), norm2_w: T.Buffer((h_,), "float32"),
+                   w2: T.Buffer(q2, q2_t), next_q: T.Buffer(nshape, ndtype), var_y: T.handle, var_z: T.handle):
+            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+            d0, d1 = T.int64(), T.int64()
+            a = T.match_buffer(var_a, (d0, d1, a_), "float32")
+            x = T.match_buffer(var_x, (d0, d1, h_), "float32")
+            y = T.match_buffer(var_y, (d0, d1, h_), "float32")
+            z = T.match_buffer(var_z, (d0, d1, n2), "float32")
+            block(a, x, o_q, norm_w, g_q, d_q, next_q, y, T.address_of(norm2_w[0]), T.address_of(w2[0, 0, 0]),
+                  T.tvm_access_ptr(f32, z.data, 0, d0 * d1 * n2, 2), d0 * d1)
+
+        return linked
+
     @T.prim_func(private=True)
     def func(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), norm_w: T.Buffer((h_,), "float32"),
              g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), next_q: T.Buffer(nshape, ndtype), var_y: T.handle):
@@ -299,27 +353,6 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
         a = T.match_buffer(var_a, (d0, d1, a_), "float32")
         x = T.match_buffer(var_x, (d0, d1, h_), "float32")
         y = T.match_buffer(var_y, (d0, d1, h_), "float32")
-        act_a = T.decl_buffer((d0 * d1 * rb_a,), "int8")
-        act_n = T.decl_buffer((d0 * d1 * rb_h,), "int8")
-        act_h = T.decl_buffer((d0 * d1 * rb_i,), "int8")
-        x2 = T.decl_buffer((d0 * d1 * h_,), "float32")
-        gu = T.decl_buffer((d0 * d1 * 2 * i_,), "float32")
-        hb = T.decl_buffer((d0 * d1 * i_,), "float32")
-        sync = T.decl_buffer((sync_words(5),), "int32")
-        for i in range(sync_words(5)):
-            sync[i] = 0
-        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
-            T.evaluate(T.call_extern(
-                "int32", "spindle_qblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(5), 3),
-                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
-                T.tvm_access_ptr(f32, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
-                T.tvm_access_ptr(f32, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
-                fo, T.address_of(o_q[0, 0, 0]), T.address_of(norm_w[0]), T.float32(eps),
-                fg, T.address_of(g_q[0, 0, 0]), fd, T.address_of(d_q[0, 0, 0]),
-                T.tvm_access_ptr(i8, act_a.data, 0, d0 * d1 * rb_a, 3), T.tvm_access_ptr(i8, act_n.data, 0, d0 * d1 * rb_h, 3),
-                T.tvm_access_ptr(i8, act_h.data, 0, d0 * d1 * rb_i, 3), T.tvm_access_ptr(f32, x2.data, 0, d0 * d1 * h_, 3),
-                T.tvm_access_ptr(f32, gu.data, 0, d0 * d1 * 2 * i_, 3), T.tvm_access_ptr(f32, hb.data, 0, d0 * d1 * i_, 3),
-                T.tvm_access_ptr(f32, y.data, 0, d0 * d1 * h_, 2), ncode, T.address_of(next_q[0, 0, 0]),
-                T.int64(nk), T.int64(nn)))
+        block(a, x, o_q, norm_w, g_q, d_q, next_q, y, null, null, null, d0 * d1)
 
     return func

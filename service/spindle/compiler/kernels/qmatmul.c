@@ -626,27 +626,43 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
   return 0;
 }
 
-/* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H];
- * gate_up has 2I output columns (gate and up tiles interleaved), I a multiple of 32; sync: 5 phases x
- * PHASE_WORDS + SYNC_SLACK_WORDS int32, zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n
- * rows x row_bytes(H), act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats;
- * next_* as for spindle_qblock_norm_matmul (the next layer's QKV, or the output head). */
+/* The layer after its attention (see above), and optionally ("linked") what the next VM call would
+ * start with, in the same parallel region: the next layer's input norm and QKV matmul, or the final norm
+ * and the output head, z = rmsnorm(y; norm2_w, eps2) @ W2.T. Linking saves a VM call and a thread-pool
+ * launch per layer; the down phase's wait is the one the norm needs anyway.
+ *
+ * a [rows, A] (attention output), x and y [rows, H]; gate_up has 2I output columns (gate and up tiles
+ * interleaved), I a multiple of 32; sync: 7 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32 (5 unlinked),
+ * zeroed; half as above. Scratch: act_a rows x row_bytes(A), act_n and act_2 rows x row_bytes(H),
+ * act_h rows x row_bytes(I) bytes; x2 [rows, H], gu [rows, 2I], h [rows, I] floats. The link: (f2, q2,
+ * N2) the matrix (H inputs), z [rows, N2]; f2 -1: none (norm2_w, q2, act_2 and z are not read). next_*
+ * as for spindle_qblock_norm_matmul: the matrix of the VM call after this one (unlinked: the next layer's
+ * QKV or the output head; linked: the next layer's o_proj, or none). */
 int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const float *a, int64_t A, const float *x,
                            int64_t H, int64_t I, int32_t fo, const void *qo, const float *norm_w, float eps,
                            int32_t fg, const void *qg, int32_t fd, const void *qd, int8_t *act_a, int8_t *act_n,
-                           int8_t *act_h, float *x2, float *gu, float *h, float *y, int32_t next_fmt,
-                           const void *next_q, int64_t next_k, int64_t next_n) {
+                           int8_t *act_h, float *x2, float *gu, float *h, float *y, const float *norm2_w,
+                           float eps2, int32_t f2, const void *q2, int64_t N2, int8_t *act_2, float *z,
+                           int32_t next_fmt, const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
-  if (phase_done(sync + 4 * PHASE_WORDS, (H + TILE - 1) / TILE)) return 0;
+  const int linked = f2 >= 0;
+  if (linked ? phase_done(sync + 6 * PHASE_WORDS, (N2 + TILE - 1) / TILE)
+             : phase_done(sync + 4 * PHASE_WORDS, (H + TILE - 1) / TILE))
+    return 0;
   const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE),
                     mg = matmul_ahead(fg, qg, H, 2 * I / TILE),
-                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE);
-  int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* a's row, then x2's normed row */
+                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE),
+                    m2 = matmul_ahead(f2, q2, H, (N2 + TILE - 1) / TILE),
+                    next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
+  const next_matmul *after_down = linked ? &m2 : next_fmt >= 0 ? &next : NULL;
+  int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* a's row, x2's normed row, y's */
   const int8_t *aq = quantize_for(sync, half, rows, a, NULL, 0.0f, A, act_a, local, &mo);
   phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, H, x2, x, NULL);
   const int8_t *nq = quantize_for(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, local, &mg);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, nq, H, rows, qg, I, gu, h, act_h, &md);
-  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
-  phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2, next_fmt >= 0 ? &next : NULL);
+  phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2, after_down);
+  if (!linked) return 0;
+  const int8_t *yq = quantize_for(sync + 5 * PHASE_WORDS, half, rows, y, norm2_w, eps2, H, act_2, local, &m2);
+  phase_matmul(sync + 6 * PHASE_WORDS, half, f2, yq, H, rows, q2, N2, z, NULL, next_fmt >= 0 ? &next : NULL);
   return 0;
 }
