@@ -97,6 +97,11 @@ AVX512_INLINE __m512 load16(const void *p, int64_t i, int dt, __mmask16 m) {
   return _mm512_maskz_loadu_ps(m, (const float *)p + i);
 }
 
+/* The lanes of a 16-wide load that hold one of the `left` values still to do. */
+static inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
 /* One value of y or res in registers (F16C), instead of ld / st's portable conversions. */
 AVX512_INLINE float ld1(const void *p, int64_t i, int dt) {
   return dt ? _cvtsh_ss(((const uint16_t *)p)[i]) : ((const float *)p)[i];
@@ -115,7 +120,7 @@ AVX512_INLINE void fmm_block(const void *x, int NR, int NC, const void *w, int64
     for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
   const int64_t wbytes = wdt ? 2 : 4, ahead = NC * K * wbytes; /* the same place in the next pass */
   for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+    const __mmask16 m = tail_mask(K - k);
     __m512 xv[ROWS];
     for (int r = 0; r < NR; r++) xv[r] = load16(x, r * K + k, adt, m);
     for (int c = 0; c < NC; c++) {
@@ -158,7 +163,7 @@ AVX512_INLINE void fmm_row(const void *x, int xdt, const void *w, int64_t K, int
       a1 = _mm512_fmadd_ps(load16(w, n * K + k + 16, wdt, 0xFFFF), load16(x, k + 16, xdt, 0xFFFF), a1);
     }
     for (; k < K; k += 16) {
-      const __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+      const __mmask16 m = tail_mask(K - k);
       a0 = _mm512_fmadd_ps(load16(w, n * K + k, wdt, m), load16(x, k, xdt, m), a0);
     }
     float v = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
@@ -178,7 +183,7 @@ AVX512 static void fmm_avx512(const void *x, int64_t rows, const void *w, int64_
     if (adt && K <= ROW_STAGE) {
       float xf[ROW_STAGE] __attribute__((aligned(64)));
       for (int64_t k = 0; k < K; k += 16) {
-        const __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        const __mmask16 m = tail_mask(K - k);
         _mm512_mask_storeu_ps(xf + k, m, load16(x, k, 1, m));
       }
       fmm_row(xf, 0, w, K, n0, n1, y, res, adt, wdt);
@@ -289,8 +294,6 @@ AVX512_INLINE void store16(void *p, int64_t i, int dt, __mmask16 m, __m512 v) {
   else
     _mm512_mask_storeu_ps((float *)p + i, m, v);
 }
-
-static inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
 
 AVX512 static void norm_row_avx512(const void *x, const void *w, float eps, int64_t K, void *out, int dt) {
   __m512 ss = _mm512_setzero_ps();
