@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "cb72977f01bf29a9683d6fb65e3033a9557905ae84c3367d00e0d37309db5029"
+SOURCE_DIGEST = "909d2d6611c398fde043327da28421720cfefa11e9bb694370ba88dbb29e9792"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 

@@ -424,10 +424,10 @@ int32_t spindle_fblock_mlp(int32_t *sync, int32_t half, int64_t rows, const void
                            int32_t has_next, const void *next_w, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + 3 * PHASE_WORDS, ftiles(H))) return 0;
+  /* mg: the gate rows, as the gate_up phase splits them (each half's first gate columns) */
   const next_matmul mg = fmatrix_ahead(wg, H, I, dt), md = fmatrix_ahead(wd, I, H, dt),
                     next = fmatrix_ahead(next_w, next_k, next_n, dt);
   char local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* x2's normed row */
-  /* mg: the gate rows, as the gate_up phase splits them (each half's first gate columns) */
   fphase_matmul(sync, half, a, rows, wo, A, H, x2, x, dt, NULL);
   const void *xq = norm_for(sync + PHASE_WORDS, half, rows, x2, norm_w, eps, H, xn, local, dt, &mg);
   fphase_gate_up(sync + 2 * PHASE_WORDS, half, xq, rows, wg, H, I, gu, h, dt, &md);

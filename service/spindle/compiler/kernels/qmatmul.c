@@ -434,7 +434,6 @@ static int take_tiles(int32_t *counter, int64_t tiles, int64_t *t0, int64_t *t1)
   }
 }
 
-
 /* ---------------------------------------------------------------------------------------------------
  * Fused decode blocks of the int8 kernels (the phases, their sync words and the scheduling of their units
  * are blocks.h's):
@@ -501,12 +500,10 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
   quantize_groups(x, w, scale, K, 0, K / QK, dst);
 }
 
-
 static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles) {
   next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles};
   return m;
 }
-
 
 /* Phase: quantize `rows` rows of x (row stride K floats) into act (row stride spindle_qact_row_bytes(K)). */
 static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
@@ -522,10 +519,10 @@ static void phase_quantize(int32_t *sync, int32_t half, int64_t rows, const floa
 }
 
 /* The activations for the next matmul: a single row that fits is quantized by every caller on its own,
- * into `local` (a BLOCK_LOCAL_BYTES stack buffer: K up to ~26000); more rows are one shared phase (phase_quantize) into
- * `shared`. Returns the buffer the matmul reads. Each of two threads quantizing a 1536-wide row itself
- * took ~0.4 us, against ~2.3 us for one thread quantizing it while the other waited and then read it from
- * the first one's cache, when the two threads ran on cores that share no cache. */
+ * into `local` (a BLOCK_LOCAL_BYTES stack buffer: K up to ~26000); more rows are one shared phase
+ * (phase_quantize) into `shared`. Returns the buffer the matmul reads. Each of two threads quantizing a
+ * 1536-wide row itself took ~0.4 us, against ~2.3 us for one thread quantizing it while the other waited
+ * and then read it from the first one's cache, when the two threads ran on cores that share no cache. */
 static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w,
                                   float eps, int64_t K, int8_t *shared, int8_t *local, const next_matmul *ahead) {
   if (rows == 1 && spindle_qact_row_bytes(K) <= BLOCK_LOCAL_BYTES) {
@@ -536,7 +533,6 @@ static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, con
   phase_quantize(sync, half, rows, x, w, eps, K, shared, ahead);
   return shared;
 }
-
 
 /* Phase: y[:, n] (+ res) for all N columns. A block's last phase asks for the head of the matmul the next
  * VM call starts with (`next`, NULL if none) before it waits. */
@@ -554,7 +550,6 @@ static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t 
 }
 
 #ifdef SPINDLE_X86
-
 /* h[c] = silu(g[c]) * u[c] for c < n, n a multiple of 16. */
 AVX512 static void swiglu_avx512(const float *g, const float *u, float *h, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -608,6 +603,15 @@ static void phase_gate_up(int32_t *sync, int32_t half, int32_t fmt, const int8_t
   wait_phase(sync, groups);
 }
 
+/* The two phases of y = rmsnorm(x) @ W.T (sync + 0 and + PHASE_WORDS): the activations (quantize_for),
+ * then the matmul; m is W's next_matmul, next the matrix whose head the threads ask for as they finish. */
+static void norm_matmul_phases(int32_t *sync, int32_t half, int64_t rows, const float *x, const float *w, float eps,
+                               int64_t K, int8_t *act, int8_t *local, int32_t fmt, const void *qweight,
+                               const next_matmul *m, int64_t N, float *y, const next_matmul *next) {
+  const int8_t *xq = quantize_for(sync, half, rows, x, w, eps, K, act, local, m);
+  phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL, next);
+}
+
 /* y[rows, N] = rmsnorm(x[rows, K]; w, eps) @ W.T. sync: 2 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32,
  * zeroed; half: 0 or 1, the half of the parallel loop's iterations the call is in; act: rows x
  * spindle_qact_row_bytes(K) bytes of scratch. A matrix is (fmt, qweight): its tiles hold the scales.
@@ -618,11 +622,11 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
                                    int32_t next_fmt, const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
-  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE);
+  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE),
+                    next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
   int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64)));
-  const int8_t *xq = quantize_for(sync, half, rows, x, w, eps, K, act, local, &m);
-  const next_matmul next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
-  phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL, next_fmt >= 0 ? &next : NULL);
+  norm_matmul_phases(sync, half, rows, x, w, eps, K, act, local, fmt, qweight, &m, N, y,
+                     next_fmt >= 0 ? &next : NULL);
   return 0;
 }
 
@@ -661,8 +665,8 @@ int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const floa
   const int8_t *nq = quantize_for(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, local, &mg);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, nq, H, rows, qg, I, gu, h, act_h, &md);
   phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2, after_down);
-  if (!linked) return 0;
-  const int8_t *yq = quantize_for(sync + 5 * PHASE_WORDS, half, rows, y, norm2_w, eps2, H, act_2, local, &m2);
-  phase_matmul(sync + 6 * PHASE_WORDS, half, f2, yq, H, rows, q2, N2, z, NULL, next_fmt >= 0 ? &next : NULL);
+  if (linked)
+    norm_matmul_phases(sync + 5 * PHASE_WORDS, half, rows, y, norm2_w, eps2, H, act_2, local, f2, q2, &m2, N2, z,
+                       next_fmt >= 0 ? &next : NULL);
   return 0;
 }
