@@ -12,6 +12,7 @@ hits both alike); the table shows medians and the load average before and after.
 
     python bench/bench_grpc.py                       # the default model (SmolLM2-135M-Instruct, q4_1)
     python bench/bench_grpc.py --model DIR --max-tokens 64 --concurrency 1 16 --repeat 3
+    python bench/bench_grpc.py --chat                # the prompt as one user message of a chat
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ sys.path[:0] = [str(ROOT / "service"), str(ROOT / "clients" / "python")]
 
 PROMPT = ("Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker "
           "who repaired every clock in the valley. One winter morning")
+CHAT = [{"role": "user", "content": PROMPT}]
 
 
 @dataclass
@@ -78,7 +80,8 @@ def pct(values: list[float], q: float) -> float:
 
 # -- in-process engine -----------------------------------------------------------------------------------
 class InProcess:
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, chat: bool = False):
+        self.chat = chat
         from spindle.engine import EngineConfig, ThreadedEngine
         from spindle.tokenizer import Tokenizer
 
@@ -129,7 +132,8 @@ class InProcess:
             with self._lock:
                 self._traces[rid] = Trace(time.perf_counter())
                 self._done[rid] = threading.Event()
-                ids = self.tok.encode(PROMPT)  # each request tokenizes its prompt, as the server does per stream
+                # each request tokenizes its prompt (a chat rendered first), as the server does per stream
+                ids = self.tok.encode_chat(CHAT) if self.chat else self.tok.encode(PROMPT)
                 self._detok[rid] = IncrementalDetokenizer(decode, ids)
             self.engine.add_request(rid, ids, cfg)
             rids.append(rid)
@@ -146,7 +150,8 @@ class InProcess:
 
 # -- over gRPC ---------------------------------------------------------------------------------------------
 class OverGrpc:
-    def __init__(self, model_dir: Path, *server_args: str):
+    def __init__(self, model_dir: Path, *server_args: str, chat: bool = False):
+        self.chat = chat
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "service"), str(ROOT / "clients" / "python"),
                                              env.get("PYTHONPATH", "")])
@@ -176,7 +181,8 @@ class OverGrpc:
 
             async def one() -> Trace:
                 tr = Trace(time.perf_counter())
-                async for d in client.stream(PROMPT, max_tokens=max_tokens, temperature=0, ignore_eos=True):
+                prompt = dict(messages=CHAT) if self.chat else dict(prompt=PROMPT)
+                async for d in client.stream(**prompt, max_tokens=max_tokens, temperature=0, ignore_eos=True):
                     tr.add(len(d.token_ids), time.perf_counter())
                 return tr
 
@@ -199,7 +205,7 @@ class GoClient:
     """The same streams from the Go client (`clients/go/cmd/spindle-loadgen`) against the same server: the
     server's gRPC cost without the Python client's share of the machine."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, chat: bool = False):
         import shutil
         import tempfile
 
@@ -209,12 +215,14 @@ class GoClient:
         subprocess.run(["go", "build", "-o", str(self.binary), "./cmd/spindle-loadgen"], cwd=ROOT / "clients" / "go",
                        check=True)
         self.target = target
+        self.chat = chat
 
     def run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
         import json
 
         out = subprocess.run([str(self.binary), "-target", self.target, "-streams", str(concurrency),
-                              "-max-tokens", str(max_tokens), PROMPT], check=True, capture_output=True, text=True)
+                              "-max-tokens", str(max_tokens), *(["-chat"] if self.chat else []), PROMPT],
+                             check=True, capture_output=True, text=True)
         rep = json.loads(out.stdout.splitlines()[-1])
         return summarize([Trace(s["start"], s["tokens"]) for s in rep["streams"]], rep["wall_s"])
 
@@ -234,6 +242,8 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
     p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
+    p.add_argument("--chat", action="store_true",
+                   help="send the prompt as one user message of a chat (rendered with the model's template)")
     p.add_argument("--server", action="append", default=[], metavar="ARGS",
                    help="adds a row: the Go client on another server started with these `spindle serve` flags "
                         "(repeatable), e.g. --server='--stream-interval-ms 0'")
@@ -242,21 +252,21 @@ def main() -> int:
     from spindle.cli import resolve_model
 
     model_dir = resolve_model(args.model, args.dtype)
-    print(f"model {model_dir.name}, prompt {len(PROMPT)} chars, {args.max_tokens} tokens per stream, "
-          f"median of {args.repeat} runs", flush=True)
+    print(f"model {model_dir.name}, prompt {len(PROMPT)} chars{' as a chat message' if args.chat else ''}, "
+          f"{args.max_tokens} tokens per stream, median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
-    runners = {"in-process": InProcess(model_dir), "gRPC": OverGrpc(model_dir)}
+    runners = {"in-process": InProcess(model_dir, args.chat), "gRPC": OverGrpc(model_dir, chat=args.chat)}
     extra_servers: list[OverGrpc] = []
     if not args.no_go:
         try:
-            runners["gRPC, Go"] = GoClient(runners["gRPC"].target)
+            runners["gRPC, Go"] = GoClient(runners["gRPC"].target, args.chat)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"(no Go client row: {exc})")
         else:
             for flags in args.server:
-                other = OverGrpc(model_dir, *flags.split())
+                other = OverGrpc(model_dir, *flags.split(), chat=args.chat)
                 extra_servers.append(other)
-                runners[f"Go, {flags.strip()}"] = GoClient(other.target)
+                runners[f"Go, {flags.strip()}"] = GoClient(other.target, args.chat)
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for runner in runners.values():

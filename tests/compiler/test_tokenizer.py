@@ -51,6 +51,37 @@ def test_smollm2_chat_template(smollm2_tokenizer):
     assert smollm2_tokenizer.decode(ids, skip_special_tokens=False).startswith("<|im_start|>system\nBe brief.<|im_end|>")
 
 
+def test_encode_batch_matches_encode(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    texts = ["Once upon a time", "2024<|im_end|>", "", "naïve café – 東京 🚀 " * 50, "<|im_start|>user\nHi"]
+    flags = [None, True, False, True, None]
+    assert tok.encode_batch(texts, flags) == [tok.encode(t, add_bos=b) for t, b in zip(texts, flags)]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    with pytest.raises(TokenizerError, match=r"texts\[1\]"):
+        tok.encode_batch(["a", 3])
+    with pytest.raises(TokenizerError, match="add_bos"):
+        tok.encode_batch(["a", "b"], [True])
+
+
+def test_bos_is_added_where_asked():
+    tok = Tokenizer.from_json(tiny_tokenizer_json(384), {"bos_token_id": 1, "add_bos_token": True})
+    assert tok.encode("ab")[0] == 1 and tok.encode("ab", add_bos=False)[0] != 1
+    assert [ids[0] for ids in tok.encode_batch(["ab", "ab", "ab"], [None, False, True])] == \
+        [1, tok.encode("ab", add_bos=False)[0], 1]
+
+
+def test_chat_template_compiled_once_and_recompiled_when_changed(tiny_tokenizer):
+    tok = Tokenizer.from_json(tiny_tokenizer_json(384), {"chat_template": CHAT_TEMPLATE})
+    msgs = [{"role": "user", "content": "a"}]
+    first = tok.apply_chat_template(msgs)
+    compiled = tok._compiled_template
+    assert compiled is not None and compiled[0] == CHAT_TEMPLATE
+    assert tok.apply_chat_template(msgs) == first and tok._compiled_template is compiled
+    tok.chat_template = "{% for m in messages %}[{{ m.content }}]{% endfor %}"
+    assert tok.apply_chat_template(msgs) == "[a]"
+    assert tok._compiled_template[0] == tok.chat_template
+
+
 def test_chat_template_without_generation_prompt(tiny_tokenizer):
     msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     assert tiny_tokenizer.apply_chat_template(msgs, add_generation_prompt=False) == \

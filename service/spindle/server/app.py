@@ -21,6 +21,7 @@ from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
 from . import reflection, sched
+from .encoder import PromptEncoder, quiet_tokenizer_pool
 from .engine_host import MODES, STEPPED, THREADED, EngineHost
 from .model import ServedModel
 from .requests import Pacing, RequestTable
@@ -77,6 +78,7 @@ class SpindleServer:
         self._stopped = asyncio.Event()
         self._draining_task: asyncio.Task | None = None
         self._loop_policy: int | None = None  # the event loop thread's policy before start
+        self._encoder: PromptEncoder | None = None
 
     def _engine_interval_us(self) -> int:
         """The engine's output interval. Threaded mode paces in the engine: its stream-back loop delivers at
@@ -99,7 +101,9 @@ class SpindleServer:
         self._table = RequestTable(opts.max_queued_requests, opts.output_queue_size, self._abort,
                                    finish_on_stop=opts.mode == STEPPED,
                                    pacing=Pacing(opts.stream_interval, queue_interval_s))
-        self.servicer = EngineServicer(self.model, self._table, opts.mode, limit)
+        quiet_tokenizer_pool()
+        self._encoder = PromptEncoder(self.model.tokenizer, asyncio.get_running_loop())
+        self.servicer = EngineServicer(self.model, self._table, opts.mode, limit, self._encoder)
         pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -186,6 +190,9 @@ class SpindleServer:
         if host is not None:
             self.servicer.host = None
             await asyncio.get_running_loop().run_in_executor(None, host.shutdown)
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
         if self._loop_policy is not None:
             sched.set_policy(self._loop_policy)
             self._loop_policy = None

@@ -44,25 +44,29 @@ def finish_reason_proto(reason: Any) -> int:
     return value
 
 
-def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",
-                  max_sequence_length: int | None = None) -> list[int]:
-    """Token ids of a Prompt message; raises INVALID_ARGUMENT naming the bad field.
+@dataclass
+class PromptText:
+    """A prompt still to be encoded: its text (a chat already rendered) and whether a BOS token leads it."""
 
-    The prompt must leave room for one generated token within ``max_sequence_length`` (default: the
-    model's context window).
-    """
+    text: str
+    add_bos: bool | None = None
+
+
+def prompt_source(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -> PromptText | list[int]:
+    """What a Prompt message asks for: token ids as given (checked against the vocabulary), or the text to
+    encode (a chat rendered with the model's template). Raises INVALID_ARGUMENT naming the bad field."""
     kind = prompt.WhichOneof("kind")
     errors = FieldErrors()
-    ids: list[int] = []
+    source: PromptText | list[int] = []
     if kind is None:
         errors.add(name, "required: set one of text, chat or token_ids")
     elif kind == "text":
         if not prompt.text:
             errors.add(f"{name}.text", "must not be empty")
         else:
-            ids = model.tokenizer.encode(prompt.text)
+            source = PromptText(prompt.text)
     elif kind == "chat":
-        ids = _chat_ids(prompt.chat, model, f"{name}.chat", errors)
+        source = _chat_text(prompt.chat, model, f"{name}.chat", errors)
     else:
         ids = list(prompt.token_ids.token_ids)
         if not ids:
@@ -70,7 +74,15 @@ def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",
         for i, tok in enumerate(ids):
             if not 0 <= tok < model.vocab_size:
                 errors.add(f"{name}.token_ids.token_ids[{i}]", f"{tok} is not a token id in [0, {model.vocab_size})")
+        source = ids
     errors.raise_if_any()
+    return source
+
+
+def check_prompt_ids(ids: list[int], model: ServedModel, name: str = "prompt",
+                     max_sequence_length: int | None = None) -> list[int]:
+    """``ids`` when they are a prompt the engine can take: at least one token, and room for one generated
+    token within ``max_sequence_length`` (default: the model's context window)."""
     if not ids:
         raise invalid_argument([(name, "the prompt tokenizes to no tokens")])
     limit = max_sequence_length or model.context_window_size
@@ -79,7 +91,17 @@ def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",
     return ids
 
 
-def _chat_ids(chat: pb.ChatMessages, model: ServedModel, name: str, errors: FieldErrors) -> list[int]:
+def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",
+                  max_sequence_length: int | None = None) -> list[int]:
+    """Token ids of a Prompt message, encoded on the calling thread (the server encodes on its
+    ``PromptEncoder`` instead); raises INVALID_ARGUMENT naming the bad field."""
+    source = prompt_source(prompt, model, name)
+    if isinstance(source, PromptText):
+        source = model.tokenizer.encode(source.text, add_bos=source.add_bos)
+    return check_prompt_ids(source, model, name, max_sequence_length)
+
+
+def _chat_text(chat: pb.ChatMessages, model: ServedModel, name: str, errors: FieldErrors) -> PromptText | list[int]:
     if not model.has_chat_template:
         errors.add(name, "this model has no chat template; send text or token_ids")
         return []
@@ -91,23 +113,29 @@ def _chat_ids(chat: pb.ChatMessages, model: ServedModel, name: str, errors: Fiel
             errors.add(f"{name}.messages[{i}].role", "must not be empty")
     if errors:
         return []
+    tok = model.tokenizer
     try:
-        return model.tokenizer.encode_chat([{"role": m.role, "content": m.content} for m in chat.messages])
+        return PromptText(tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat.messages]),
+                          add_bos=tok.add_bos_token)
     except TokenizerError as exc:
         errors.add(f"{name}.messages", str(exc))
         return []
 
 
-def tokenize_input_ids(request: pb.TokenizeRequest, model: ServedModel) -> list[int]:
+def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> PromptText:
+    """The text a TokenizeRequest asks to encode (a chat rendered); raises INVALID_ARGUMENT naming the field."""
     kind = request.WhichOneof("input")
     errors = FieldErrors()
+    source: PromptText | list[int] = []
     if kind is None:
         errors.add("input", "required: set text or chat")
-    ids = model.tokenizer.encode(request.text) if kind == "text" else []
-    if kind == "chat":
-        ids = _chat_ids(request.chat, model, "chat", errors)
+    elif kind == "text":
+        source = PromptText(request.text)
+    else:
+        source = _chat_text(request.chat, model, "chat", errors)
     errors.raise_if_any()
-    return ids
+    assert isinstance(source, PromptText)
+    return source
 
 
 @dataclass

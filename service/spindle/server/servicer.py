@@ -13,8 +13,10 @@ from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
 import spindle
+from spindle.tokenizer import TokenizerError
 
 from . import convert
+from .encoder import PromptEncoder
 from .engine_host import STEPPED, THREADED, EngineHost
 from .errors import FieldErrors, ServiceError, internal, invalid_argument, not_found, shutting_down, wrong_mode
 from .model import ServedModel
@@ -63,8 +65,11 @@ async def _abort(context: grpc.aio.ServicerContext, name: str, exc: Exception) -
 class EngineServicer(pb_grpc.EngineServiceServicer):
     """The RPCs. ``host`` is None until the model is loaded (calls then answer UNAVAILABLE)."""
 
-    def __init__(self, model: ServedModel, table: RequestTable, mode: str, max_message_bytes: int):
+    def __init__(self, model: ServedModel, table: RequestTable, mode: str, max_message_bytes: int,
+                 encoder: PromptEncoder | None = None):
         self.model = model
+        #: Encodes prompts off the event loop; None: on the loop.
+        self.encoder = encoder
         self.table = table
         self.mode = mode
         self.host: EngineHost | None = None
@@ -86,18 +91,25 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
         host = self._engine()
         max_n = int(self.model.config.get("max_batch_size") or 1)
         errors = FieldErrors()
-        ids: list[int] = []
+        source: convert.PromptText | list[int] | None = None
         resolved = None
         try:
-            ids = convert.prompt_to_ids(prompt, self.model, max_sequence_length=host.max_sequence_length)
+            source = convert.prompt_source(prompt, self.model)
         except ServiceError as err:
-            if err.reason != "INVALID_FIELD":
-                raise
             errors.violations.extend(err.violations)
         try:
             resolved = convert.resolve_config(config, self.model, max_n)
         except ServiceError as err:
             errors.violations.extend(err.violations)
+        ids: list[int] = []
+        if source is not None:
+            try:
+                ids = convert.check_prompt_ids(await self._encode(source), self.model,
+                                               max_sequence_length=host.max_sequence_length)
+            except ServiceError as err:
+                if err.reason != "INVALID_FIELD":
+                    raise
+                errors.violations.extend(err.violations)
         errors.raise_if_any()
         request_id = self.table.admit(request_id)
         req = LiveRequest(request_id, ids, resolved, self.model, queue_size, self.table.pacing)
@@ -108,6 +120,17 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
             self.table.unregister(request_id)
             raise
         return req
+
+    async def _encode(self, source: convert.PromptText | list[int], name: str = "prompt") -> list[int]:
+        """Token ids of a prompt source, encoded on the PromptEncoder's thread when there is one."""
+        if not isinstance(source, convert.PromptText):
+            return source
+        try:
+            if self.encoder is not None:
+                return await self.encoder.encode(source.text, add_bos=source.add_bos)
+            return self.model.tokenizer.encode(source.text, add_bos=source.add_bos)
+        except TokenizerError as exc:
+            raise invalid_argument([(name, str(exc))]) from exc
 
     async def _stream(self, req: LiveRequest, queue: OutputQueue, response_type) -> AsyncIterator[Any]:
         request_id = req.request_id
@@ -234,7 +257,7 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
 
     @_status_errors
     async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
-        ids = convert.tokenize_input_ids(request, self.model)
+        ids = await self._encode(convert.tokenize_source(request, self.model), "input")
         return pb.TokenizeResponse(token_ids=ids, tokens=[self.model.token_text(i) for i in ids])
 
     @_status_errors

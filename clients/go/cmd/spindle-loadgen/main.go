@@ -3,6 +3,8 @@
 // native-client side of bench/bench_grpc.py.
 //
 //	go run ./cmd/spindle-loadgen -target 127.0.0.1:50051 -streams 16 -max-tokens 64 "Once upon a time"
+//
+// With -chat the prompt goes as one user message of a chat (rendered with the model's chat template).
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	spindle "spindle.dev/clients/go"
+	pb "spindle.dev/clients/go/spindlev1"
 )
 
 type trace struct {
@@ -36,10 +39,15 @@ func main() {
 	maxTokens := flag.Int("max-tokens", 64, "tokens per stream (EOS ignored)")
 	rounds := flag.Int("rounds", 1, "runs, one JSON report per line")
 	timeout := flag.Duration("timeout", 10*time.Minute, "deadline of each call")
+	chat := flag.Bool("chat", false, "send the prompt as one user message of a chat")
 	flag.Parse()
-	prompt := strings.Join(flag.Args(), " ")
-	if prompt == "" || *streams < 1 || *maxTokens < 1 || *rounds < 1 {
-		fmt.Fprintln(os.Stderr, "usage: spindle-loadgen [-streams N] [-max-tokens N] [-rounds N] PROMPT")
+	text := strings.Join(flag.Args(), " ")
+	prompt := spindle.Text(text)
+	if *chat {
+		prompt = spindle.Chat(spindle.Message("user", text))
+	}
+	if text == "" || *streams < 1 || *maxTokens < 1 || *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "usage: spindle-loadgen [-streams N] [-max-tokens N] [-rounds N] [-chat] PROMPT")
 		os.Exit(2)
 	}
 	client, err := spindle.Dial(*target)
@@ -66,7 +74,7 @@ func main() {
 	}
 }
 
-func run(client *spindle.Client, prompt string, streams int, maxTokens int32, timeout time.Duration) (*report, error) {
+func run(client *spindle.Client, prompt *pb.Prompt, streams int, maxTokens int32, timeout time.Duration) (*report, error) {
 	t0 := time.Now()
 	traces := make([]trace, streams)
 	errs := make([]error, streams)
@@ -86,13 +94,13 @@ func run(client *spindle.Client, prompt string, streams int, maxTokens int32, ti
 	return &report{WallS: time.Since(t0).Seconds(), Streams: traces}, nil
 }
 
-func one(client *spindle.Client, prompt string, maxTokens int32, timeout time.Duration, t0 time.Time) (trace, error) {
+func one(client *spindle.Client, prompt *pb.Prompt, maxTokens int32, timeout time.Duration, t0 time.Time) (trace, error) {
 	tr := trace{Start: time.Since(t0).Seconds()}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cfg := spindle.Greedy(maxTokens)
 	cfg.IgnoreEos = true
-	stream, err := client.Stream(ctx, spindle.Text(prompt), cfg, "")
+	stream, err := client.Stream(ctx, prompt, cfg, "")
 	if err != nil {
 		return tr, err
 	}
