@@ -11,7 +11,7 @@ import pytest
 from spindle.compiler.testing import tiny_tokenizer_json
 from spindle.server.encoder import PromptEncoder
 from spindle.tokenizer import Tokenizer, TokenizerError
-from spindle_client import SyncClient
+from spindle_client import InvalidArgumentError, SyncClient
 
 TEXTS = ["hello world", "a b c d e f", "<|im_start|>user\nhi<|im_end|>", "the quick brown fox " * 40, ""]
 
@@ -145,10 +145,16 @@ def test_the_server_encodes_long_prompts_on_its_encoder_thread(threaded_server):
     model = threaded_server.server.model
     text = "the quick brown fox jumps over the lazy dog. " * 200
     before = encoder.texts
+    messages = [{"role": "user", "content": text}]
     with SyncClient(threaded_server.target, timeout=60) as c:
         got = c.tokenize(text)
         short = c.tokenize("hello")
+        chat = c.tokenize(messages=messages)
+        with pytest.raises(InvalidArgumentError) as info:  # encoded off the loop, then too long for the model
+            c.generate(messages, max_tokens=2, temperature=0)
     assert got == model.tokenizer.encode(text)
     assert short == model.tokenizer.encode("hello")
-    assert encoder.texts == before + 1  # the long text went to the thread, the short one did not
+    assert chat == model.tokenizer.encode_chat(messages)
+    assert info.value.fields == ["prompt"] and f"has {len(chat)} tokens" in info.value.message
+    assert encoder.texts == before + 3  # the long texts went to the thread, the short one did not
     assert encoder.thread_id != threading.get_ident()

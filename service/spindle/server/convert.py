@@ -54,10 +54,11 @@ class PromptText:
 
 def prompt_source(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -> PromptText | list[int]:
     """What a Prompt message asks for: token ids as given (checked against the vocabulary), or the text to
-    encode (a chat rendered with the model's template). Raises INVALID_ARGUMENT naming the bad field."""
+    encode (a chat rendered with the model's template; the server encodes it on its ``PromptEncoder``).
+    Raises INVALID_ARGUMENT naming the bad field."""
     kind = prompt.WhichOneof("kind")
     errors = FieldErrors()
-    source: PromptText | list[int] = []
+    source: PromptText | list[int] | None = None
     if kind is None:
         errors.add(name, "required: set one of text, chat or token_ids")
     elif kind == "text":
@@ -76,6 +77,7 @@ def prompt_source(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -
                 errors.add(f"{name}.token_ids.token_ids[{i}]", f"{tok} is not a token id in [0, {model.vocab_size})")
         source = ids
     errors.raise_if_any()
+    assert source is not None
     return source
 
 
@@ -91,42 +93,33 @@ def check_prompt_ids(ids: list[int], model: ServedModel, name: str = "prompt",
     return ids
 
 
-def prompt_to_ids(prompt: pb.Prompt, model: ServedModel, name: str = "prompt",
-                  max_sequence_length: int | None = None) -> list[int]:
-    """Token ids of a Prompt message, encoded on the calling thread (the server encodes on its
-    ``PromptEncoder`` instead); raises INVALID_ARGUMENT naming the bad field."""
-    source = prompt_source(prompt, model, name)
-    if isinstance(source, PromptText):
-        source = model.tokenizer.encode(source.text, add_bos=source.add_bos)
-    return check_prompt_ids(source, model, name, max_sequence_length)
-
-
-def _chat_text(chat: pb.ChatMessages, model: ServedModel, name: str, errors: FieldErrors) -> PromptText | list[int]:
+def _chat_text(chat: pb.ChatMessages, model: ServedModel, name: str, errors: FieldErrors) -> PromptText | None:
+    """The chat rendered with the model's template, or None with the reasons added to ``errors``."""
     if not model.has_chat_template:
         errors.add(name, "this model has no chat template; send text or token_ids")
-        return []
+        return None
     if not chat.messages:
         errors.add(f"{name}.messages", "must hold at least one message")
-        return []
+        return None
     for i, m in enumerate(chat.messages):
         if not m.role:
             errors.add(f"{name}.messages[{i}].role", "must not be empty")
     if errors:
-        return []
+        return None
     tok = model.tokenizer
     try:
         return PromptText(tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat.messages]),
                           add_bos=tok.add_bos_token)
     except TokenizerError as exc:
         errors.add(f"{name}.messages", str(exc))
-        return []
+        return None
 
 
 def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> PromptText:
     """The text a TokenizeRequest asks to encode (a chat rendered); raises INVALID_ARGUMENT naming the field."""
     kind = request.WhichOneof("input")
     errors = FieldErrors()
-    source: PromptText | list[int] = []
+    source: PromptText | None = None
     if kind is None:
         errors.add("input", "required: set text or chat")
     elif kind == "text":
@@ -134,7 +127,7 @@ def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> PromptTe
     else:
         source = _chat_text(request.chat, model, "chat", errors)
     errors.raise_if_any()
-    assert isinstance(source, PromptText)
+    assert source is not None
     return source
 
 
