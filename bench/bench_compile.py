@@ -190,7 +190,6 @@ def bench_one(model: str, dtype: str, repeats: int, schedule: bool) -> dict:
     # steps, so that the ratio of a round compares two measurements taken under the same machine load (the
     # shared host moves both by up to 1.5x from minute to minute); the table gives the median round.
     weight_bytes = decode_weight_bytes(runner)
-    target = make_target("llvm")
     runner.add_sequence(kv, 0)
     runner.prefill(kv, [0], [prompt[:16]])
     step = decode_step(runner, kv, [0])
@@ -198,7 +197,7 @@ def bench_one(model: str, dtype: str, repeats: int, schedule: bool) -> dict:
     d1, bws, ratios = [], [], []
     b1_steps = 32 if schedule else 2
     for _ in range(repeats):
-        bw = stream_read_bandwidth(target, size_mb=256, repeats=3)
+        bw = stream_read_bandwidth(size_mb=256, repeats=3)
         rate = b1_steps / timed(lambda: [step() for _ in range(b1_steps)])
         d1.append(rate)
         bws.append(bw)
@@ -389,7 +388,7 @@ def main(argv=None) -> None:
             print(f"| {model} | {dtype} | {r['weight_bytes'] / 1e6:.0f} | {r['prefill']:.0f} | {r['decode1']:.1f} "
                   f"| {r['decode8']:.1f} | {bw / 1e9:.1f} | {bound:.1f} | {r['ratio']:.2f} |", flush=True)
             spread.append(f"{model} {dtype}: {min(r['ratios']):.2f}-{max(r['ratios']):.2f}")
-    print("read GB/s: streaming read bandwidth (parallel vectorised sum of 256 MB, median of 3); b1 bound = read"
+    print("read GB/s: streaming read bandwidth (every core sums its share of 256 MB, median of 3); b1 bound = read"
           " GB/s / weight bytes per step; b1 / bound: the median over rounds of (32 decode steps) / (the bound"
           " measured just before them), 1.00 at the bound (target >= 0.80). Per-round range: " + "; ".join(spread))
 

@@ -1,101 +1,96 @@
-"""Streaming read bandwidth of this machine, measured with a TVM-compiled parallel vectorised sum.
+"""Streaming read bandwidth of this machine: every core sums its share of a 256 MB array.
 
 The decode bound of a model is (weight bytes read per step) / (this bandwidth): the fastest a decode step
-can go if it did nothing but stream its weights once from memory. The array is a TVM tensor (a copy of
-the numpy one), which TVM's allocator holds in ordinary 4 KB pages, while the engine holds its weights in
-2 MB pages (``PackInHugePages``). For this one forward read that makes no difference: the same sum over a
-copy packed into 2 MB pages (``spindle.engine.pack_weights``), alternated with this one for 20 rounds,
-measured 0.97x of it (39-49 GB/s both).
+can go if it did nothing but stream its weights once from memory. The reader (`native/stream_read.c`,
+built here with the system C compiler) runs one thread per core (``TVM_NUM_THREADS``, as the model's
+thread pool), each summing a contiguous share into 8 x 16 float lanes held in registers, over an array
+in 2 MB pages as the engine's weights are (``PackInHugePages``).
 
-What the sum reads depends on where the host runs the two virtual cores, which changes every few
-minutes: ~30-34 GB/s, about what one core reads alone (~27), or ~48-56 GB/s, twice that. The fused decode
-blocks see the same two states from the inside: a hand-off of a row from one thread to the other takes
-~0.4 us in the first and ~2.3 us in the second, as if the two cores shared their caches in the first state
-and none in the second (docs/performance.md, "Fewer waits in the fused blocks").
+An earlier version of this probe was a TVM-compiled parallel vectorised sum. Side by side with this reader
+in the same minutes it read 23.6-27.8 GB/s where this one read 34-61 (the same memory in TVM's 4 KB pages:
+45-48): that kernel keeps its sums in memory, one store-to-load dependency per 256 bytes, and its
+reading followed its own speed more than the machine's. Bounds computed from it were too lenient.
+
+What the cores read still depends on where the host runs the two virtual cores, which changes every few
+minutes (34-35 GB/s in some minutes, 54-61 in others for the reader; one core alone ~31).
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
+import ctypes
+import hashlib
+import mmap
 import os
-import threading
+import pathlib
+import subprocess
+import tempfile
 import time
 
 import numpy as np
-import tvm
-from tvm import s_tir, te
+
+SOURCE = pathlib.Path(__file__).resolve().parent / "native" / "stream_read.c"
+_LIB: ctypes.CDLL | None = None
 
 
-def _build(chunks: int, rows: int, lanes: int, target):
-    a = te.placeholder((chunks, rows, lanes), "float32", name="a")
-    j = te.reduce_axis((0, rows), name="j")
-    out = te.compute((chunks, lanes), lambda c, l: te.sum(a[c, j, l], axis=j), name="out")
-    sch = s_tir.Schedule(te.create_prim_func([a, out]))
-    blk = sch.get_sblock("out")
-    c, l, j = sch.get_loops(blk)
-    sch.reorder(c, j, l)
-    sch.parallel(c)
-    sch.vectorize(l)
-    sch.decompose_reduction(blk, j)
-    return tvm.compile(sch.mod, target=target)
+def _library() -> ctypes.CDLL:
+    """The reader, compiled once per source version into the bench cache (``SPINDLE_BENCH_CACHE``)."""
+    global _LIB  # pylint: disable=global-statement
+    if _LIB is not None:
+        return _LIB
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    cache = pathlib.Path(os.environ.get("SPINDLE_BENCH_CACHE", pathlib.Path.home() / ".cache" / "spindle-bench"))
+    out = cache / f"stream_read-{digest}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            built = pathlib.Path(tmp) / out.name
+            cmd = [os.environ.get("CC", "cc"), "-O3", "-march=native", "-fPIC", "-shared", "-o", str(built),
+                   str(SOURCE), "-lpthread"]
+            subprocess.run(cmd, check=True)
+            built.replace(out)
+    lib = ctypes.CDLL(str(out))
+    lib.spindle_stream_read_sum.restype = ctypes.c_double
+    lib.spindle_stream_read_sum.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32,
+                                            ctypes.POINTER(ctypes.c_double)]
+    _LIB = lib
+    return lib
 
 
-def _worker_cores() -> set[int]:
-    """The cores TVM's pool workers of this process are pinned to (each to one core)."""
-    cores: set[int] = set()
-    me = threading.get_native_id()
-    for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
-        tid = int(os.path.basename(task))
-        if tid == me:
-            continue
-        try:
-            allowed = os.sched_getaffinity(tid)
-        except OSError:
-            continue
-        if len(allowed) == 1:
-            cores |= allowed
-    return cores
+def huge_page_array(nbytes: int) -> tuple[np.ndarray, mmap.mmap]:
+    """A float32 array of ``nbytes`` in anonymous memory asked for in 2 MB pages, every page touched; keep
+    the returned mmap alive as long as the array."""
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(region, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+        region.madvise(mmap.MADV_HUGEPAGE)
+    arr = np.frombuffer(region, dtype=np.float32)
+    arr[:] = 1.0
+    return arr, region
 
 
-@contextlib.contextmanager
-def off_worker_cores():
-    """Keep the calling thread off the cores TVM's workers are pinned to while the block runs.
-
-    TVM pins its pool's workers one per core and leaves the calling thread, which runs a parallel loop's
-    first share itself, free to run anywhere. Now and then the OS leaves it on a worker's core for a whole
-    measurement: the two halves of every loop then share one core, and the sum below reads what one core
-    reads (~26 GB/s; pinned there on purpose it read 23-26 where the two cores read 50-53). Pinning it to
-    the remaining cores makes the reading the machine's, not the placement's."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    free = before - _worker_cores()
-    if not free or free == before:
-        yield
-        return
-    os.sched_setaffinity(0, free)
+def stream_read_bandwidth(size_mb: int = 256, repeats: int = 3, threads: int | None = None) -> float:
+    """Median bytes/s of reading a ``size_mb`` array (far larger than the caches) with ``threads`` threads
+    (default: ``TVM_NUM_THREADS``, else the cores)."""
+    lib = _library()
+    threads = threads or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+    unit = 128 * threads
+    n = size_mb * 1024 * 1024 // 4 // unit * unit
+    arr, region = huge_page_array(n * 4)
     try:
-        yield
+        seconds = ctypes.c_double()
+        rates = []
+        for _ in range(repeats + 1):  # the first read warms the page tables
+            total = lib.spindle_stream_read_sum(arr.ctypes.data, n, threads, ctypes.byref(seconds))
+            if total != float(n):
+                raise RuntimeError(f"the bandwidth reader summed {total}, expected {n}")
+            rates.append(n * 4 / seconds.value)
+        return float(np.median(rates[1:]))
     finally:
-        os.sched_setaffinity(0, before)
+        del arr
+        region.close()
 
 
-def stream_read_bandwidth(target, size_mb: int = 512, repeats: int = 7) -> float:
-    """Median bytes/s of summing a `size_mb` float32 array (far larger than the caches) with all threads."""
-    chunks, lanes = 64, 64
-    rows = size_mb * 1024 * 1024 // 4 // (chunks * lanes)
-    f = _build(chunks, rows, lanes, target)
-    a = tvm.runtime.tensor(np.ones((chunks, rows, lanes), np.float32))
-    out = tvm.runtime.empty((chunks, lanes), "float32")
-    f(a, out)  # starts the pool's workers
-    if not np.allclose(out.numpy(), rows):
-        raise RuntimeError("bandwidth kernel produced a wrong sum")
-    times = []
-    with off_worker_cores():
-        for _ in range(repeats):
-            t = time.perf_counter()
-            f(a, out)
-            times.append(time.perf_counter() - t)
-    return chunks * rows * lanes * 4 / float(np.median(times))
+if __name__ == "__main__":
+    for _ in range(5):
+        t = time.perf_counter()
+        bw = stream_read_bandwidth()
+        print(f"{bw / 1e9:.1f} GB/s ({time.perf_counter() - t:.2f} s)")

@@ -110,7 +110,7 @@ def main(argv=None) -> None:  # pylint: disable=too-many-locals
                                   "times": []})
     bandwidth, loads = [], []
     for _ in range(args.rounds):  # interleaved, so that every case sees the same machine load
-        bandwidth.append(stream_read_bandwidth(target, size_mb=256, repeats=3))
+        bandwidth.append(stream_read_bandwidth(size_mb=256, repeats=3))
         loads.append(os.getloadavg()[0])
         for case in cases:
             count = len(case["copies"])

@@ -1,0 +1,74 @@
+/* Streaming read bandwidth: every thread sums its contiguous share of one array with 8 x 16 float lanes of
+ * independent accumulators (no dependency through memory, enough loads in flight to keep a core's share of
+ * the memory system busy). Built by bench/compile_bandwidth.py with the system C compiler. */
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define LANES 16
+#define ACCS 8
+#define STEP (LANES * ACCS)
+#define MAX_THREADS 64
+
+typedef struct {
+  const float *p;
+  size_t n;
+  double sum;
+  int *ready, *go; /* go: 0 wait, 1 read, -1 leave */
+} share_t;
+
+static double sum_range(const float *p, size_t n) {
+  float acc[ACCS][LANES] = {{0}};
+  for (size_t i = 0; i + STEP <= n; i += STEP)
+    for (int k = 0; k < ACCS; k++)
+      for (int l = 0; l < LANES; l++) acc[k][l] += p[i + LANES * k + l];
+  double total = 0.0;
+  for (int k = 0; k < ACCS; k++)
+    for (int l = 0; l < LANES; l++) total += acc[k][l];
+  return total;
+}
+
+static void *worker(void *arg) {
+  share_t *s = (share_t *)arg;
+  __atomic_add_fetch(s->ready, 1, __ATOMIC_ACQ_REL);
+  int go;
+  while ((go = __atomic_load_n(s->go, __ATOMIC_ACQUIRE)) == 0) {
+  }
+  if (go > 0) s->sum = sum_range(s->p, s->n);
+  return NULL;
+}
+
+/* Sums p[0 .. n) with `threads` threads (1..64, the calling thread one of them), each a contiguous share of
+ * n / threads floats (a multiple of 128). *seconds: from the moment every thread is ready to the end of the
+ * last one. Returns the sum, or -1 when a thread could not be started. */
+double spindle_stream_read_sum(const float *p, int64_t n, int32_t threads, double *seconds) {
+  pthread_t tid[MAX_THREADS];
+  share_t shares[MAX_THREADS];
+  int ready = 0, go = 0;
+  if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  const size_t each = (size_t)n / (size_t)threads;
+  for (int t = 0; t < threads; t++) shares[t] = (share_t){p + (size_t)t * each, each, 0.0, &ready, &go};
+  int started = 1;
+  for (; started < threads; started++)
+    if (pthread_create(&tid[started], NULL, worker, &shares[started]) != 0) break;
+  if (started < threads) {
+    __atomic_store_n(&go, -1, __ATOMIC_RELEASE);
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+    return -1.0;
+  }
+  while (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) < threads - 1) {
+  }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+  double total = sum_range(shares[0].p, shares[0].n);
+  for (int t = 1; t < threads; t++) {
+    pthread_join(tid[t], NULL);
+    total += shares[t].sum;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  return total;
+}
