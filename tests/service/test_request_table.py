@@ -168,3 +168,21 @@ def test_stop_string_finishes_at_once_when_the_table_finishes_on_stop(model):
     assert finals[0].branches[0].finish_reason == pb.FINISH_REASON_STOP
     assert finals[0].branches[0].stop_string == "upon"
     assert "".join(d.text for o in outs for d in o.deltas) == " once "
+
+
+def test_effective_config_reports_every_field_the_request_runs_with(model):
+    cfg = pb.GenerationConfig(temperature=0.7, top_k=5, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5,
+                              logit_bias={7: -2.5, 9: 1.0}, seed=1234, stop_token_ids=[3, 4],
+                              stop_strings=["\n\n", "END"], ignore_eos=True, logprobs=True, top_logprobs=2)
+    resolved = convert.resolve_config(cfg, model, 4)
+    eff = resolved.effective
+    assert eff is resolved.effective  # built once, when first asked for
+    assert (eff.n, eff.temperature, eff.top_p, eff.top_k) == (1, pytest.approx(0.7), 1.0, 5)
+    assert (eff.min_p, eff.repetition_penalty) == (pytest.approx(0.05), pytest.approx(1.1))
+    assert (eff.frequency_penalty, eff.presence_penalty) == (0.0, 0.5)
+    assert dict(eff.logit_bias) == {7: -2.5, 9: 1.0} and eff.seed == 1234
+    assert list(eff.stop_token_ids) == [3, 4] and list(eff.stop_strings) == ["\n\n", "END"]
+    assert (eff.ignore_eos, eff.logprobs, eff.top_logprobs) == (True, True, 2)
+    assert not eff.HasField("max_tokens")
+    unset = convert.resolve_config(pb.GenerationConfig(max_tokens=12), model, 4).effective
+    assert unset.max_tokens == 12 and unset.temperature == 1.0 and unset.HasField("seed")

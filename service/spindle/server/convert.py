@@ -7,6 +7,7 @@ Validation happens here, at the edge: every bad field becomes a BadRequest field
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -137,13 +138,27 @@ class ResolvedConfig:
 
     engine_kwargs: dict[str, Any]
     stop_strings: list[str]
-    effective: pb.GenerationConfig
     stop_token_ids: set[int] = field(default_factory=set)
 
     def engine_config(self):
         from spindle.engine import GenerationConfig  # the engine module owns the FFI library
 
         return GenerationConfig(**self.engine_kwargs)
+
+    @functools.cached_property
+    def effective(self) -> pb.GenerationConfig:
+        """The config as the request runs (defaults filled in, the seed used), built when a reply first
+        reports it: off the intake of a request, where every microsecond delays a burst's shared prefill."""
+        k = self.engine_kwargs
+        out = pb.GenerationConfig(
+            n=k["n"], temperature=k["temperature"], top_p=k["top_p"], top_k=k["top_k"], min_p=k["min_p"],
+            repetition_penalty=k["repetition_penalty"], frequency_penalty=k["frequency_penalty"],
+            presence_penalty=k["presence_penalty"], logit_bias=k["logit_bias"], seed=k["seed"],
+            stop_token_ids=list(k["stop_token_ids"]), stop_strings=self.stop_strings, ignore_eos=k["ignore_eos"],
+            logprobs=k["logprobs"], top_logprobs=k["top_logprobs"])
+        if k["max_tokens"] is not None:
+            out.max_tokens = k["max_tokens"]
+        return out
 
 
 def _opt(msg, name: str, default):
@@ -210,17 +225,10 @@ def resolve_config(cfg: pb.GenerationConfig, model: ServedModel, max_n: int, pre
                   presence_penalty=presence_penalty, logit_bias={int(k): float(v) for k, v in cfg.logit_bias.items()},
                   seed=seed, max_tokens=max_tokens, stop_token_ids=tuple(int(t) for t in cfg.stop_token_ids),
                   ignore_eos=cfg.ignore_eos, logprobs=cfg.logprobs, top_logprobs=cfg.top_logprobs)
-    effective = pb.GenerationConfig(
-        n=n, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
-        frequency_penalty=frequency_penalty, presence_penalty=presence_penalty, logit_bias=dict(cfg.logit_bias),
-        seed=seed, stop_token_ids=list(cfg.stop_token_ids), stop_strings=list(cfg.stop_strings),
-        ignore_eos=cfg.ignore_eos, logprobs=cfg.logprobs, top_logprobs=cfg.top_logprobs)
-    if max_tokens is not None:
-        effective.max_tokens = max_tokens
     stops = set(kwargs["stop_token_ids"])
     if not cfg.ignore_eos:
         stops.update(model.eos_token_ids)
-    return ResolvedConfig(kwargs, list(cfg.stop_strings), effective, stops)
+    return ResolvedConfig(kwargs, list(cfg.stop_strings), stops)
 
 
 def engine_field_to_proto(field_name: str, prefix: str = "config") -> str:
