@@ -7,12 +7,12 @@ thread pool), each summing a contiguous share into 8 x 16 float lanes held in re
 in 2 MB pages as the engine's weights are (``PackInHugePages``).
 
 An earlier version of this probe was a TVM-compiled parallel vectorised sum. Side by side with this reader
-in the same minutes it read 23.6-27.8 GB/s where this one read 34-61 (the same memory in TVM's 4 KB pages:
-45-48): that kernel keeps its sums in memory, one store-to-load dependency per 256 bytes, and its
-reading followed its own speed more than the machine's. Bounds computed from it were too lenient.
+in the same minutes it read 23.6-27.8 GB/s where this one read 34-61 (this reader over the same memory in
+TVM's 4 KB pages: 45-48; the TVM sum with its accumulators in a local buffer: 23-26), so it measured its
+own loop more than the memory, and bounds computed from it were too lenient.
 
 What the cores read still depends on where the host runs the two virtual cores, which changes every few
-minutes (34-35 GB/s in some minutes, 54-61 in others for the reader; one core alone ~31).
+minutes (31-37 GB/s in some minutes, 57-66 in others; one core alone ~31).
 """
 
 from __future__ import annotations
