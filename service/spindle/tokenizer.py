@@ -129,33 +129,27 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self.tokenizer.id_to_token(token_id)
 
+    def _bos(self, add_bos: bool | None) -> list[int]:
+        """The token that leads an encoded text: BOS when asked for (None: the model's default), if any."""
+        wanted = self.add_bos_token if add_bos is None else add_bos
+        return [self.bos_token_id] if wanted and self.bos_token_id is not None else []
+
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of ``text``; special-token strings in it (e.g. ``<|im_start|>``) map to their ids."""
         if not isinstance(text, str):
             raise TokenizerError("text", f"expected a string, got {type(text).__name__}")
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        if (self.add_bos_token if add_bos is None else add_bos) and self.bos_token_id is not None:
-            ids = [self.bos_token_id] + ids
-        return ids
+        return self._bos(add_bos) + self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str], add_bos: Sequence[bool | None] | None = None) -> list[list[int]]:
-        """``[encode(t, b) for t, b in zip(texts, add_bos)]`` in one call of the Rust tokenizer, which lets go
-        of the GIL while it works: other Python threads (an event loop) run meanwhile."""
+    def encode_batch(self, texts: Sequence[str], add_bos: bool | None = None) -> list[list[int]]:
+        """``[encode(t, add_bos) for t in texts]`` in one call of the Rust tokenizer, which lets go of the GIL
+        while it works: other Python threads (an event loop) run meanwhile."""
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TokenizerError(f"texts[{i}]", f"expected a string, got {type(text).__name__}")
-        flags = list(add_bos) if add_bos is not None else [None] * len(texts)
-        if len(flags) != len(texts):
-            raise TokenizerError("add_bos", f"expected {len(texts)} flags, got {len(flags)}")
         # encode_batch_fast (tokenizers 0.21+) skips the character offsets nobody here reads
         batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        out = []
-        for enc, flag in zip(batch(list(texts), add_special_tokens=False), flags):
-            ids = enc.ids
-            if (self.add_bos_token if flag is None else flag) and self.bos_token_id is not None:
-                ids = [self.bos_token_id] + ids
-            out.append(ids)
-        return out
+        bos = self._bos(add_bos)
+        return [bos + enc.ids for enc in batch(list(texts), add_special_tokens=False)]
 
     def decode(self, token_ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         ids = list(token_ids)

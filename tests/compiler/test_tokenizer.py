@@ -54,19 +54,16 @@ def test_smollm2_chat_template(smollm2_tokenizer):
 def test_encode_batch_matches_encode(smollm2_tokenizer):
     tok = smollm2_tokenizer
     texts = ["Once upon a time", "2024<|im_end|>", "", "naïve café – 東京 🚀 " * 50, "<|im_start|>user\nHi"]
-    flags = [None, True, False, True, None]
-    assert tok.encode_batch(texts, flags) == [tok.encode(t, add_bos=b) for t, b in zip(texts, flags)]
-    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    for flag in (None, True, False):
+        assert tok.encode_batch(texts, flag) == [tok.encode(t, add_bos=flag) for t in texts]
     with pytest.raises(TokenizerError, match=r"texts\[1\]"):
         tok.encode_batch(["a", 3])
-    with pytest.raises(TokenizerError, match="add_bos"):
-        tok.encode_batch(["a", "b"], [True])
 
 
 def test_bos_is_added_where_asked():
     tok = Tokenizer.from_json(tiny_tokenizer_json(384), {"bos_token_id": 1, "add_bos_token": True})
     assert tok.encode("ab")[0] == 1 and tok.encode("ab", add_bos=False)[0] != 1
-    assert [ids[0] for ids in tok.encode_batch(["ab", "ab", "ab"], [None, False, True])] == \
+    assert [tok.encode_batch(["ab"], flag)[0][0] for flag in (None, False, True)] == \
         [1, tok.encode("ab", add_bos=False)[0], 1]
 
 

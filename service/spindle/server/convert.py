@@ -45,28 +45,20 @@ def finish_reason_proto(reason: Any) -> int:
     return value
 
 
-@dataclass
-class PromptText:
-    """A prompt still to be encoded: its text (a chat already rendered) and whether a BOS token leads it."""
-
-    text: str
-    add_bos: bool | None = None
-
-
-def prompt_source(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -> PromptText | list[int]:
+def prompt_source(prompt: pb.Prompt, model: ServedModel, name: str = "prompt") -> str | list[int]:
     """What a Prompt message asks for: token ids as given (checked against the vocabulary), or the text to
-    encode (a chat rendered with the model's template; the server encodes it on its ``PromptEncoder``).
-    Raises INVALID_ARGUMENT naming the bad field."""
+    encode (a chat rendered with the model's template; the server encodes it on its ``PromptEncoder``, with
+    the tokenizer's BOS rule, as ``Tokenizer.encode``). Raises INVALID_ARGUMENT naming the bad field."""
     kind = prompt.WhichOneof("kind")
     errors = FieldErrors()
-    source: PromptText | list[int] | None = None
+    source: str | list[int] | None = None
     if kind is None:
         errors.add(name, "required: set one of text, chat or token_ids")
     elif kind == "text":
         if not prompt.text:
             errors.add(f"{name}.text", "must not be empty")
         else:
-            source = PromptText(prompt.text)
+            source = prompt.text
     elif kind == "chat":
         source = _chat_text(prompt.chat, model, f"{name}.chat", errors)
     else:
@@ -94,7 +86,7 @@ def check_prompt_ids(ids: list[int], model: ServedModel, name: str = "prompt",
     return ids
 
 
-def _chat_text(chat: pb.ChatMessages, model: ServedModel, name: str, errors: FieldErrors) -> PromptText | None:
+def _chat_text(chat: pb.ChatMessages, model: ServedModel, name: str, errors: FieldErrors) -> str | None:
     """The chat rendered with the model's template, or None with the reasons added to ``errors``."""
     if not model.has_chat_template:
         errors.add(name, "this model has no chat template; send text or token_ids")
@@ -107,24 +99,22 @@ def _chat_text(chat: pb.ChatMessages, model: ServedModel, name: str, errors: Fie
             errors.add(f"{name}.messages[{i}].role", "must not be empty")
     if errors:
         return None
-    tok = model.tokenizer
     try:
-        return PromptText(tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat.messages]),
-                          add_bos=tok.add_bos_token)
+        return model.tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in chat.messages])
     except TokenizerError as exc:
         errors.add(f"{name}.messages", str(exc))
         return None
 
 
-def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> PromptText:
+def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> str:
     """The text a TokenizeRequest asks to encode (a chat rendered); raises INVALID_ARGUMENT naming the field."""
     kind = request.WhichOneof("input")
     errors = FieldErrors()
-    source: PromptText | None = None
+    source: str | None = None
     if kind is None:
         errors.add("input", "required: set text or chat")
     elif kind == "text":
-        source = PromptText(request.text)
+        source = request.text
     else:
         source = _chat_text(request.chat, model, "chat", errors)
     errors.raise_if_any()

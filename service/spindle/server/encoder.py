@@ -42,7 +42,7 @@ class PromptEncoder:
         self.inline_chars = inline_chars
         self._loop = loop
         self._max_batch = max(1, max_batch)
-        self._pending: deque[tuple[str, bool | None, asyncio.Future]] = deque()
+        self._pending: deque[tuple[str, asyncio.Future]] = deque()
         self._cv = threading.Condition()
         self._closed = False
         #: How many batches and texts the thread has encoded (for tests and metrics).
@@ -55,15 +55,15 @@ class PromptEncoder:
     def thread_id(self) -> int | None:
         return self._thread.ident
 
-    async def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+    async def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (as ``Tokenizer.encode``); raises what encoding it raised."""
         if len(text) < self.inline_chars:
-            return self.tokenizer.encode(text, add_bos=add_bos)
+            return self.tokenizer.encode(text)
         fut = self._loop.create_future()
         with self._cv:
             if self._closed:
                 raise RuntimeError("the prompt encoder is closed")
-            self._pending.append((text, add_bos, fut))
+            self._pending.append((text, fut))
             if len(self._pending) == 1:
                 self._cv.notify()
         return await fut
@@ -93,22 +93,22 @@ class PromptEncoder:
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
-    def _encode(self, batch: list[tuple[str, bool | None, asyncio.Future]]) -> list[Any]:
+    def _encode(self, batch: list[tuple[str, asyncio.Future]]) -> list[Any]:
         """One result per text: its ids, or the exception encoding it raised."""
         try:
-            return list(self.tokenizer.encode_batch([t for t, _, _ in batch], [b for _, b, _ in batch]))
+            return list(self.tokenizer.encode_batch([text for text, _ in batch]))
         except Exception:  # noqa: BLE001 - find which text failed: encode them one at a time
             results: list[Any] = []
-            for text, add_bos, _ in batch:
+            for text, _ in batch:
                 try:
-                    results.append(self.tokenizer.encode(text, add_bos=add_bos))
+                    results.append(self.tokenizer.encode(text))
                 except Exception as exc:  # noqa: BLE001 - handed to that caller
                     results.append(exc)
             return results
 
 
-def _settle(batch: list[tuple[str, bool | None, asyncio.Future]], results: list[Any]) -> None:
-    for (_, _, fut), result in zip(batch, results):
+def _settle(batch: list[tuple[str, asyncio.Future]], results: list[Any]) -> None:
+    for (_, fut), result in zip(batch, results):
         if fut.done():  # the caller was cancelled meanwhile
             continue
         if isinstance(result, BaseException):

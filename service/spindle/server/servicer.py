@@ -91,7 +91,7 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
         host = self._engine()
         max_n = int(self.model.config.get("max_batch_size") or 1)
         errors = FieldErrors()
-        source: convert.PromptText | list[int] | None = None
+        source: str | list[int] | None = None
         resolved = None
         try:
             source = convert.prompt_source(prompt, self.model)
@@ -121,14 +121,15 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
             raise
         return req
 
-    async def _encode(self, source: convert.PromptText | list[int], name: str = "prompt") -> list[int]:
-        """Token ids of a prompt source, encoded on the PromptEncoder's thread when there is one."""
-        if not isinstance(source, convert.PromptText):
+    async def _encode(self, source: str | list[int], name: str = "prompt") -> list[int]:
+        """Token ids of a prompt source (a text to encode, or ids as given), encoded by the PromptEncoder
+        when there is one."""
+        if not isinstance(source, str):
             return source
         try:
             if self.encoder is not None:
-                return await self.encoder.encode(source.text, add_bos=source.add_bos)
-            return self.model.tokenizer.encode(source.text, add_bos=source.add_bos)
+                return await self.encoder.encode(source)
+            return self.model.tokenizer.encode(source)
         except TokenizerError as exc:
             raise invalid_argument([(name, str(exc))]) from exc
 
