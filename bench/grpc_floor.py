@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "clients" / "python")]
-
-PROMPT = ("Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker "
-          "who repaired every clock in the valley. One winter morning")
+from bench_grpc import PROMPT, GoClient  # sets up the import paths
 
 
 async def serve() -> None:
@@ -67,18 +59,11 @@ async def python_client(target: str, streams: int, bursts: int) -> list[float]:
 
 
 def go_client(target: str, streams: int, bursts: int) -> list[float] | None:
-    if shutil.which("go") is None:
+    try:
+        client = GoClient(target)
+    except RuntimeError:  # no Go toolchain
         return None
-    binary = Path(tempfile.mkdtemp(prefix="spindle-loadgen-")) / "spindle-loadgen"
-    subprocess.run(["go", "build", "-o", str(binary), "./cmd/spindle-loadgen"], cwd=ROOT / "clients" / "go",
-                   check=True)
-    out = subprocess.run([str(binary), "-target", target, "-streams", str(streams), "-max-tokens", "1",
-                          "-rounds", str(bursts), PROMPT], capture_output=True, text=True, check=True)
-    p50s = []
-    for line in out.stdout.splitlines():
-        rep = json.loads(line)
-        p50s.append(statistics.median((s["tokens"][0] - s["start"]) * 1e3 for s in rep["streams"]))
-    return p50s
+    return [client.run(streams, 1)["ttft_p50"] for _ in range(bursts)]
 
 
 def main() -> int:
