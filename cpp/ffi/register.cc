@@ -28,13 +28,20 @@ using ffi::Function;
 using ffi::Optional;
 using ffi::String;
 
-Status MakeRequest(const String& id, const Any& token_ids, const AnyMap& generation, RequestPtr* out) {
+// `seed`, when not None, replaces the config's seed: a caller that adds many requests with one config
+// (converted once, e.g. spindle.engine.PreparedConfig) gives each its own seed.
+Status MakeRequest(const String& id, const Any& token_ids, const AnyMap& generation, const Any& seed,
+                   RequestPtr* out) {
   std::vector<int32_t> tokens;
   Status s = TokenIdsFromAny(token_ids, &tokens);
   if (!s.ok()) return s;
   GenerationConfig g;
   s = GenerationConfigFromMap(generation, &g);
   if (!s.ok()) return s;
+  if (seed.type_index() != ffi::TypeIndex::kTVMFFINone) {
+    if (seed.type_index() != ffi::TypeIndex::kTVMFFIInt) return Status::Invalid("seed", "expected an integer");
+    g.seed = seed.cast<int64_t>();
+  }
   *out = std::make_shared<const Request>(std::string(id), std::move(tokens), std::move(g));
   return Status::OK();
 }
@@ -61,9 +68,9 @@ AnyMap ModelInfoToMap(const ModelInfo& info, const EngineConfig& c) {
 template <typename E, typename Self>
 Optional<Function> SharedVerb(const String& name, const Self& self, E* e) {
   if (name == "add_request") {
-    return Function::FromTyped([self, e](String id, Any token_ids, AnyMap generation) -> Any {
+    return Function::FromTyped([self, e](String id, Any token_ids, AnyMap generation, Any seed) -> Any {
       RequestPtr request;
-      Status s = MakeRequest(id, token_ids, generation, &request);
+      Status s = MakeRequest(id, token_ids, generation, seed, &request);
       if (s.ok()) s = e->AddRequest(std::move(request));
       return StatusToAny(s);
     });

@@ -24,7 +24,7 @@ from . import _lib
 
 __all__ = [
     "BranchDelta", "DuplicateRequestError", "Engine", "EngineConfig", "EngineError", "EngineMetrics",
-    "EngineShutdownError", "FinishReason", "GenerationConfig", "InvalidRequestError", "RequestOutput",
+    "EngineShutdownError", "FinishReason", "GenerationConfig", "InvalidRequestError", "PreparedConfig", "RequestOutput",
     "ThreadedEngine", "TokenLogprob", "Usage",
 ]
 
@@ -339,14 +339,40 @@ def _create(kind: str, config: EngineConfig, *extra: Any) -> Any:
     return result
 
 
-def _request_args(request_id: Any, token_ids: Any, generation_config: GenerationConfig | None):
+class PreparedConfig:
+    """A GenerationConfig checked and converted for the engine once. Requests that share a config are added
+    with it without converting it again (the server keeps one per distinct request config), each with its
+    own seed if it passes one (``add_request(..., seed=)``). Later changes to ``config`` are not seen."""
+
+    __slots__ = ("config", "_ffi")
+
+    def __init__(self, config: GenerationConfig):
+        if not isinstance(config, GenerationConfig):
+            raise InvalidRequestError("generation_config",
+                                      f"expected a GenerationConfig, got {type(config).__name__}")
+        import tvm_ffi  # pylint: disable=import-outside-toplevel
+
+        self.config = dataclasses.replace(config)
+        self._ffi = tvm_ffi.Map(config.to_ffi())
+
+
+def _request_args(request_id: Any, token_ids: Any, generation_config: GenerationConfig | PreparedConfig | None,
+                  seed: int | None = None):
     if not isinstance(request_id, str) or not request_id:
         raise InvalidRequestError("request_id", "expected a non-empty string")
+    if seed is not None:
+        seed = _check_int("seed", seed)
+        if not -(2 ** 63) <= seed < 2 ** 63:
+            raise InvalidRequestError("seed", "must fit in 64 bits")
+    if isinstance(generation_config, PreparedConfig):
+        # a list goes as it is: the engine checks every element is an integer (and in the vocabulary)
+        tokens = token_ids if type(token_ids) is list else _check_token_ids("token_ids", token_ids)
+        return request_id, tokens, generation_config._ffi, seed  # pylint: disable=protected-access
     tokens = _check_token_ids("token_ids", token_ids)
     gen = generation_config if generation_config is not None else GenerationConfig()
     if not isinstance(gen, GenerationConfig):
         raise InvalidRequestError("generation_config", f"expected a GenerationConfig, got {type(gen).__name__}")
-    return request_id, tokens, gen.to_ffi()
+    return request_id, tokens, gen.to_ffi(), seed
 
 
 class _Base:
@@ -355,9 +381,11 @@ class _Base:
     _add: Any
 
     def add_request(self, request_id: str, token_ids: Sequence[int],
-                    generation_config: GenerationConfig | None = None) -> None:
-        rid, tokens, gen = _request_args(request_id, token_ids, generation_config)
-        _raise_status(self._add(rid, tokens, gen), rid)
+                    generation_config: GenerationConfig | PreparedConfig | None = None,
+                    seed: int | None = None) -> None:
+        """Queue a request; ``seed``, when given, replaces the config's."""
+        args = _request_args(request_id, token_ids, generation_config, seed)
+        _raise_status(self._add(*args), request_id)
 
     def abort_request(self, request_id: str) -> None:
         self._mod["abort_request"](str(request_id))

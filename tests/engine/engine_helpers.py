@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spindle.engine import Engine, GenerationConfig, RequestOutput
+from spindle.engine import Engine, GenerationConfig, PreparedConfig, RequestOutput
 
 
 def greedy(max_tokens: int = 12, **kw) -> GenerationConfig:
@@ -44,9 +44,10 @@ class Collector:
         return steps
 
 
-def run_alone(engine: Engine, request_id: str, prompt: list[int], config: GenerationConfig) -> list[int]:
+def run_alone(engine: Engine, request_id: str, prompt: list[int], config: GenerationConfig | PreparedConfig,
+              seed: int | None = None) -> list[int]:
     """Generate one request alone on `engine` and return branch 0's tokens."""
     c = Collector()
-    engine.add_request(request_id, prompt, config)
+    engine.add_request(request_id, prompt, config, seed)
     c.run(engine)
     return c.tokens[request_id][0]

@@ -50,6 +50,7 @@ def test_effective_config_reports_the_seed_and_replays(client):
     again = client.generate(PROMPT, max_tokens=10, temperature=1.0, seed=seed)
     assert again.token_ids == first.token_ids
     assert again.seed == seed
+    assert client.generate(PROMPT, max_tokens=10, temperature=1.0).seed != seed  # each request draws its own
     cfg = first.effective_config
     assert (cfg.n, cfg.top_p, cfg.top_k, cfg.max_tokens) == (1, 1.0, 0, 10)
 

@@ -186,3 +186,39 @@ def test_effective_config_reports_every_field_the_request_runs_with(model):
     assert not eff.HasField("max_tokens")
     unset = convert.resolve_config(pb.GenerationConfig(max_tokens=12), model, 4).effective
     assert unset.max_tokens == 12 and unset.temperature == 1.0 and unset.HasField("seed")
+
+
+def test_a_config_message_seen_before_is_not_validated_again(model, monkeypatch):
+    fresh = ServedModel(model.path, model.config, model.tokenizer)  # an empty cache
+    calls = []
+    validate = convert._resolve_config  # pylint: disable=protected-access
+    monkeypatch.setattr(convert, "_resolve_config", lambda *a: calls.append(a) or validate(*a))
+    seeded = pb.GenerationConfig(temperature=0.5, seed=9, stop_strings=["END"])
+    first = convert.resolve_config(seeded, fresh, 4)
+    again = convert.resolve_config(pb.GenerationConfig.FromString(seeded.SerializeToString()), fresh, 4)
+    assert len(calls) == 1 and again is first  # the same bytes: one validation, one shared config
+    assert first.engine_kwargs["seed"] == 9 and first.effective.seed == 9
+    # a message without a seed: validated once, each request with a seed of its own
+    a, b = (convert.resolve_config(pb.GenerationConfig(max_tokens=5), fresh, 4) for _ in range(2))
+    assert len(calls) == 2
+    assert a.engine_kwargs["seed"] != b.engine_kwargs["seed"]
+    assert a.effective.seed == a.engine_kwargs["seed"] and b.effective.seed == b.engine_kwargs["seed"]
+    # ... and one engine form, converted once, without a seed (each add passes its own)
+    assert a.prepared() is b.prepared() and a.prepared().config.seed is None
+    assert a.prepared().config.max_tokens == 5
+    # another max batch size is another validation (n is checked against it)
+    convert.resolve_config(pb.GenerationConfig(max_tokens=5), fresh, 2)
+    assert len(calls) == 3
+
+
+def test_bad_configs_are_refused_every_time_and_the_cache_is_bounded(model):
+    fresh = ServedModel(model.path, model.config, model.tokenizer)
+    for _ in range(2):
+        with pytest.raises(ServiceError) as info:
+            convert.resolve_config(pb.GenerationConfig(top_p=0.0), fresh, 4)
+        assert info.value.violations == [("config.top_p", "must be in (0, 1], got 0.0")]
+    assert not fresh.resolved_configs
+    for i in range(convert.CONFIG_CACHE_SIZE + 10):
+        convert.resolve_config(pb.GenerationConfig(max_tokens=i + 1), fresh, 4)
+    assert len(fresh.resolved_configs) == convert.CONFIG_CACHE_SIZE
+    assert convert.resolve_config(pb.GenerationConfig(max_tokens=1), fresh, 4).engine_kwargs["max_tokens"] == 1

@@ -122,6 +122,16 @@ def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> str:
     return source
 
 
+class _EngineForm:
+    """The engine's converted form of a config (``spindle.engine.PreparedConfig``), made at the first add and
+    shared by every request resolved from the same message."""
+
+    __slots__ = ("prepared",)
+
+    def __init__(self) -> None:
+        self.prepared = None
+
+
 @dataclass
 class ResolvedConfig:
     """A validated GenerationConfig: the engine's form, the stop strings and the effective proto."""
@@ -129,11 +139,32 @@ class ResolvedConfig:
     engine_kwargs: dict[str, Any]
     stop_strings: list[str]
     stop_token_ids: set[int] = field(default_factory=set)
+    #: False for a message without a seed: each request resolved from it draws its own (``for_request``).
+    seeded: bool = True
+    _form: _EngineForm = field(default_factory=_EngineForm, repr=False, compare=False)
+
+    def for_request(self) -> "ResolvedConfig":
+        """The config one request runs with: this one, or a copy with a fresh seed when the message set none."""
+        if self.seeded:
+            return self
+        kwargs = dict(self.engine_kwargs)
+        kwargs["seed"] = secrets.randbits(63)
+        return ResolvedConfig(kwargs, self.stop_strings, self.stop_token_ids, True, self._form)
 
     def engine_config(self):
         from spindle.engine import GenerationConfig  # the engine module owns the FFI library
 
         return GenerationConfig(**self.engine_kwargs)
+
+    def prepared(self):
+        """The engine's form of the config (its seed aside: pass ``engine_kwargs["seed"]`` with it), converted
+        once for every request resolved from the same message."""
+        form = self._form
+        if form.prepared is None:
+            from spindle.engine import GenerationConfig, PreparedConfig
+
+            form.prepared = PreparedConfig(GenerationConfig(**{**self.engine_kwargs, "seed": None}))
+        return form.prepared
 
     @functools.cached_property
     def effective(self) -> pb.GenerationConfig:
@@ -155,8 +186,25 @@ def _opt(msg, name: str, default):
     return getattr(msg, name) if msg.HasField(name) else default
 
 
+# Validated configs per model, by message: a server's requests mostly repeat a few configs.
+CONFIG_CACHE_SIZE = 256
+
+
 def resolve_config(cfg: pb.GenerationConfig, model: ServedModel, max_n: int, prefix: str = "config") -> ResolvedConfig:
-    """Validate a GenerationConfig, fill in defaults (a fresh seed when unset)."""
+    """Validate a GenerationConfig, fill in defaults (a fresh seed when unset). A message seen before (the
+    same bytes) is not validated again: its resolved form is reused, with a seed of its own when unset."""
+    key = (cfg.SerializeToString(deterministic=True), max_n, prefix)
+    cache = model.resolved_configs
+    base = cache.get(key)
+    if base is None:
+        base = _resolve_config(cfg, model, max_n, prefix)
+        if len(cache) >= CONFIG_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[key] = base
+    return base.for_request()
+
+
+def _resolve_config(cfg: pb.GenerationConfig, model: ServedModel, max_n: int, prefix: str) -> ResolvedConfig:
     e = FieldErrors()
     f = lambda name: f"{prefix}.{name}"  # noqa: E731
     n = _opt(cfg, "n", 1)
@@ -167,7 +215,7 @@ def resolve_config(cfg: pb.GenerationConfig, model: ServedModel, max_n: int, pre
     repetition_penalty = _opt(cfg, "repetition_penalty", 1.0)
     frequency_penalty = _opt(cfg, "frequency_penalty", 0.0)
     presence_penalty = _opt(cfg, "presence_penalty", 0.0)
-    seed = cfg.seed if cfg.HasField("seed") else secrets.randbits(63)
+    seed = cfg.seed if cfg.HasField("seed") else None  # None: drawn per request (ResolvedConfig.for_request)
     max_tokens = _opt(cfg, "max_tokens", None)
     vocab = model.vocab_size
 
@@ -218,7 +266,7 @@ def resolve_config(cfg: pb.GenerationConfig, model: ServedModel, max_n: int, pre
     stops = set(kwargs["stop_token_ids"])
     if not cfg.ignore_eos:
         stops.update(model.eos_token_ids)
-    return ResolvedConfig(kwargs, list(cfg.stop_strings), stops)
+    return ResolvedConfig(kwargs, list(cfg.stop_strings), stops, seeded=seed is not None)
 
 
 def engine_field_to_proto(field_name: str, prefix: str = "config") -> str:

@@ -90,12 +90,13 @@ class EngineHost:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._loop.run_in_executor(self._worker, fn, *args)
 
-    async def add_request(self, request_id: str, token_ids: list[int], generation_config: Any) -> None:
+    async def add_request(self, request_id: str, token_ids: list[int], generation_config: Any,
+                          seed: int | None = None) -> None:
         try:
             if self.mode == THREADED:
-                self.engine.add_request(request_id, token_ids, generation_config)
+                self.engine.add_request(request_id, token_ids, generation_config, seed)
             else:
-                await self._run(self.engine.add_request, request_id, token_ids, generation_config)
+                await self._run(self.engine.add_request, request_id, token_ids, generation_config, seed)
         except ServiceError:
             raise
         except Exception as exc:  # noqa: BLE001 - every engine failure becomes a typed status

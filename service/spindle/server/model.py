@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ class ServedModel:
     path: Path
     config: dict[str, Any]
     tokenizer: Tokenizer
+    #: Validated request configs by message (``convert.resolve_config``).
+    resolved_configs: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, artifact_dir: str | Path) -> "ServedModel":

@@ -9,8 +9,8 @@ bounded queue; the protobuf message is built once per message sent (``build_resp
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-import uuid
 from typing import Any, Callable, Iterable, NamedTuple
 
 from spindle_client.v1 import engine_pb2 as pb
@@ -353,7 +353,7 @@ class RequestTable:
         self.idle.set()
 
     def new_id(self) -> str:
-        return "req-" + uuid.uuid4().hex[:16]
+        return "req-" + secrets.token_hex(8)
 
     def admit(self, request_id: str) -> str:
         """Check a new request may enter; returns its id (assigned when empty)."""
