@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -116,3 +117,18 @@ def test_the_start_log_reports_the_weights_and_their_huge_pages(tiny_model_dir, 
         assert line in caplog.text
     finally:
         srv.stop()
+
+
+def test_a_loaded_server_keeps_what_it_loaded_out_of_the_collectors_sight(tiny_model_dir, server_thread):
+    srv = server_thread(tiny_model_dir, load=False)
+    try:
+        host_objects = lambda: [o for o in gc.get_objects() if o is srv.server.servicer]  # noqa: E731
+        assert host_objects()  # tracked by the collector until the model is loaded
+        srv.call(srv.server.load())
+        assert gc.get_freeze_count() > 0
+        assert not host_objects()  # frozen: a full collection no longer scans it
+        with SyncClient(srv.target, timeout=30) as c:
+            assert c.generate(PROMPT, max_tokens=2, temperature=0).finish_reason == "length"
+    finally:
+        srv.stop()
+    assert gc.get_freeze_count() == 0  # stop hands everything back to the collector
