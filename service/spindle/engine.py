@@ -24,8 +24,8 @@ from . import _lib
 
 __all__ = [
     "BranchDelta", "DuplicateRequestError", "Engine", "EngineConfig", "EngineError", "EngineMetrics",
-    "EngineShutdownError", "FinishReason", "GenerationConfig", "InvalidRequestError", "PreparedConfig", "RequestOutput",
-    "ThreadedEngine", "TokenLogprob", "Usage",
+    "EngineShutdownError", "FinishReason", "GenerationConfig", "InvalidRequestError", "PreparedConfig",
+    "RequestOutput", "ThreadedEngine", "TokenLogprob", "Usage",
 ]
 
 logger = logging.getLogger("spindle.engine")

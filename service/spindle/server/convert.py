@@ -151,17 +151,12 @@ class ResolvedConfig:
         kwargs["seed"] = secrets.randbits(63)
         return ResolvedConfig(kwargs, self.stop_strings, self.stop_token_ids, True, self._form)
 
-    def engine_config(self):
-        from spindle.engine import GenerationConfig  # the engine module owns the FFI library
-
-        return GenerationConfig(**self.engine_kwargs)
-
     def prepared(self):
         """The engine's form of the config (its seed aside: pass ``engine_kwargs["seed"]`` with it), converted
         once for every request resolved from the same message."""
         form = self._form
         if form.prepared is None:
-            from spindle.engine import GenerationConfig, PreparedConfig
+            from spindle.engine import GenerationConfig, PreparedConfig  # the engine module owns the FFI library
 
             form.prepared = PreparedConfig(GenerationConfig(**{**self.engine_kwargs, "seed": None}))
         return form.prepared
