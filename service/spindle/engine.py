@@ -353,7 +353,7 @@ class PreparedConfig:
         import tvm_ffi  # pylint: disable=import-outside-toplevel
 
         self.config = dataclasses.replace(config)
-        self._ffi = tvm_ffi.Map(config.to_ffi())
+        self._ffi = tvm_ffi.Map(self.config.to_ffi())
 
 
 def _request_args(request_id: Any, token_ids: Any, generation_config: GenerationConfig | PreparedConfig | None,
