@@ -85,6 +85,13 @@ def _check_int(field: str, value: Any, *, optional: bool = False) -> int | None:
         raise InvalidRequestError(field, f"expected an integer, got {value!r}") from None
 
 
+def _check_seed(value: Any) -> int | None:
+    seed = _check_int("seed", value, optional=True)
+    if seed is not None and not -(2 ** 63) <= seed < 2 ** 63:
+        raise InvalidRequestError("seed", "must fit in 64 bits")
+    return seed
+
+
 def _check_float(field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise InvalidRequestError(field, f"expected a number, got {value!r}")
@@ -190,8 +197,7 @@ class GenerationConfig:
         }
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty"):
             out[name] = _check_float(name, getattr(self, name))
-        if out["seed"] is not None and not -(2 ** 63) <= out["seed"] < 2 ** 63:
-            raise InvalidRequestError("seed", "must fit in 64 bits")
+        out["seed"] = _check_seed(out["seed"])
         if not isinstance(self.logit_bias, Mapping):
             raise InvalidRequestError("logit_bias", "expected a mapping of token id to bias")
         bias = {}
@@ -339,6 +345,12 @@ def _create(kind: str, config: EngineConfig, *extra: Any) -> Any:
     return result
 
 
+def _check_generation_config(value: Any) -> "GenerationConfig":
+    if not isinstance(value, GenerationConfig):
+        raise InvalidRequestError("generation_config", f"expected a GenerationConfig, got {type(value).__name__}")
+    return value
+
+
 class PreparedConfig:
     """A GenerationConfig checked and converted for the engine once. Requests that share a config are added
     with it without converting it again (the server keeps one per distinct request config), each with its
@@ -347,12 +359,9 @@ class PreparedConfig:
     __slots__ = ("config", "_ffi")
 
     def __init__(self, config: GenerationConfig):
-        if not isinstance(config, GenerationConfig):
-            raise InvalidRequestError("generation_config",
-                                      f"expected a GenerationConfig, got {type(config).__name__}")
         import tvm_ffi  # pylint: disable=import-outside-toplevel
 
-        self.config = dataclasses.replace(config)
+        self.config = dataclasses.replace(_check_generation_config(config))
         self._ffi = tvm_ffi.Map(self.config.to_ffi())
 
 
@@ -360,18 +369,13 @@ def _request_args(request_id: Any, token_ids: Any, generation_config: Generation
                   seed: int | None = None):
     if not isinstance(request_id, str) or not request_id:
         raise InvalidRequestError("request_id", "expected a non-empty string")
-    if seed is not None:
-        seed = _check_int("seed", seed)
-        if not -(2 ** 63) <= seed < 2 ** 63:
-            raise InvalidRequestError("seed", "must fit in 64 bits")
+    seed = _check_seed(seed)
     if isinstance(generation_config, PreparedConfig):
         # a list goes as it is: the engine checks every element is an integer (and in the vocabulary)
         tokens = token_ids if type(token_ids) is list else _check_token_ids("token_ids", token_ids)
         return request_id, tokens, generation_config._ffi, seed  # pylint: disable=protected-access
     tokens = _check_token_ids("token_ids", token_ids)
-    gen = generation_config if generation_config is not None else GenerationConfig()
-    if not isinstance(gen, GenerationConfig):
-        raise InvalidRequestError("generation_config", f"expected a GenerationConfig, got {type(gen).__name__}")
+    gen = _check_generation_config(generation_config if generation_config is not None else GenerationConfig())
     return request_id, tokens, gen.to_ffi(), seed
 
 

@@ -204,8 +204,8 @@ def test_a_config_message_seen_before_is_not_validated_again(model, monkeypatch)
     assert a.engine_kwargs["seed"] != b.engine_kwargs["seed"]
     assert a.effective.seed == a.engine_kwargs["seed"] and b.effective.seed == b.engine_kwargs["seed"]
     # ... and one engine form, converted once, without a seed (each add passes its own)
-    assert a.prepared() is b.prepared() and a.prepared().config.seed is None
-    assert a.prepared().config.max_tokens == 5
+    assert a.prepared is b.prepared and a.prepared.config.seed is None
+    assert a.prepared.config.max_tokens == 5
     # another max batch size is another validation (n is checked against it)
     convert.resolve_config(pb.GenerationConfig(max_tokens=5), fresh, 2)
     assert len(calls) == 3

@@ -150,7 +150,8 @@ class SpindleServer:
         log.info("serving %s (%s, dtype %s, target %s, context %s) in %s mode on %s:%d", self.model.model_id,
                  c.get("model_type"), c.get("dtype"), c.get("target"), c.get("context_window_size"), opts.mode,
                  opts.host, self.port)
-        self._frozen = freeze_loaded_objects()
+        freeze_loaded_objects()
+        self._frozen = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     def _abort(self, request_id: str) -> None:
@@ -229,7 +230,7 @@ class SpindleServer:
             await self._draining_task
 
 
-def freeze_loaded_objects() -> bool:
+def freeze_loaded_objects() -> None:
     """Move every object alive now out of the garbage collector's sight: the model, tokenizer, gRPC and
     protobuf machinery (~100,000 objects for the default model) live as long as the server. A full
     collection, during which the event loop delivers nothing and takes no call, then scans only what serving
@@ -237,7 +238,6 @@ def freeze_loaded_objects() -> bool:
     are still freed by reference counting; ``stop`` hands them back to the collector."""
     gc.collect()
     gc.freeze()
-    return True
 
 
 def _engine_library() -> str:

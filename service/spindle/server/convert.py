@@ -10,7 +10,7 @@ import enum
 import functools
 import math
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from spindle_client.v1 import engine_pb2 as pb
@@ -122,44 +122,24 @@ def tokenize_source(request: pb.TokenizeRequest, model: ServedModel) -> str:
     return source
 
 
-class _EngineForm:
-    """The engine's converted form of a config (``spindle.engine.PreparedConfig``), made at the first add and
-    shared by every request resolved from the same message."""
-
-    __slots__ = ("prepared",)
-
-    def __init__(self) -> None:
-        self.prepared = None
-
-
 @dataclass
 class ResolvedConfig:
     """A validated GenerationConfig: the engine's form, the stop strings and the effective proto."""
 
     engine_kwargs: dict[str, Any]
     stop_strings: list[str]
-    stop_token_ids: set[int] = field(default_factory=set)
-    #: False for a message without a seed: each request resolved from it draws its own (``for_request``).
-    seeded: bool = True
-    _form: _EngineForm = field(default_factory=_EngineForm, repr=False, compare=False)
+    stop_token_ids: set[int]
+    #: The engine's form of the config, its seed aside (each add passes ``engine_kwargs["seed"]``): converted
+    #: once per message and shared by every request resolved from it.
+    prepared: Any
 
     def for_request(self) -> "ResolvedConfig":
         """The config one request runs with: this one, or a copy with a fresh seed when the message set none."""
-        if self.seeded:
+        if self.engine_kwargs["seed"] is not None:
             return self
         kwargs = dict(self.engine_kwargs)
         kwargs["seed"] = secrets.randbits(63)
-        return ResolvedConfig(kwargs, self.stop_strings, self.stop_token_ids, True, self._form)
-
-    def prepared(self):
-        """The engine's form of the config (its seed aside: pass ``engine_kwargs["seed"]`` with it), converted
-        once for every request resolved from the same message."""
-        form = self._form
-        if form.prepared is None:
-            from spindle.engine import GenerationConfig, PreparedConfig  # the engine module owns the FFI library
-
-            form.prepared = PreparedConfig(GenerationConfig(**{**self.engine_kwargs, "seed": None}))
-        return form.prepared
+        return ResolvedConfig(kwargs, self.stop_strings, self.stop_token_ids, self.prepared)
 
     @functools.cached_property
     def effective(self) -> pb.GenerationConfig:
@@ -261,7 +241,10 @@ def _resolve_config(cfg: pb.GenerationConfig, model: ServedModel, max_n: int, pr
     stops = set(kwargs["stop_token_ids"])
     if not cfg.ignore_eos:
         stops.update(model.eos_token_ids)
-    return ResolvedConfig(kwargs, list(cfg.stop_strings), stops, seeded=seed is not None)
+    from spindle.engine import GenerationConfig, PreparedConfig  # the engine module owns the FFI library
+
+    prepared = PreparedConfig(GenerationConfig(**{**kwargs, "seed": None}))
+    return ResolvedConfig(kwargs, list(cfg.stop_strings), stops, prepared)
 
 
 def engine_field_to_proto(field_name: str, prefix: str = "config") -> str:

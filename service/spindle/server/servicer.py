@@ -115,7 +115,7 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
         req = LiveRequest(request_id, ids, resolved, self.model, queue_size, self.table.pacing)
         self.table.register(req)
         try:
-            await host.add_request(request_id, ids, resolved.prepared(), resolved.engine_kwargs["seed"])
+            await host.add_request(request_id, ids, resolved.prepared, resolved.engine_kwargs["seed"])
         except BaseException:
             self.table.unregister(request_id)
             raise
