@@ -24,12 +24,23 @@ type Client struct {
 	rpc  pb.EngineServiceClient
 }
 
+// HTTP/2 flow-control windows of a channel (per stream, per connection). Dial fixes them at these sizes
+// instead of grpc-go's 64 KiB grown by bandwidth-delay probing, which pings the server for nearly every
+// message of a generation stream (many small messages).
+const (
+	StreamWindowBytes     = 4 << 20
+	ConnectionWindowBytes = 16 << 20
+)
+
 // Dial opens a channel to target ("host:port"). Without options the channel is plaintext, as a
-// Spindle server listens by default; pass grpc.WithTransportCredentials to use TLS.
+// Spindle server listens by default; pass grpc.WithTransportCredentials to use TLS. The flow-control
+// windows are fixed (StreamWindowBytes, ConnectionWindowBytes) unless opts set them.
 func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	opts = append([]grpc.DialOption{grpc.WithInitialWindowSize(StreamWindowBytes),
+		grpc.WithInitialConnWindowSize(ConnectionWindowBytes)}, opts...)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, err

@@ -63,13 +63,15 @@ struct EngineConfig {
   int64_t max_num_sequence = -1;
   int64_t max_total_sequence_length = -1;
   int64_t max_single_sequence_length = -1;
+  // Most prompt tokens one step prefills (over all requests; longer prompts take several steps). -1 = the
+  // compiled model's chunk.
   int64_t prefill_chunk_size = -1;
   int64_t kv_cache_page_size = 16;
   int64_t num_threads = 0;  // TVM worker threads; 0 = every core
   // ThreadedEngine: when a request wakes the idle engine, how long (at most, microseconds) the loop keeps
   // collecting requests that arrive in a burst before its first step, so that they share one prefill.
-  // It stops early once no request has come for an eighth of the window. 0 = step at once; -1 = the preset's
-  // (server: 8000, local and interactive: 0).
+  // It stops early once no request has come for an eighth of the window, or once the queued prompts fill a
+  // step's prefill_chunk_size. 0 = step at once; -1 = the preset's (server: 8000, local and interactive: 0).
   int64_t admission_window_us = -1;
   // ThreadedEngine: the least time (microseconds) between two deliveries of the stream-back loop. Outputs
   // that come sooner wait and are merged per request (a stream then gets several tokens in one delta),

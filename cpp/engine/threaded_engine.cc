@@ -190,12 +190,21 @@ void ThreadedEngine::CollectBurstLocked(std::unique_lock<std::mutex>& lock) {
   if (!holdable()) return;
   const auto quiet = std::chrono::microseconds(std::max<int64_t>(1, window_us / 8));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(window_us);
+  // Waiting longer cannot make the first step larger once the queued requests fill its sequences or its
+  // prefill budget: start then.
   const size_t full = static_cast<size_t>(engine_->config().max_num_sequence);
-  size_t seen = queue_.size();
-  while (!exit_ && seen < full) {
+  const int64_t chunk = engine_->config().prefill_chunk_size;
+  int64_t prompt_tokens = 0;
+  size_t seen = 0;
+  auto count = [&] {
+    for (; seen < queue_.size(); ++seen) {
+      if (queue_[seen].kind == Kind::kAdd) prompt_tokens += static_cast<int64_t>(queue_[seen].request->prompt().size());
+    }
+    return seen < full && prompt_tokens < chunk;
+  };
+  while (!exit_ && count()) {
     auto until = std::min(deadline, std::chrono::steady_clock::now() + quiet);
     if (!cv_.wait_until(lock, until, [&] { return exit_ || queue_.size() != seen; })) break;  // quiet
-    seen = queue_.size();
     if (!holdable() || std::chrono::steady_clock::now() >= deadline) break;
   }
 }
@@ -227,7 +236,8 @@ void ThreadedEngine::RunBackgroundLoop() {
     batch.clear();
     if (engine_) Append(&out, engine_->Step());
     EngineMetrics m = engine_ ? engine_->Metrics() : EngineMetrics();
-    bool has_output = !out.empty();
+    const bool has_output = !out.empty();
+    bool wake_stream = false;
     {
       // Both locks (always mu_ then out_mu_): a finished id leaves live_ids_ in the same critical
       // section that queues its finish, so WaitIdle never sees neither.
@@ -239,66 +249,89 @@ void ThreadedEngine::RunBackgroundLoop() {
       }
       if (has_output) {
         std::lock_guard<std::mutex> out_lock(out_mu_);
-        for (RequestOutput& o : out) outputs_.push_back(std::move(o));
+        // A stream-back loop that sleeps until its next paced delivery is woken only for output that
+        // may not wait (see RunBackgroundStreamBackLoop); otherwise every step would wake it.
+        wake_stream = stream_wait_ != StreamWait::kPaced;
+        for (RequestOutput& o : out) {
+          if (!wake_stream && (o.finished || started_.count(o.request_id) == 0)) wake_stream = true;
+          outputs_.push_back(std::move(o));
+        }
       }
     }
-    if (has_output) out_cv_.notify_one();
+    if (wake_stream) out_cv_.notify_one();
     for (auto& done : settled) done->set_value(Status::OK());
   }
 }
 
 void ThreadedEngine::RunBackgroundStreamBackLoop() {
   using Clock = std::chrono::steady_clock;
-  // Requests that have had tokens delivered and no finish yet: only their further tokens may wait for
-  // the output interval (a first token or a finish goes at once).
-  std::unordered_set<std::string> started;
   Clock::time_point last_delivery{};
   while (true) {
     std::vector<RequestOutput> batch;
-    int64_t interval_us = 0;
     bool paced = false;
     {
       std::unique_lock<std::mutex> lock(out_mu_);
-      out_cv_.wait(lock, [&] { return exit_stream_ || !outputs_.empty(); });
-      if (outputs_.empty()) break;  // exiting and nothing left to deliver
-      interval_us = output_interval_us_.load(std::memory_order_relaxed);
-      const int64_t budget = output_budget_per_s_.load(std::memory_order_relaxed);
-      paced = interval_us > 0 || budget > 0;
-      if (budget > 0) {  // n paced requests: one output each per delivery, at most `budget` per second
-        interval_us = std::max<int64_t>(interval_us, static_cast<int64_t>(started.size()) * 1'000'000 / budget);
-      }
-      if (interval_us > 0) {
-        const Clock::time_point due = last_delivery + std::chrono::microseconds(interval_us);
-        size_t scanned = 0;  // outputs_ only grows while we wait
-        auto urgent = [&] {
-          for (; scanned < outputs_.size(); ++scanned) {
-            const RequestOutput& o = outputs_[scanned];
-            if (o.finished || started.count(o.request_id) == 0) return true;
+      size_t scanned = 0;  // outputs_ only grows until the swap below
+      // A first token or a finish may not wait for the output interval.
+      auto urgent = [&] {
+        for (; scanned < outputs_.size(); ++scanned) {
+          const RequestOutput& o = outputs_[scanned];
+          if (o.finished || started_.count(o.request_id) == 0) return true;
+        }
+        return false;
+      };
+      // Wait until there is output that may go now. While requests are being paced, sleep until the next
+      // delivery is due and let the engine loop wake us early only for urgent output: one wake-up per
+      // delivery instead of one per step.
+      while (true) {
+        const int64_t budget = output_budget_per_s_.load(std::memory_order_relaxed);
+        int64_t interval_us = output_interval_us_.load(std::memory_order_relaxed);
+        paced = interval_us > 0 || budget > 0;
+        if (exit_stream_) break;
+        if (!paced) {
+          if (!outputs_.empty()) break;
+        } else {
+          if (budget > 0) {  // n paced requests: one output each per delivery, at most `budget` per second
+            interval_us = std::max<int64_t>(interval_us, static_cast<int64_t>(started_.size()) * 1'000'000 / budget);
           }
-          return false;
-        };
-        while (!exit_stream_ && !urgent() && Clock::now() < due) out_cv_.wait_until(lock, due);
+          const Clock::time_point due = last_delivery + std::chrono::microseconds(interval_us);
+          const Clock::time_point now = Clock::now();
+          if (!outputs_.empty() && (now >= due || urgent())) break;
+          if (now < due && !started_.empty()) {  // (with output queued, all of it is for started requests)
+            stream_wait_ = StreamWait::kPaced;
+            out_cv_.wait_until(lock, due);
+            stream_wait_ = StreamWait::kBusy;
+            continue;
+          }
+        }
+        stream_wait_ = StreamWait::kIdle;  // the next output goes at once: wake on any
+        out_cv_.wait(lock);
+        stream_wait_ = StreamWait::kBusy;
       }
+      if (outputs_.empty()) break;  // exiting and nothing left to deliver
       batch.swap(outputs_);
       delivering_ = true;
+      if (paced) {
+        // Requests that have had tokens delivered and no finish yet: only their further tokens may wait.
+        for (const RequestOutput& o : batch) {
+          if (o.finished) {
+            started_.erase(o.request_id);
+            continue;
+          }
+          for (const BranchDelta& d : o.branches) {
+            if (!d.token_ids.empty()) {
+              started_.insert(o.request_id);
+              break;
+            }
+          }
+        }
+      } else {
+        started_.clear();  // kept only while outputs are paced
+      }
     }
     if (paced) {
       CoalesceOutputs(&batch);
-      for (const RequestOutput& o : batch) {
-        if (o.finished) {
-          started.erase(o.request_id);
-          continue;
-        }
-        for (const BranchDelta& d : o.branches) {
-          if (!d.token_ids.empty()) {
-            started.insert(o.request_id);
-            break;
-          }
-        }
-      }
       last_delivery = Clock::now();
-    } else {
-      started.clear();  // kept only while outputs are paced
     }
     try {
       callback_(std::move(batch));

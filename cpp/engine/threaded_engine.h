@@ -104,6 +104,12 @@ class ThreadedEngine {
   std::vector<RequestOutput> outputs_;
   bool delivering_ = false;
   bool exit_stream_ = false;
+  // How the stream-back loop waits: kIdle for any output, kPaced until its next delivery is due (the
+  // engine loop wakes it early only for a first token or a finish), kBusy not at all.
+  enum class StreamWait { kBusy, kIdle, kPaced };
+  StreamWait stream_wait_ = StreamWait::kBusy;
+  // Paced requests that have had tokens delivered and no finish yet (only their tokens may wait).
+  std::unordered_set<std::string> started_;
 };
 
 }  // namespace spindle

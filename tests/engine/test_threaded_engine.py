@@ -122,6 +122,26 @@ def test_the_window_is_only_waited_when_the_engine_is_idle(threaded):
     pytest.fail("the long request ended before the late one arrived in every attempt")
 
 
+def test_a_burst_that_fills_the_first_prefill_starts_at_once(threaded):
+    # 2 s window (250 ms quiet gap): two 4-token prompts fill an 8-token prefill chunk, so waiting for more
+    # could not make the first step larger; with a 64-token chunk the same pair waits out the quiet gap
+    cfg = GenerationConfig(max_tokens=1, ignore_eos=True, temperature=0.0)
+    for chunk, fills in ((8, True), (64, False)):
+        sink = Sink()
+        engine = threaded(sink, admission_window_us=2_000_000, prefill_chunk_size=chunk)
+        t = time.monotonic()
+        engine.add_request("a", [3, 4, 5, 6], cfg)
+        engine.add_request("b", [7, 8, 9, 10], cfg)
+        assert engine.wait_idle(30)
+        elapsed = time.monotonic() - t
+        assert sorted(sink.collector.finishes) == ["a", "b"]
+        assert engine.metrics().prefill_steps == 1
+        if fills:
+            assert elapsed < 0.2, f"a burst that filled the chunk waited {elapsed:.3f} s"
+        else:
+            assert elapsed >= 0.25, f"the burst did not wait for the quiet gap ({elapsed:.3f} s)"
+
+
 def test_admission_window_is_checked(tiny_model_dir):
     with pytest.raises(InvalidRequestError) as err:
         ThreadedEngine(EngineConfig(model=str(tiny_model_dir), admission_window_us=-5), Sink())

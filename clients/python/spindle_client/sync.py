@@ -16,9 +16,15 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
+# The HTTP/2 window of a stream: fixed instead of grown by bandwidth-delay probing, which pings the server
+# for every burst of data received, i.e. for nearly every message of a generation stream.
+STREAM_WINDOW_BYTES = 4 * 1024 * 1024
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)]
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES)]
 
 
 def generate_request(prompt: Any = None, *, messages: Sequence[Mapping[str, str]] | None = None,
