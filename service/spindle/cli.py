@@ -67,6 +67,10 @@ def _add_serve(subparsers) -> None:
                    help="threaded mode: streamed messages per second over all streams; with N streams a stream gets "
                         "a message at most every N / this seconds (and every --stream-interval-ms), its tokens "
                         "merged; first tokens and finishes go at once (default %(default)s; 0: no bound)")
+    p.add_argument("--accept-ahead", type=_calls_ahead, default=d.accept_ahead,
+                   help="Generate calls to request from gRPC core ahead of the one grpc.aio keeps, so that a burst "
+                        "of calls is accepted at once rather than one per turn of the event loop (default "
+                        "%(default)s; 0: grpc.aio's own accept loop only)")
     p.add_argument("--no-batch-scheduling", dest="batch_scheduling", action="store_false",
                    help="leave the serving threads (event loop, gRPC, stream-back) in the default scheduling class "
                         "instead of SCHED_BATCH, where they do not preempt the model's compute threads")
@@ -99,6 +103,7 @@ def _number_in(cast, low: float, high: float, unit: str):
 
 _messages_per_s = _number_in(int, 0, 1_000_000, "messages per second")
 _milliseconds = _number_in(float, 0, 10_000, "milliseconds")
+_calls_ahead = _number_in(int, 0, 1024, "calls")
 
 
 def resolve_model(model: str | None, dtype: str, progress: bool = True) -> Path:
@@ -129,7 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
                             else int(round(args.admission_window_ms * 1000)),
                             max_num_sequence=args.max_num_sequence,
                             max_total_sequence_length=args.max_total_sequence_length,
-                            max_messages_per_s=args.max_messages_per_s, batch_scheduling=args.batch_scheduling)
+                            max_messages_per_s=args.max_messages_per_s, batch_scheduling=args.batch_scheduling,
+                            accept_ahead=args.accept_ahead)
     try:
         asyncio.run(serve(model_dir, options))
     except OSError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from spindle.cli import build_parser, main
+from spindle.server.app import ServerOptions
 from spindle_client import SyncClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +124,12 @@ def test_serve_admission_window_flag():
     assert build_parser().parse_args(["serve"]).admission_window_ms is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--admission-window-ms", "-1"])
+
+
+def test_serve_accept_ahead_flag(capsys):
+    assert build_parser().parse_args(["serve"]).accept_ahead == ServerOptions().accept_ahead == 15
+    assert build_parser().parse_args(["serve", "--accept-ahead", "0"]).accept_ahead == 0
+    for bad in ("-1", "1025", "2.5", "many"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--accept-ahead", bad])
+        assert "--accept-ahead" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
 from . import reflection, sched
+from .accept import AcceptAhead, HandlerCapture
 from .encoder import PromptEncoder, quiet_tokenizer_pool
 from .engine_host import MODES, STEPPED, THREADED, EngineHost
 from .model import ServedModel
@@ -31,6 +32,7 @@ from .servicer import EngineServicer
 log = logging.getLogger("spindle.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EngineService"].full_name
+GENERATE = f"/{SERVICE_NAME}/Generate"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ServerOptions:
     max_total_sequence_length: int | None = None  # KV cache tokens over all sequences (None: the preset's)
     admission_window_us: int | None = None  # idle engine: collect a burst of requests first (None: the preset's)
     batch_scheduling: bool = True        # serving threads SCHED_BATCH, compute threads SCHED_OTHER (sched.py)
+    accept_ahead: int = 15               # Generate calls requested from gRPC core ahead of the one grpc.aio keeps (accept.py)
 
 
 class SpindleServer:
@@ -66,6 +69,9 @@ class SpindleServer:
             raise ValueError(f"stream_interval must be a positive integer, got {self.options.stream_interval!r}")
         if not 0 <= self.options.stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be 0 to 10000, got {self.options.stream_interval_ms!r}")
+        ahead = self.options.accept_ahead
+        if not isinstance(ahead, int) or isinstance(ahead, bool) or not 0 <= ahead <= 1024:
+            raise ValueError(f"accept_ahead must be an integer from 0 to 1024, got {ahead!r}")
         budget = self.options.max_messages_per_s
         if not isinstance(budget, int) or isinstance(budget, bool) or not 0 <= budget <= 1_000_000:
             raise ValueError(f"max_messages_per_s must be an integer from 0 to 1000000, got {budget!r}")
@@ -80,6 +86,7 @@ class SpindleServer:
         self._draining_task: asyncio.Task | None = None
         self._loop_policy: int | None = None  # the event loop thread's policy before start
         self._encoder: PromptEncoder | None = None
+        self.accept_ahead: AcceptAhead | None = None
         self._frozen = False
 
     def _engine_interval_us(self) -> int:
@@ -106,7 +113,8 @@ class SpindleServer:
         quiet_tokenizer_pool()
         self._encoder = PromptEncoder(self.model.tokenizer, asyncio.get_running_loop())
         self.servicer = EngineServicer(self.model, self._table, opts.mode, limit, self._encoder)
-        pb_grpc.add_EngineServiceServicer_to_server(self.servicer, self._server)
+        services = HandlerCapture(self._server)
+        pb_grpc.add_EngineServiceServicer_to_server(self.servicer, services)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                            grpc_reflection.SERVICE_NAME), self._server)
@@ -118,6 +126,9 @@ class SpindleServer:
         if not self.port:
             raise OSError(f"cannot listen on {opts.host}:{opts.port}")
         await self._server.start()
+        self.accept_ahead = AcceptAhead(self._server, {GENERATE: services.handlers[GENERATE]}, opts.accept_ahead)
+        if self.accept_ahead.start():
+            log.info("Generate calls requested ahead: %d", opts.accept_ahead + 1)
         log.info("listening on %s:%d (health NOT_SERVING until the model is loaded)", opts.host, self.port)
         if load:
             await self.load()
@@ -190,6 +201,8 @@ class SpindleServer:
     async def stop(self, grace: float | None = 0.0) -> None:
         if self._server is not None:
             await self._server.stop(grace)
+        if self.accept_ahead is not None:
+            await self.accept_ahead.close()
         host = self.servicer.host if self.servicer else None
         if host is not None:
             self.servicer.host = None
