@@ -37,6 +37,7 @@ sys.path[:0] = [str(ROOT / "service"), str(ROOT / "clients" / "python")]
 PROMPT = ("Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker "
           "who repaired every clock in the valley. One winter morning")
 CHAT = [{"role": "user", "content": PROMPT}]
+SETTLE_S = 0.4  # pause before each run (see main)
 
 
 @dataclass
@@ -283,6 +284,10 @@ def main() -> int:
         for i in range(args.repeat):
             for c in args.concurrency:
                 for name, runner in (order if i % 2 == 0 else order[::-1]):
+                    # the previous run's process keeps a core busy for ~150 ms after its last step (TVM's
+                    # worker threads spin before they sleep): let it settle, so no run shares the cores
+                    # with the one before it
+                    time.sleep(SETTLE_S)
                     runs.setdefault((name, c), []).append(runner.run(c, args.max_tokens))
     finally:
         for runner in [*runners.values(), *extra_servers]:
