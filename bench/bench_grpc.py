@@ -314,13 +314,16 @@ def main() -> int:
                   f"{'':>9} {'':>8} {'':>8} {'':>5} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
             # each round's runs are back to back: their difference cancels load that drifts between rounds
             pairs = list(zip(runs[("in-process", c)], runs[(name, c)]))
-            ttft = statistics.median(g["ttft_p50"] - b["ttft_p50"] for b, g in pairs)
-            tok = statistics.median(100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs)
-            print(f"{c:>7} {'per round':>{width}} {ttft:>+7.1f}ms {'':>9} {'':>8} {'':>8} {'':>5} {tok:>+7.1f}%  {name}")
+            ttfts = [g["ttft_p50"] - b["ttft_p50"] for b, g in pairs]
+            toks = [100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs]
+            print(f"{c:>7} {'per round':>{width}} {statistics.median(ttfts):>+7.1f}ms {'':>9} {'':>8} {'':>8} {'':>5} "
+                  f"{statistics.median(toks):>+7.1f}%  {name}; middle half of the rounds: "
+                  f"{pct(ttfts, 25):+.1f} to {pct(ttfts, 75):+.1f} ms, {pct(toks, 25):+.1f}% to {pct(toks, 75):+.1f}%")
     print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
           "shared evenly by its tokens")
     print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
-          " cost: the medians compared; per round: the median of each round's back-to-back difference")
+          " cost: the medians compared; per round: the median of each round's back-to-back difference "
+          "(and its interquartile range)")
     for flags in args.server:
         print(f"Go, {flags.strip()}: the Go client on a server started with {flags.strip()}")
     return 0
