@@ -77,7 +77,8 @@ class AcceptAhead:
 
     ``start`` after ``server.start()``; the tasks end by themselves when core fails their requested calls
     at shutdown, and ``close`` (after ``server.stop``) waits for them. ``accepted`` counts the calls they
-    took (the server's own loop takes the others)."""
+    took (the server's own loop takes the others). The calls taken here pass no server interceptors and
+    no ``maximum_concurrent_rpcs`` limit: use it on servers that have neither (Spindle's)."""
 
     def __init__(self, server: grpc.aio.Server, methods: Mapping[str, grpc.RpcMethodHandler], ahead: int):
         self.server = server
