@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import gc
 import os
 import re
 import statistics
@@ -252,6 +251,7 @@ def main() -> int:
     args = p.parse_args()
 
     from spindle.cli import resolve_model
+    from spindle.server.app import freeze_loaded_objects
 
     model_dir = resolve_model(args.model, args.dtype)
     print(f"model {model_dir.name}, prompt {len(PROMPT)} chars{' as a chat message' if args.chat else ''}, "
@@ -276,8 +276,7 @@ def main() -> int:
         # what this process has loaded (the in-process engine's tokenizer, gRPC, the clients) out of the
         # collector's sight, as `spindle serve` does for its own: a full collection of it takes ~45 ms, a
         # stall of whichever path it lands in
-        gc.collect()
-        gc.freeze()
+        freeze_loaded_objects()
         # alternate the two paths, first one then the other going first (ABBA), so that drifting machine
         # load affects both alike
         order = list(runners.items())

@@ -253,7 +253,7 @@ void ThreadedEngine::RunBackgroundLoop() {
         // may not wait (see RunBackgroundStreamBackLoop); otherwise every step would wake it.
         wake_stream = stream_wait_ != StreamWait::kPaced;
         for (RequestOutput& o : out) {
-          if (!wake_stream && (o.finished || started_.count(o.request_id) == 0)) wake_stream = true;
+          if (!wake_stream && UrgentLocked(o)) wake_stream = true;
           outputs_.push_back(std::move(o));
         }
       }
@@ -272,11 +272,9 @@ void ThreadedEngine::RunBackgroundStreamBackLoop() {
     {
       std::unique_lock<std::mutex> lock(out_mu_);
       size_t scanned = 0;  // outputs_ only grows until the swap below
-      // A first token or a finish may not wait for the output interval.
       auto urgent = [&] {
         for (; scanned < outputs_.size(); ++scanned) {
-          const RequestOutput& o = outputs_[scanned];
-          if (o.finished || started_.count(o.request_id) == 0) return true;
+          if (UrgentLocked(outputs_[scanned])) return true;
         }
         return false;
       };

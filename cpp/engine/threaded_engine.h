@@ -80,6 +80,10 @@ class ThreadedEngine {
   void Apply(Instruction& ins, std::vector<RequestOutput>* out);
   void SetLimitsLocked();
   void CollectBurstLocked(std::unique_lock<std::mutex>& lock);
+  // Whether a paced delivery may not wait for `o` (a finish, or a request's first tokens). Needs out_mu_.
+  bool UrgentLocked(const RequestOutput& o) const {
+    return o.finished || started_.count(o.request_id) == 0;
+  }
 
   std::unique_ptr<Engine> engine_;
   Callback callback_;
