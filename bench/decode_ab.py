@@ -6,9 +6,15 @@ turn, so both see the same machine load; the next round starts with the other on
 batch size, the median step time of each and the median of the per-round ratios (baseline / current: above
 1 the working tree is faster).
 
+With ``--probe`` each round starts with the streaming read bandwidth (``compile_bandwidth``), and the rounds
+are also reported per state of the machine (at or above ``--fast-gbs`` GB/s, and below): the two virtual
+cores read ~30-37 GB/s in one state and ~50-63 in the other, and a change can help in one and not the other.
+For each state: the rounds, the median bandwidth, each side's median step and its batch-1 ratio to the
+bandwidth bound (the weights one step reads / the round's bandwidth; 1.00 at the bound).
+
 Usage:
   python bench/decode_ab.py [--baseline REV] [--dtypes q4_1,q8_0,float16] [--batches 1,8] [--rounds 15]
-      [--steps 32] [--context 100]
+      [--steps 32] [--context 100] [--probe [--fast-gbs 45]]
 The baseline's ``service/`` is unpacked with ``git archive`` (``compile_step.source_tree``); each tree compiles
 its own artifact into the model cache on first use.
 """
@@ -31,9 +37,10 @@ sys.path[:0] = [service, bench]
 from spindle.cli import resolve_model
 from spindle.compiler.build import set_runtime_threads
 from spindle.compiler.runner import ModelRunner
-from bench_compile import decode_step
+from bench_compile import decode_step, decode_weight_bytes
 set_runtime_threads()
 runner = ModelRunner(resolve_model(None, dtype))
+weight_bytes = decode_weight_bytes(runner)
 kv = runner.create_kv_cache(max_batch_size=max(8, batch), max_total_seq_len=batch * (context + 4096))
 seqs = list(range(batch))
 
@@ -47,7 +54,7 @@ step = decode_step(runner, kv, seqs)
 for _ in range(4):
     step()
 gc.disable()
-print("ready", flush=True)
+print("ready", weight_bytes, flush=True)
 for line in sys.stdin:
     t = time.perf_counter()
     for _ in range(int(line)):
@@ -63,18 +70,25 @@ for line in sys.stdin:
 def _start(service: pathlib.Path, dtype: str, batch: int, context: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(service), str(_BENCH), dtype, str(batch), str(context)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if line.strip() != "ready":
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "ready":
         proc.kill()
         raise SystemExit(f"the decode worker for {service} ({dtype}) did not start")
+    proc.weight_bytes = int(line[1])
     return proc
 
 
-def compare(trees: dict, dtype: str, batch: int, rounds: int, steps: int, context: int) -> dict:
+def compare(trees: dict, dtype: str, batch: int, rounds: int, steps: int, context: int,
+            probe: bool = False) -> dict:
+    from compile_bandwidth import stream_read_bandwidth  # pylint: disable=import-outside-toplevel
+
     procs = {tag: _start(tree, dtype, batch, context) for tag, tree in trees.items()}
     times = {tag: [] for tag in procs}
+    bandwidths = []
     try:
         for r in range(rounds):
+            if probe:
+                bandwidths.append(stream_read_bandwidth(size_mb=256, repeats=3))
             order = list(procs) if r % 2 == 0 else list(reversed(procs))
             for tag in order:
                 procs[tag].stdin.write(f"{steps}\n")
@@ -87,7 +101,27 @@ def compare(trees: dict, dtype: str, batch: int, rounds: int, steps: int, contex
     base, cur = times["baseline"], times["current"]
     ratios = [b / c for b, c in zip(base, cur)]
     return {"baseline": statistics.median(base), "current": statistics.median(cur),
-            "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios)}
+            "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios), "times": times,
+            "bandwidths": bandwidths, "weight_bytes": {tag: proc.weight_bytes for tag, proc in procs.items()}}
+
+
+def by_state(r: dict, batch: int, fast_gbs: float) -> list[str]:
+    """Table rows of one comparison's rounds split by the machine's state (the round's read bandwidth)."""
+    rows = []
+    for name, fast in (("fast", True), ("slow", False)):
+        idx = [i for i, bw in enumerate(r["bandwidths"]) if (bw >= fast_gbs * 1e9) == fast]
+        if not idx:
+            continue
+        bw = statistics.median(r["bandwidths"][i] for i in idx)
+        cells = []
+        for tag in ("baseline", "current"):
+            step = statistics.median(r["times"][tag][i] for i in idx)
+            # b1 / bound per round: the bound is the round's bandwidth over the weights a step reads
+            ratio = statistics.median(r["weight_bytes"][tag] / r["bandwidths"][i] / r["times"][tag][i] for i in idx)
+            cells.append(f"{step * 1e3:.3f} ms ({ratio:.2f})" if batch == 1 else f"{step * 1e3:.3f} ms")
+        gain = statistics.median(r["times"]["baseline"][i] / r["times"]["current"][i] for i in idx)
+        rows.append(f"| {name} | {len(idx)} | {bw / 1e9:.1f} | {cells[0]} | {cells[1]} | {gain:.3f}x |")
+    return rows
 
 
 def main(argv=None) -> None:
@@ -101,17 +135,29 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--context", type=int, default=100, help="cached tokens per sequence")
+    parser.add_argument("--probe", action="store_true", help="measure the read bandwidth before each round and "
+                        "report the rounds per state of the machine")
+    parser.add_argument("--fast-gbs", type=float, default=45.0, help="the bandwidth (GB/s) from which a round "
+                        "counts as the fast state (default 45)")
     args = parser.parse_args(argv)
     trees = {"baseline": source_tree(args.baseline), "current": source_tree(None)}
     print(f"baseline {args.baseline}; {args.rounds} rounds of {args.steps} steps, context {args.context}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| format | batch | baseline ms/step | current ms/step | baseline / current (median of rounds) | rounds |")
     print("|---|---|---|---|---|---|")
+    states = []
     for dtype in args.dtypes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            r = compare(trees, dtype, batch, args.rounds, args.steps, args.context)
+            r = compare(trees, dtype, batch, args.rounds, args.steps, args.context, args.probe)
             print(f"| {dtype} | {batch} | {r['baseline'] * 1e3:.3f} | {r['current'] * 1e3:.3f} | "
                   f"**{r['ratio']:.3f}x** | {r['lo']:.2f}-{r['hi']:.2f} |", flush=True)
+            if args.probe:
+                states += [f"| {dtype} | {batch} " + row for row in by_state(r, batch, args.fast_gbs)]
+    if states:
+        print(f"\nper state (fast: read >= {args.fast_gbs:g} GB/s); batch 1: step (its median ratio to the bound)")
+        print("| format | batch | state | rounds | read GB/s | baseline | current | baseline / current |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(states))
 
 
 if __name__ == "__main__":
