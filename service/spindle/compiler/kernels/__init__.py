@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "064d9764892ef9c52eccb911ff7830c4aa1c8789769b60dc5a0287550db31127"
+SOURCE_DIGEST = "c9b15ed9296cf9c4d0151c06a0e8f4926ca7741e499f8449dd672644659be134"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -53,7 +53,7 @@ enum {
   PHASE_WORDS = 2 * HALF_WORDS,
   SYNC_SLACK_WORDS = HALF_WORDS /* a block's sync array has this many words more, to align it to a line */
 };
-#define OWN_CHUNK 4
+#define OWN_CHUNK 8
 
 /* The first 64-byte boundary in a block's sync array (every caller computes the same one). */
 static int32_t *sync_lines(int32_t *sync) { return (int32_t *)(((uintptr_t)sync + 63) & ~(uintptr_t)63); }

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "909d2d6611c398fde043327da28421720cfefa11e9bb694370ba88dbb29e9792"
+SOURCE_DIGEST = "758c56a49c2ab85f5dadce00f39e9c46fc343ed811a08eb93a52c5ccc90594ef"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
