@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "758c56a49c2ab85f5dadce00f39e9c46fc343ed811a08eb93a52c5ccc90594ef"
+SOURCE_DIGEST = "21b716a120d4ef27b6397ef508bffcdd130e3712cc271ee0a8d1c6ceb3489d99"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
