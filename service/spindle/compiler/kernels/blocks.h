@@ -59,7 +59,7 @@ enum {
  * of 21 rounds): 8 tiles against 4 took q4_1 1.016x / 1.083x, q8_0 1.114x / 1.039x, float16 1.064x /
  * 1.017x; 16 against 8 1.082x / 1.039x, 1.077x / 1.020x, 1.052x / 1.024x. A thread that starts late
  * still leaves the other its untaken tiles; what the other cannot take is the one chunk in flight. */
-#define OWN_CHUNK 16
+#define OWN_CHUNK 32
 
 /* The first 64-byte boundary in a block's sync array (every caller computes the same one). */
 static int32_t *sync_lines(int32_t *sync) { return (int32_t *)(((uintptr_t)sync + 63) & ~(uintptr_t)63); }

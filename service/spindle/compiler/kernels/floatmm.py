@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "21b716a120d4ef27b6397ef508bffcdd130e3712cc271ee0a8d1c6ceb3489d99"
+SOURCE_DIGEST = "478693f6f866623d1c12607ba838a55075716a0c1368513d1a382824927b848c"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
