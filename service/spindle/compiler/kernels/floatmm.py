@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "478693f6f866623d1c12607ba838a55075716a0c1368513d1a382824927b848c"
+SOURCE_DIGEST = "2a4fe8be2afa31deaee1323e3c9f38ddc14d123a8c44e9cc60ce765317e5b3ef"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
