@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "2a4fe8be2afa31deaee1323e3c9f38ddc14d123a8c44e9cc60ce765317e5b3ef"
+SOURCE_DIGEST = "c12b99a436f7cc15940bc4f895fb068ca1797c6550619289ebee20b1433350d6"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
