@@ -13,6 +13,7 @@ Usage:
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --side-by-side --dtypes float32 --repeats 9
       (random125m: the current pipeline against the previous one, alternating rounds in one process)
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --kernels --repeats 30
+  python bench/bench_compile.py --states 40 --dtypes float32,float16,q8_0,q4_1   # batch 1, per state of the machine
       (single kernels at the 125M shapes: Spindle's attention / RoPE / GEMM against the previous ones)
 """
 
@@ -343,6 +344,42 @@ def kernels(reps: int) -> None:
         print(f"| {name} | {cells[0]} | {cells[1]} | {min(times[1]) / min(times[0]):.2f}x |")
 
 
+def both_states(models: list[str], dtypes: list[str], rounds: int, fast_gbs: float) -> None:
+    """Batch 1 against the bound in both states of the machine: every (model, format) loaded at once, then
+    ``rounds`` rounds of the read bandwidth followed by 32 batch-1 steps of each (a fresh 16-token sequence
+    each time); per state, the median and range over its rounds of b1 / bound."""
+    loaded = []
+    for model in models:
+        for dtype in dtypes:
+            runner = ModelRunner(artifact(model, dtype, True))
+            kv = runner.create_kv_cache(max_batch_size=1, max_total_seq_len=512, prefill_chunk_size=64)
+            loaded.append((model, dtype, runner, kv, decode_weight_bytes(runner)))
+    prompt = list(range(3, 19))
+    ratios = {(m, d): {"fast": [], "slow": []} for m, d, *_ in loaded}
+    bandwidths = {"fast": [], "slow": []}
+    for _ in range(rounds):
+        bw = stream_read_bandwidth(size_mb=256, repeats=3)
+        state = "fast" if bw >= fast_gbs * 1e9 else "slow"
+        bandwidths[state].append(bw)
+        for model, dtype, runner, kv, weight_bytes in loaded:
+            runner.add_sequence(kv, 0)
+            runner.prefill(kv, [0], [prompt])
+            step = decode_step(runner, kv, [0])
+            step()  # warm-up
+            rate = 32 / timed(lambda: [step() for _ in range(32)])  # pylint: disable=cell-var-from-loop
+            runner.remove_sequence(kv, 0)
+            ratios[(model, dtype)][state].append(rate / (bw / weight_bytes))
+    head = [f"{name} ({len(bandwidths[name])} rounds, {min(bandwidths[name]) / 1e9:.1f}-"
+            f"{max(bandwidths[name]) / 1e9:.1f} GB/s)" if bandwidths[name] else f"{name} (no rounds)"
+            for name in ("fast", "slow")]
+    print(f"batch 1, b1 / bound per state (fast: read >= {fast_gbs:g} GB/s): median (range) over the rounds")
+    print(f"| model | format | {head[0]} | {head[1]} |")
+    print("|---|---|---|---|")
+    for (model, dtype), per in ratios.items():
+        cells = [f"{np.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" if v else "" for v in (per["fast"], per["slow"])]
+        print(f"| {model} | {dtype} | {cells[0]} | {cells[1]} |", flush=True)
+
+
 MODEL_NAMES = ("random125m", "smollm2")
 
 
@@ -357,6 +394,11 @@ def main(argv=None) -> None:
                              "4x2 matmul tiles), alternating rounds (--repeats of them) in one process")
     parser.add_argument("--kernels", action="store_true",
                         help="single kernels (attention, RoPE, a prefill GEMM), current against previous")
+    parser.add_argument("--states", type=int, default=0, metavar="ROUNDS",
+                        help="batch 1 only: every model and format loaded at once, ROUNDS rounds of the read "
+                             "bandwidth and 32 steps of each, reported per state of the machine")
+    parser.add_argument("--fast-gbs", type=float, default=45.0,
+                        help="with --states: the bandwidth (GB/s) from which a round counts as the fast state")
     args = parser.parse_args(argv)
     dtypes, models = args.dtypes.split(","), args.models.split(",")
     for dtype in dtypes:
@@ -368,6 +410,9 @@ def main(argv=None) -> None:
 
     if args.kernels:
         kernels(max(args.repeats, 10))
+        return
+    if args.states:
+        both_states(models, dtypes, args.states, args.fast_gbs)
         return
     if args.side_by_side:
         for dtype in dtypes:
