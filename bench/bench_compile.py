@@ -13,8 +13,9 @@ Usage:
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --side-by-side --dtypes float32 --repeats 9
       (random125m: the current pipeline against the previous one, alternating rounds in one process)
   TVM_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 python bench/bench_compile.py --kernels --repeats 30
-  python bench/bench_compile.py --states 40 --dtypes float32,float16,q8_0,q4_1   # batch 1, per state of the machine
       (single kernels at the 125M shapes: Spindle's attention / RoPE / GEMM against the previous ones)
+  python bench/bench_compile.py --states 40 [--fast-gbs 45]
+      (batch 1 only, every model and format loaded at once: b1 / bound per state of the machine)
 """
 
 from __future__ import annotations

@@ -525,7 +525,8 @@ static void quantize_groups(const float *x, const float *w, float scale, int64_t
 /* Quantize one row of K values scaled by rsqrt(mean(x^2) + eps) * w (w NULL: x as it is). The vector path
  * sums the squares in 32 lanes and scales in registers: an input norm is on every block's way to its matmul,
  * and the portable loop's chain of 576 dependent adds took ~0.8 us of a thread's ~0.9 us for a 576-wide
- * row (the vector path ~0.15 us), time in which the thread streams no weights. */
+ * row (the vector path ~0.15 us), time in which the thread streams no weights. The two paths add the
+ * squares in different orders, so their normed rows may differ by a rounding. */
 static void quantize_row(const float *x, const float *w, float eps, int64_t K, int8_t *dst) {
   if (!w) {
     quantize_groups(x, NULL, 1.0f, K, 0, K / QK, dst);
