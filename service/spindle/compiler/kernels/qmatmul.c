@@ -100,9 +100,8 @@ static int32_t quantize_group_scalar(const float *xg, int8_t *q, float *d) {
 #ifdef SPINDLE_X86
 #define QUANT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
-/* One group of 32 given as two vectors (quantize_group_scalar's result, bit for bit). */
-QUANT_AVX512 __attribute__((always_inline)) static inline int32_t quantize_vectors_avx512(__m512 a, __m512 b, int8_t *q,
-                                                                                         float *d) {
+QUANT_AVX512 static int32_t quantize_group_avx512(const float *xg, int8_t *q, float *d) {
+  const __m512 a = _mm512_loadu_ps(xg), b = _mm512_loadu_ps(xg + 16);
   const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
   const __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
   /* |x * id| <= 127 up to rounding; the saturating narrowing clamps to [-128, 127] and rint(127.0x) = 127 */
@@ -113,24 +112,11 @@ QUANT_AVX512 __attribute__((always_inline)) static inline int32_t quantize_vecto
   return _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
 }
 
-QUANT_AVX512 static int32_t quantize_group_avx512(const float *xg, int8_t *q, float *d) {
-  return quantize_vectors_avx512(_mm512_loadu_ps(xg), _mm512_loadu_ps(xg + 16), q, d);
-}
-
-/* Groups [g0, g1) of x * scale * w (multiplied in that order, as the portable path does) into dst's layout. */
-QUANT_AVX512 static void quantize_scaled_groups_avx512(const float *x, const float *w, float scale, int64_t K,
-                                                       int64_t g0, int64_t g1, int8_t *dst) {
-  float *dx = (float *)(dst + K), *sx = dx + K / QK;
+/* v = xg * scale * wg for one group (multiplied in that order, as the portable loop does). */
+QUANT_AVX512 static void scale_group_avx512(const float *xg, const float *wg, float scale, float *v) {
   const __m512 s = _mm512_set1_ps(scale);
-  for (int64_t g = g0; g < g1; g++) {
-    const float *xg = x + g * QK, *wg = w + g * QK;
-    const __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(xg), s), _mm512_loadu_ps(wg));
-    const __m512 b = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(xg + 16), s), _mm512_loadu_ps(wg + 16));
-    float d;
-    const int32_t sum = quantize_vectors_avx512(a, b, dst + g * QK, &d);
-    dx[g] = d;
-    sx[g] = d * (float)sum;
-  }
+  _mm512_storeu_ps(v, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(xg), s), _mm512_loadu_ps(wg)));
+  _mm512_storeu_ps(v + 16, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(xg + 16), s), _mm512_loadu_ps(wg + 16)));
 }
 
 /* sum(x[k]^2) for k < K (a multiple of 32), in 32 lanes. */
@@ -505,7 +491,12 @@ static void quantize_groups(const float *x, const float *w, float scale, int64_t
     float v[QK];
     const float *xg = x + g * QK;
     if (w) {
-      for (int i = 0; i < QK; i++) v[i] = xg[i] * scale * w[g * QK + i];
+#ifdef SPINDLE_X86
+      if (vector)
+        scale_group_avx512(xg, w + g * QK, scale, v);
+      else
+#endif
+        for (int i = 0; i < QK; i++) v[i] = xg[i] * scale * w[g * QK + i];
       xg = v;
     }
     int8_t q[QK];
@@ -523,24 +514,24 @@ static void quantize_groups(const float *x, const float *w, float scale, int64_t
 }
 
 /* Quantize one row of K values scaled by rsqrt(mean(x^2) + eps) * w (w NULL: x as it is). The vector path
- * sums the squares in 32 lanes and scales in registers: an input norm is on every block's way to its matmul,
- * and the portable loop's chain of 576 dependent adds took ~0.8 us of a thread's ~0.9 us for a 576-wide
- * row (the vector path ~0.15 us), time in which the thread streams no weights. The two paths add the
- * squares in different orders, so their normed rows may differ by a rounding. */
+ * sums the squares in 32 lanes (and quantize_groups scales each group in vector registers): an input norm
+ * is on every block's way to its matmul, and the portable loop's chain of 576 dependent adds took ~0.8 us
+ * of a thread's ~0.9 us for a 576-wide row (the vector path ~0.2 us), time in which the thread streams no
+ * weights. The two paths add the squares in different orders, so their normed rows may differ by a
+ * rounding. */
 static void quantize_row(const float *x, const float *w, float eps, int64_t K, int8_t *dst) {
-  if (!w) {
-    quantize_groups(x, NULL, 1.0f, K, 0, K / QK, dst);
-    return;
-  }
+  float scale = 1.0f;
+  if (w) {
+    float ss = 0.0f;
 #ifdef SPINDLE_X86
-  if (use_vector_kernels()) {
-    quantize_scaled_groups_avx512(x, w, 1.0f / sqrtf(sum_squares_avx512(x, K) / (float)K + eps), K, 0, K / QK, dst);
-    return;
-  }
+    if (use_vector_kernels())
+      ss = sum_squares_avx512(x, K);
+    else
 #endif
-  float ss = 0.0f;
-  for (int64_t i = 0; i < K; i++) ss += x[i] * x[i];
-  quantize_groups(x, w, 1.0f / sqrtf(ss / (float)K + eps), K, 0, K / QK, dst);
+      for (int64_t i = 0; i < K; i++) ss += x[i] * x[i];
+    scale = 1.0f / sqrtf(ss / (float)K + eps);
+  }
+  quantize_groups(x, w, scale, K, 0, K / QK, dst);
 }
 
 static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles) {
