@@ -58,6 +58,11 @@ class ServerOptions:
     accept_ahead: int = 15               # Generate calls requested from gRPC core ahead of the one grpc.aio keeps (accept.py)
 
 
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
 class SpindleServer:
     """One gRPC server serving one compiled model."""
 
@@ -69,12 +74,8 @@ class SpindleServer:
             raise ValueError(f"stream_interval must be a positive integer, got {self.options.stream_interval!r}")
         if not 0 <= self.options.stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be 0 to 10000, got {self.options.stream_interval_ms!r}")
-        ahead = self.options.accept_ahead
-        if not isinstance(ahead, int) or isinstance(ahead, bool) or not 0 <= ahead <= 1024:
-            raise ValueError(f"accept_ahead must be an integer from 0 to 1024, got {ahead!r}")
-        budget = self.options.max_messages_per_s
-        if not isinstance(budget, int) or isinstance(budget, bool) or not 0 <= budget <= 1_000_000:
-            raise ValueError(f"max_messages_per_s must be an integer from 0 to 1000000, got {budget!r}")
+        _check_int("accept_ahead", self.options.accept_ahead, 0, 1024)
+        _check_int("max_messages_per_s", self.options.max_messages_per_s, 0, 1_000_000)
         self.model_dir = Path(model_dir)
         self.model = ServedModel.load(self.model_dir)
         self.port: int | None = None
