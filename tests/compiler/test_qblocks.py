@@ -116,8 +116,11 @@ NO_AHEAD = (_I32(-1), None, _I64(0), _I64(0))
 NO_LINK = (None, _F32(0.0), _I32(-1), None, _I64(0))
 
 
-def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None, ahead=NO_AHEAD, link=None):
-    """The MLP block; with ``link`` = (fmt2, norm2_w, tiled2, n2) the linked block, returning (y, z)."""
+def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None, ahead=NO_AHEAD, link=None, y_into_x=False):
+    """The MLP block; with ``link`` = (fmt2, norm2_w, tiled2, n2) the linked block, returning (y, z).
+    ``y_into_x``: y is written over (a copy of) x, as decode's in-place calls do."""
+    if y_into_x:
+        x = x.copy()
     rows, a_dim = a.shape
     h_dim = x.shape[1]
     rb = kernels.act_row_bytes
@@ -125,7 +128,7 @@ def _mlp(lib, fmts, a, x, mats, norm_w, inter, threads=1, sync=None, ahead=NO_AH
     x2 = np.zeros((rows, h_dim), np.float32)
     gu = np.zeros((rows, 2 * inter), np.float32)
     h = np.zeros((rows, inter), np.float32)
-    y = np.full((rows, h_dim), np.nan, np.float32)
+    y = x if y_into_x else np.full((rows, h_dim), np.nan, np.float32)
     z = np.full((rows, link[3] if link else 1), np.nan, np.float32)
     sync = np.zeros(kernels.sync_words(7 if link else 5), np.int32) if sync is None else sync
     codes = [_I32(kernels.FORMAT_CODES[f]) for f in fmts]
@@ -231,6 +234,24 @@ def test_linked_mlp_block_adds_the_next_norm_matmul(libs, rows, fmt2):
                          link=(fmt2, norm2_w, tiled2, 960))
         np.testing.assert_array_equal(y, y_plain)
         np.testing.assert_array_equal(z, z_plain)
+
+
+@pytest.mark.parametrize("linked", [False, True])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_y_written_over_x_gives_the_same_bits(libs, linked, rows):
+    """Decode calls the MLP block in place (Relax call_tir_inplace): y is x's buffer, and a linked z the
+    buffer of the layer's QKV. x is read only before the block's first wait, so y over x gives the bits of
+    separate buffers, on one thread or several."""
+    fmts = ("q4_1", "q8_0", "q4_1")
+    a, x, norm_w, mats = _mlp_case(fmts, rows, 576, 576, 1536, seed=31)
+    tiled = [m[1] for m in mats]
+    link = ("q8_0", np.random.default_rng(32).uniform(0.5, 1.5, 576).astype(np.float32),
+            _matrix("q8_0", 960, 576, seed=33)[1], 960) if linked else None
+    want, _ = _mlp(libs["auto"], fmts, a, x, tiled, norm_w, 1536, link=link)
+    for threads in (1, 2, 3):
+        got, _ = _mlp(libs["auto"], fmts, a, x, tiled, norm_w, 1536, threads=threads, link=link, y_into_x=True)
+        for g, w in zip(got if linked else [got], want if linked else [want]):
+            np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("linked", [False, True])

@@ -107,6 +107,38 @@ def test_decode_blocks_fused_and_separate(tmp_path, monkeypatch, fmt, dims):
         assert diffs.max() < 0.5, (blocks, diffs)
 
 
+def _decode_vm_calls(artifact) -> dict[str, int]:
+    """How often ``batch_decode``'s VM bytecode calls each function, per step."""
+    import collections
+    import re
+
+    import tvm
+    from tvm import relax
+
+    text = relax.VMExecutable(tvm.runtime.load_module(str(artifact / "model.so"))).as_text()
+    body = text.split("@batch_decode:")[1].split("\n@")[0]
+    return collections.Counter(re.findall(r"call\s+(\S+)", body))
+
+
+@pytest.mark.parametrize("fmt", ["q4_1", "float16"])
+def test_fused_decode_runs_few_vm_calls_per_layer(tiny_model_factory, fmt):
+    """The fused blocks read and write the attention's [rows, heads, head_dim] views and write the residual
+    stream (and a linked QKV) in place: no VM reshapes, no tuple but the returned one, and per layer one
+    tensor allocation (the attention's output; the float blocks' QKV is a second) besides a few for the
+    first layer and the logits. (Each such VM call costs ~0.2-0.5 us a step.)"""
+    from spindle.compiler.convert import decode_blocks
+
+    if decode_blocks(fmt, "llvm") != "fused":
+        pytest.skip("this machine's kernels do not run the fused blocks")
+    layers = 3
+    calls = _decode_vm_calls(tiny_model_factory(fmt, num_hidden_layers=layers))
+    assert calls["vm.builtin.attention_kv_cache_attention_with_fused_qkv"] == layers
+    assert calls["vm.builtin.reshape"] == 0, calls
+    assert calls["vm.builtin.make_tuple"] == 1, calls  # the returned (logits, kv)
+    per_layer = 1 if fmt == "q4_1" else 2
+    assert calls["vm.builtin.alloc_tensor"] <= per_layer * layers + 4, calls
+
+
 def test_decode_blocks_setting_is_checked(monkeypatch):
     from spindle.compiler.convert import decode_blocks
     from spindle.compiler.build import CompileError

@@ -209,59 +209,92 @@ def _ahead_spec(ahead: nn.Module | None):
     return (in_features, out_features)
 
 
-def norm_linear(norm: nn.RMSNorm, linear: nn.Module, x: Tensor, ahead: nn.Module | None = None) -> Tensor:
+def _rows_placeholder(x: Tensor, n: int, dtype: str, heads: tuple[int, int] | None) -> Tensor:
+    """The output of a block over x's rows: ``[d0, d1, n]``, or ``[d0 * d1, *heads]`` (`kernels.rows_shape`)."""
+    from .kernels import rows_shape  # pylint: disable=import-outside-toplevel
+
+    return Tensor.placeholder(list(rows_shape(x.shape[0], x.shape[1], n, heads)), dtype)
+
+
+def norm_linear(norm: nn.RMSNorm, linear: nn.Module, x: Tensor, ahead: nn.Module | None = None,
+                heads: tuple[int, int] | None = None) -> Tensor:
     """``rmsnorm(x) @ W.T`` in one fused C block; x is ``[d0, d1, K]``: float32 for an int8-kernel linear
     (`kernels.norm_matmul_func`), the weights' dtype for a float one (`kernels.floatmm.float_norm_matmul_func`;
     ``linear`` may be an embedding table, the tied output head). ``ahead``: the block linear the next VM
-    call starts with, whose first bytes the block asks for as it finishes."""
+    call starts with, whose first bytes the block asks for as it finishes. ``heads`` = (heads, head_dim):
+    the result is ``[d0 * d1, heads, head_dim]``, as the KV cache's attention reads its QKV."""
     from .kernels import floatmm, norm_matmul_func  # pylint: disable=import-outside-toplevel
 
     matrix = _block_matrix(linear)
     args = [x, norm.weight, matrix, _block_matrix(ahead) if ahead is not None else matrix]
     if isinstance(linear, QuantizedLinear):
         func = norm_matmul_func(linear.fmt, linear.in_features, linear.out_features, float(norm.epsilon),
-                                _ahead_spec(ahead))
+                                _ahead_spec(ahead), heads)
         return op.tensor_ir_op(func, f"norm_{linear.fmt}_matmul", args,
-                               Tensor.placeholder([*x.shape[:-1], linear.out_features], "float32"))
+                               _rows_placeholder(x, linear.out_features, "float32", heads))
     out_features, in_features = (int(d) for d in matrix.shape)
     func = floatmm.float_norm_matmul_func(matrix.dtype, in_features, out_features, float(norm.epsilon),
-                                          _ahead_spec(ahead))
-    return op.tensor_ir_op(func, "norm_float_matmul", args,
-                           Tensor.placeholder([*x.shape[:-1], out_features], matrix.dtype))
+                                          _ahead_spec(ahead), heads)
+    return op.tensor_ir_op(func, "norm_float_matmul", args, _rows_placeholder(x, out_features, matrix.dtype, heads))
+
+
+def _block_call(func, name: str, args: list[Tensor], outs: list[Tensor], into: list[Tensor | None]):
+    """Call a fused block whose trailing parameters are its outputs ``outs``. ``into[i]``: a tensor that
+    output i overwrites (Relax ``call_tir_inplace``: it is passed as that parameter, and the output is that
+    tensor, with no allocation or VM call for it); None: a new tensor. Outputs written in place must come
+    before new ones (the new ones are appended to the arguments), so an output after a new one is new too."""
+    for i in range(1, len(into)):
+        if into[i - 1] is None:
+            into[i] = None
+    targets = [t for t in into if t is not None]
+    out = outs[0] if len(outs) == 1 else outs
+    if not targets:
+        return op.tensor_ir_op(func, name, args, out)
+    indices = [len(args) + i if t is not None else -1 for i, t in enumerate(into)]
+    return op.tensor_ir_inplace_op(func, name, [*args, *targets], indices if len(indices) > 1 else indices[0], out)
 
 
 def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up: nn.Module, down: nn.Module,
-              ahead: nn.Module | None = None, link: tuple[nn.RMSNorm, QuantizedLinear] | None = None):
+              ahead: nn.Module | None = None, link: tuple[nn.RMSNorm, QuantizedLinear] | None = None,
+              a_heads: tuple[int, int] | None = None, z_heads: tuple[int, int] | None = None,
+              y_into_x: bool = False, z_into: Tensor | None = None):
     """``x2 + down(swiglu(gate_up(rmsnorm(x2))))`` with ``x2 = x + o_proj(a)``: a decoder layer after its
     attention, in one fused C block (`kernels.mlp_block_func` for int8-kernel linears,
     `kernels.floatmm.float_mlp_block_func` for float ones); ``ahead`` as for `norm_linear`.
 
     ``link`` = (norm, linear), int8 only: the same block also computes ``rmsnorm(y) @ W.T`` for that norm
     and linear (the next layer's input norm and QKV, or the final norm and the output head) and returns
-    ``(y, z)``; ``ahead`` is then what the VM call after that starts with."""
+    ``(y, z)``; ``ahead`` is then what the VM call after that starts with.
+
+    ``a_heads`` / ``z_heads``: a is / z is to be ``[rows, heads, head_dim]``, as the attention writes and
+    reads them (`kernels.rows_shape`). ``y_into_x``: y overwrites x (a tensor nothing reads afterwards);
+    ``z_into``: z overwrites that tensor (of z's shape; only together with ``y_into_x``, see `_block_call`)."""
     from .kernels import floatmm, mlp_block_func  # pylint: disable=import-outside-toplevel
 
     inter = gate_up.out_features // 2
     args = [a, x, _block_matrix(o_proj), norm.weight, _block_matrix(gate_up), _block_matrix(down),
             _block_matrix(ahead if ahead is not None else down)]
+    into = [x if y_into_x else None]
     if isinstance(o_proj, QuantizedLinear):
         if a.dtype != "float32":
             args[0] = a.astype("float32")
         spec = None
-        out = Tensor.placeholder(list(x.shape), "float32")
+        outs = [Tensor.placeholder(list(x.shape), "float32")]
         if link is not None:
             norm2, linear2 = link
             spec = (linear2.fmt, linear2.out_features, float(norm2.epsilon))
             args[6:6] = [norm2.weight, linear2.qweight]
-            out = [out, Tensor.placeholder([*x.shape[:-1], linear2.out_features], "float32")]
+            outs.append(_rows_placeholder(x, linear2.out_features, "float32", z_heads))
+            into.append(z_into)
         func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features,
-                              inter, float(norm.epsilon), _ahead_spec(ahead), link=spec)
-        return op.tensor_ir_op(func, "mlp_block_link" if link else "mlp_block", args, out)
+                              inter, float(norm.epsilon), _ahead_spec(ahead), link=spec, a_heads=a_heads,
+                              z_heads=z_heads)
+        return _block_call(func, "mlp_block_link" if link else "mlp_block", args, outs, into)
     if link is not None:
         raise ValueError("a linked MLP block needs int8-kernel linears")
     func = floatmm.float_mlp_block_func(x.dtype, o_proj.in_features, o_proj.out_features, inter,
-                                        float(norm.epsilon), _ahead_spec(ahead))
-    return op.tensor_ir_op(func, "float_mlp_block", args, Tensor.placeholder(list(x.shape), x.dtype))
+                                        float(norm.epsilon), _ahead_spec(ahead), a_heads=a_heads)
+    return _block_call(func, "float_mlp_block", args, [Tensor.placeholder(list(x.shape), x.dtype)], into)
 
 
 def project_add(linear: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
@@ -288,21 +321,37 @@ class Attention(nn.Module):
         reshape on each side of it: two more VM reshapes per layer and step)."""
         return project_add(self.o_proj, self.attend(self.qkv_proj(x), kv, layer_id), residual)
 
-    def attend(self, qkv: Tensor, kv: PagedKVCache, layer_id: int) -> Tensor:
-        """The cache's attention of the fused ``qkv [b, s, (q + 2 kv) * head_dim]``: ``[b, s, q * head_dim]``."""
-        b, s, _ = qkv.shape
+    @property
+    def qkv_heads(self) -> tuple[int, int]:
+        """(heads, head_dim) of the fused QKV as the KV cache's attention reads it."""
+        return (self.num_q + 2 * self.num_kv, self.head_dim)
+
+    @property
+    def out_heads(self) -> tuple[int, int]:
+        """(heads, head_dim) of the attention's output."""
+        return (self.num_q, self.head_dim)
+
+    def attend(self, qkv: Tensor, kv: PagedKVCache, layer_id: int, heads: bool = False) -> Tensor:
+        """The cache's attention of the fused ``qkv [b, s, (q + 2 kv) * head_dim]``: ``[b, s, q * head_dim]``.
+        ``heads``: qkv is already ``[b * s, q + 2 kv, head_dim]`` and the result is ``[b * s, q, head_dim]``,
+        the views the cache works on (no VM reshape on either side; the fused blocks read and write them)."""
         bb = rx.BlockBuilder.current()
         # The float scale is one VM computation per use: bind it once per function, on the first layer.
         scale = getattr(kv, "_spindle_sm_scale", None)
         if scale is None:
             scale = bb.emit(rx.prim_value(self.head_dim ** -0.5))
             kv._spindle_sm_scale = scale  # pylint: disable=protected-access
-        qkv = op.reshape(qkv, (b * s, self.num_q + 2 * self.num_kv, self.head_dim))
+        if heads:
+            rows = qkv.shape[0]
+        else:
+            b, s, _ = qkv.shape
+            rows = b * s
+            qkv = op.reshape(qkv, (rows, *self.qkv_heads))
         out = Tensor(_expr=bb.emit(rx.call_dps_packed(
             "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
             [kv._expr, rx.prim_value(layer_id), scale, qkv._expr],  # pylint: disable=protected-access
-            out_ty=rx.TensorType((b * s, self.num_q, self.head_dim), qkv.dtype))))
-        return op.reshape(out, (b, s, self.num_q * self.head_dim))
+            out_ty=rx.TensorType((rows, *self.out_heads), qkv.dtype))))
+        return out if heads else op.reshape(out, (b, s, self.num_q * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -358,13 +407,16 @@ class DecoderLayer(nn.Module):
         self.fused = False
 
     def forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None = None,
-                qkv: Tensor | None = None, link: tuple[nn.RMSNorm, nn.Module] | None = None):
+                qkv: Tensor | None = None, link: tuple[nn.RMSNorm, nn.Module, tuple[int, int] | None] | None = None,
+                in_place: bool = False):
         """``ahead``: in fused decode, the block linear the next layer (or the output head) starts
         with, which this layer's last block asks the memory for as it finishes. ``qkv``: this layer's
-        QKV projection when the previous layer's block computed it (``link``); ``link``: see `mlp_block`
-        (the layer then returns ``(y, z)``)."""
+        QKV projection when the previous layer's block computed it (``link``); ``link`` = (norm, linear,
+        heads of its output or None): see `mlp_block` (the layer then returns ``(y, z)``). ``in_place``:
+        the layer's output may overwrite x (and a linked z this layer's QKV): x is an intermediate of the
+        step, not the function's input."""
         if _DECODE.get() and self.fused_blocks():
-            return self._fused_forward(x, kv, layer_id, ahead, qkv, link)
+            return self._fused_forward(x, kv, layer_id, ahead, qkv, link, in_place)
         x = self.self_attn(self.input_layernorm(x), kv, layer_id, residual=x)
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
@@ -397,17 +449,25 @@ class DecoderLayer(nn.Module):
         return self.self_attn.qkv_proj if self.fused_blocks() and self.self_attn.qkv_proj.bias is None else None
 
     def _fused_forward(self, x: Tensor, kv: PagedKVCache, layer_id: int, ahead: nn.Module | None,
-                       qkv: Tensor | None, link: tuple[nn.RMSNorm, nn.Module] | None):
+                       qkv: Tensor | None, link: tuple[nn.RMSNorm, nn.Module, tuple[int, int] | None] | None,
+                       in_place: bool):
+        """The blocks read and write the attention's ``[rows, heads, head_dim]`` views, and the MLP block
+        writes over x (and a linked QKV over this layer's) where ``in_place`` allows: per layer the VM then
+        runs the two calls and the attention's output allocation, no reshapes."""
         attn, mlp = self.self_attn, self.mlp
         if self.block_family() == "int8" and x.dtype != "float32":
             x = x.astype("float32")
         if qkv is None and attn.qkv_proj.bias is None:  # the attention between the blocks reads its keys through L1
-            qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x, ahead=attn.o_proj)
+            qkv = norm_linear(self.input_layernorm, attn.qkv_proj, x, ahead=attn.o_proj, heads=attn.qkv_heads)
         elif qkv is None:  # Qwen2's qkv bias: the norm and the matmul stay apart
             qkv = attn.qkv_proj(self.input_layernorm(x))
-        a = attn.attend(qkv, kv, layer_id)
+        heads = int(qkv.shape[-1]) == attn.head_dim  # the blocks' layout (else the flat [b, 1, n] of a Linear)
+        a = attn.attend(qkv, kv, layer_id, heads=heads)
+        z_heads = link[2] if link is not None else None
+        z_into = qkv if in_place and heads and z_heads == attn.qkv_heads else None
         return mlp_block(a, x, attn.o_proj, self.post_attention_layernorm, mlp.gate_up_proj, mlp.down_proj, ahead,
-                         link)
+                         link[:2] if link is not None else None, a_heads=attn.out_heads if heads else None,
+                         z_heads=z_heads, y_into_x=in_place, z_into=z_into)
 
 
 class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
@@ -485,29 +545,32 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
             h, z, n = input_embeds, None, len(self.layers)
             for i, layer in enumerate(self.layers):
                 link = self._link(i, head)
+                # the first layer's x is the function's input (the caller's embeddings): not overwritten
                 if link is None:
                     nxt = self.layers[i + 1].fused_input() if i + 1 < n else head
-                    h, z = layer(h, kv, i, nxt, qkv=z), None
+                    h, z = layer(h, kv, i, nxt, qkv=z, in_place=i > 0), None
                 else:
                     ahead = self.layers[i + 1].self_attn.o_proj if i + 1 < n else None
-                    h, z = layer(h, kv, i, ahead, qkv=z, link=link)
+                    h, z = layer(h, kv, i, ahead, qkv=z, link=link, in_place=i > 0)
             if z is None:
                 if _block_family(head) == "int8" and h.dtype != "float32":
                     h = h.astype("float32")
                 z = norm_linear(self.norm, head, h)
             return (z if z.dtype == "float32" else z.astype("float32")), kv
 
-    def _link(self, i: int, head: nn.Module) -> tuple[nn.RMSNorm, nn.Module] | None:
+    def _link(self, i: int, head: nn.Module) -> tuple[nn.RMSNorm, nn.Module, tuple[int, int] | None] | None:
         """What layer ``i``'s MLP block also computes in fused decode (`mlp_block`'s ``link``): the next
-        layer's input norm and QKV, or after the last layer the final norm and the output head, where
-        both are int8-kernel blocks; None otherwise."""
+        layer's input norm and QKV (with the heads its attention reads), or after the last layer the final
+        norm and the output head (None: flat logits), where both are int8-kernel blocks; None otherwise."""
         if self.layers[i].block_family() != "int8":
             return None
         if i + 1 < len(self.layers):
             nxt = self.layers[i + 1]
             qkv = nxt.fused_input()
-            return (nxt.input_layernorm, qkv) if qkv is not None and nxt.block_family() == "int8" else None
-        return (self.norm, head) if _block_family(head) == "int8" else None
+            if qkv is None or nxt.block_family() != "int8":
+                return None
+            return (nxt.input_layernorm, qkv, nxt.self_attn.qkv_heads)
+        return (self.norm, head, None) if _block_family(head) == "int8" else None
 
     def _fused_head(self) -> nn.Module | None:
         """The output head when decode folds the final norm into it (fused blocks; a head without bias that

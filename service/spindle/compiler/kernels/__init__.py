@@ -221,13 +221,25 @@ def _ahead(ahead: tuple[str, int, int] | None, own: tuple[str, int, int]):
     return (FORMAT_CODES[fmt] if ahead else -1), int(k), int(n), shape, dtype
 
 
+def rows_shape(d0, d1, n: int, heads: tuple[int, int] | None = None):
+    """The shape a fused block gives an activation tensor of ``d0 * d1`` rows of ``n`` values: ``[d0, d1, n]``,
+    or with ``heads`` = (heads, head_dim) the ``[d0 * d1, heads, head_dim]`` view the KV cache's attention
+    reads and writes (the same bytes), so that no VM reshape sits between a block and the attention."""
+    if heads is None:
+        return (d0, d1, n)
+    if int(heads[0]) * int(heads[1]) != n:
+        raise ValueError(f"heads {tuple(heads)} do not hold {n} features")
+    return (d0 * d1, int(heads[0]), int(heads[1]))
+
+
 def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float,
-                     ahead: tuple[str, int, int] | None = None):
+                     ahead: tuple[str, int, int] | None = None, heads: tuple[int, int] | None = None):
     """The PrimFunc `(x[d0, d1, K], norm_w[K], qweight, next_q, y[d0, d1, N])` of
     `spindle_qblock_norm_matmul`: `y = rmsnorm(x) @ W.T`, the norm folded into the activation quantization
     (one VM call and one parallel region instead of a norm kernel and a matmul). `next_q` is the matrix
     the next VM call starts with, `ahead` = its (fmt, in_features, out_features); each thread asks for the
-    head of its half of it as it finishes. Without `ahead`, pass the block's own matrix (not read)."""
+    head of its half of it as it finishes. Without `ahead`, pass the block's own matrix (not read).
+    `heads`: y is shaped `[d0 * d1, heads, head_dim]` instead (`rows_shape`)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     load_into_process()
@@ -244,7 +256,7 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float,
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
         x = T.match_buffer(var_x, (d0, d1, k), "float32")
-        y = T.match_buffer(var_y, (d0, d1, n), "float32")
+        y = T.match_buffer(var_y, rows_shape(d0, d1, n, heads), "float32")
         act = T.decl_buffer((d0 * d1 * row_bytes,), "int8")
         sync = T.decl_buffer((sync_words(2),), "int32")
         for i in range(sync_words(2)):
@@ -262,7 +274,8 @@ def norm_matmul_func(fmt: str, in_features: int, out_features: int, eps: float,
 
 
 def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, inter: int, eps: float,
-                   ahead: tuple[str, int, int] | None = None, link: tuple[str, int, float] | None = None):
+                   ahead: tuple[str, int, int] | None = None, link: tuple[str, int, float] | None = None,
+                   a_heads: tuple[int, int] | None = None, z_heads: tuple[int, int] | None = None):
     """The PrimFunc of `spindle_qblock_mlp`, what a decoder layer does after its attention:
 
         (a[d0, d1, A], x[d0, d1, H], o_proj qweight, norm_w[H], gate_up qweight, down qweight, next_q,
@@ -278,7 +291,11 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     region: the next layer's input norm and QKV matmul, or the final norm and the output head. The
     PrimFunc then takes `norm2_w[H]` and the matrix `q2` after `down qweight`, and has a second output
     `z[d0, d1, N2] = rmsnorm(y; norm2_w, eps2) @ W2.T`; `ahead` is then the matrix after that (the next
-    layer's o_proj), or None."""
+    layer's o_proj), or None.
+
+    `a_heads` / `z_heads`: a / z are shaped `[d0 * d1, heads, head_dim]` (`rows_shape`), as the attention
+    writes and reads them. x is read only before the first wait and y written only after the last, so y
+    may be x itself (`Relax call_tir_inplace`), and z any buffer that a, x and the weights are not."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
     import tvm  # pylint: disable=import-outside-toplevel
 
@@ -335,12 +352,12 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
         def linked(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), norm_w: T.Buffer((h_,), "float32"),
                    g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), norm2_w: T.Buffer((h_,), "float32"),
                    w2: T.Buffer(q2, q2_t), next_q: T.Buffer(nshape, ndtype), var_y: T.handle, var_z: T.handle):
-            T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+            T.func_attr({"tirx.is_scheduled": True, "op_pattern": 8})
             d0, d1 = T.int64(), T.int64()
-            a = T.match_buffer(var_a, (d0, d1, a_), "float32")
             x = T.match_buffer(var_x, (d0, d1, h_), "float32")
+            a = T.match_buffer(var_a, rows_shape(d0, d1, a_, a_heads), "float32")
             y = T.match_buffer(var_y, (d0, d1, h_), "float32")
-            z = T.match_buffer(var_z, (d0, d1, n2), "float32")
+            z = T.match_buffer(var_z, rows_shape(d0, d1, n2, z_heads), "float32")
             block(a, x, o_q, norm_w, g_q, d_q, next_q, y, T.address_of(norm2_w[0]), T.address_of(w2[0, 0, 0]),
                   T.tvm_access_ptr(f32, z.data, 0, d0 * d1 * n2, 2), d0 * d1)
 
@@ -349,10 +366,10 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     @T.prim_func(private=True)
     def func(var_a: T.handle, var_x: T.handle, o_q: T.Buffer(qo, qo_t), norm_w: T.Buffer((h_,), "float32"),
              g_q: T.Buffer(qg, qg_t), d_q: T.Buffer(qd, qd_t), next_q: T.Buffer(nshape, ndtype), var_y: T.handle):
-        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+        T.func_attr({"tirx.is_scheduled": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
-        a = T.match_buffer(var_a, (d0, d1, a_), "float32")
         x = T.match_buffer(var_x, (d0, d1, h_), "float32")
+        a = T.match_buffer(var_a, rows_shape(d0, d1, a_, a_heads), "float32")
         y = T.match_buffer(var_y, (d0, d1, h_), "float32")
         block(a, x, o_q, norm_w, g_q, d_q, next_q, y, null, null, null, d0 * d1)
 

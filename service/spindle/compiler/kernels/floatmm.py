@@ -15,7 +15,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from . import PARALLEL_SLOTS, compile_source, sources_digest, sync_words
+from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
 SOURCE_DIGEST = "c12b99a436f7cc15940bc4f895fb068ca1797c6550619289ebee20b1433350d6"
@@ -108,12 +108,13 @@ def _ahead(ahead: tuple[int, int] | None, own: tuple[int, int]):
 
 
 def float_norm_matmul_func(dtype: str, in_features: int, out_features: int, eps: float,
-                           ahead: tuple[int, int] | None = None):
+                           ahead: tuple[int, int] | None = None, heads: tuple[int, int] | None = None):
     """The PrimFunc `(x[d0, d1, K], norm_w[K], w[N, K], next_w, y[d0, d1, N])` of
     `spindle_fblock_norm_matmul`: `y = rmsnorm(x) @ W.T`, everything in `dtype` (one VM call and one parallel
     region instead of a norm kernel and a matmul). `next_w` is the matrix the next VM call starts with,
     `ahead` = its (in_features, out_features); each thread asks for the head of its half of it as it
-    finishes. Without `ahead`, pass the block's own matrix (not read)."""
+    finishes. Without `ahead`, pass the block's own matrix (not read). `heads`: y is shaped
+    `[d0 * d1, heads, head_dim]` instead (`kernels.rows_shape`)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     load_into_process()
@@ -128,7 +129,7 @@ def float_norm_matmul_func(dtype: str, in_features: int, out_features: int, eps:
         T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
         x = T.match_buffer(var_x, (d0, d1, k), dtype)
-        y = T.match_buffer(var_y, (d0, d1, n), dtype)
+        y = T.match_buffer(var_y, rows_shape(d0, d1, n, heads), dtype)
         xn = T.decl_buffer((d0 * d1 * k,), dtype)
         sync = T.decl_buffer((sync_words(2),), "int32")
         for i in range(sync_words(2)):
@@ -146,7 +147,7 @@ def float_norm_matmul_func(dtype: str, in_features: int, out_features: int, eps:
 
 
 def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int, eps: float,
-                         ahead: tuple[int, int] | None = None):
+                         ahead: tuple[int, int] | None = None, a_heads: tuple[int, int] | None = None):
     """The PrimFunc of `spindle_fblock_mlp`, what a decoder layer does after its attention, in `dtype`:
 
         (a[d0, d1, A], x[d0, d1, H], o_proj w[H, A], norm_w[H], gate_up w[2I, H], down w[H, I], next_w,
@@ -154,7 +155,9 @@ def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int
         x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
 
     gate_up's rows are the gate rows, then the up rows. `next_w` and `ahead` as for
-    `float_norm_matmul_func` (the next layer's QKV, or the output head)."""
+    `float_norm_matmul_func` (the next layer's QKV, or the output head). `a_heads`: a is shaped
+    `[d0 * d1, heads, head_dim]`, as the attention writes it. x is read only before the first wait and y
+    written only after the last, so y may be x itself (Relax `call_tir_inplace`)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     load_into_process()
@@ -167,10 +170,10 @@ def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int
     def func(var_a: T.handle, var_x: T.handle, wo: T.Buffer((h_, a_), dtype), norm_w: T.Buffer((h_,), dtype),
              wg: T.Buffer((2 * i_, h_), dtype), wd: T.Buffer((h_, i_), dtype), next_w: T.Buffer((nn, nk), dtype),
              var_y: T.handle):
-        T.func_attr({"tirx.is_scheduled": True, "tir.noalias": True, "op_pattern": 8})
+        T.func_attr({"tirx.is_scheduled": True, "op_pattern": 8})
         d0, d1 = T.int64(), T.int64()
-        a = T.match_buffer(var_a, (d0, d1, a_), dtype)
         x = T.match_buffer(var_x, (d0, d1, h_), dtype)
+        a = T.match_buffer(var_a, rows_shape(d0, d1, a_, a_heads), dtype)
         y = T.match_buffer(var_y, (d0, d1, h_), dtype)
         xn = T.decl_buffer((d0 * d1 * h_,), dtype)
         x2 = T.decl_buffer((d0 * d1 * h_,), dtype)

@@ -71,9 +71,53 @@ def cpu_pipeline(target: tvm.target.Target, schedule: bool = True) -> tvm.transf
         # views early frees no memory.
         for p in cpu_generic.finalize_passes(target):
             if p.info.name == "KillAfterLastUse":
-                p = relax.transform.CanonicalizeBindings()
+                passes += [relax.transform.CanonicalizeBindings(), drop_unused_tuples()]
+                continue
             passes.append(p)
         with target:
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+@relax.expr_functor.visitor
+class _VarUses(relax.PyExprVisitor):  # pylint: disable=abstract-method
+    def __init__(self):
+        super().__init__()
+        self.used: set = set()
+
+    def visit_var_(self, op: relax.Var) -> None:  # pylint: disable=arguments-renamed
+        self.used.add(op)
+
+    def visit_dataflow_var_(self, op: relax.DataflowVar) -> None:  # pylint: disable=arguments-renamed
+        self.used.add(op)
+
+
+@relax.expr_functor.mutator
+class _DropTuples(relax.PyExprMutator):  # pylint: disable=abstract-method
+    def __init__(self, used: set):
+        super().__init__()
+        self.used = used
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if isinstance(binding.value, relax.Tuple) and binding.var not in self.used:
+            return
+        super().visit_var_binding_(binding)
+
+
+def drop_unused_tuples() -> tvm.transform.Pass:
+    """Drop bindings of tuples nothing reads. A kernel call with two outputs leaves one behind once its
+    outputs are read directly (CanonicalizeBindings): a `vm.builtin.make_tuple` call per fused decode
+    layer and step that builds an object no one uses."""
+
+    @tvm.transform.module_pass(opt_level=0, name="SpindleDropUnusedTuples")
+    def _drop(mod: tvm.ir.IRModule, _ctx: tvm.transform.PassContext) -> tvm.ir.IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, relax.Function):
+                continue
+            uses = _VarUses()
+            uses.visit_expr(func)
+            mod[gvar] = _DropTuples(uses.used).visit_expr(func)
+        return mod
+
+    return _drop
