@@ -1,10 +1,12 @@
 """Decode steps of the default model compiled by a baseline revision and by the working tree, side by side.
 
-Each library runs in a process of its own (two revisions' C kernels export the same symbols, so they cannot
-share one process), and the two processes take turns: a round asks each for ``--steps`` decode steps in
-turn, so both see the same machine load; the next round starts with the other one. Prints, per format and
-batch size, the median step time of each and the median of the per-round ratios (baseline / current: above
-1 the working tree is faster).
+Each library runs in a process of its own, and the two processes take turns: a round asks each for
+``--steps`` decode steps in turn, so both see the same machine load; the next round starts with the other
+one. Prints, per format and batch size, the median step time of each and the median of the per-round
+ratios (baseline / current: above 1 the working tree is faster). On this machine the two-process runs lean
+2-7% towards the working tree (docs/performance.md); ``--in-process`` loads both libraries into this
+process instead (each compiled by its own tree in a subprocess, ``compile_step.artifact``; a library calls
+its own copy of the C kernels) and alternates them the same way.
 
 With ``--probe`` each round starts with the streaming read bandwidth (``compile_bandwidth``), and the rounds
 are also reported per state of the machine (at or above ``--fast-gbs`` GB/s, and below): the two virtual
@@ -14,7 +16,7 @@ bandwidth bound (the weights one step reads / the round's bandwidth; 1.00 at the
 
 Usage:
   python bench/decode_ab.py [--baseline REV] [--dtypes q4_1,q8_0,float16] [--batches 1,8] [--rounds 15]
-      [--steps 32] [--context 100] [--probe [--fast-gbs 45]]
+      [--steps 32] [--context 100] [--probe [--fast-gbs 45]] [--in-process]
 The baseline's ``service/`` is unpacked with ``git archive`` (``compile_step.source_tree``); each tree compiles
 its own artifact into the model cache on first use.
 """
@@ -27,6 +29,7 @@ import pathlib
 import statistics
 import subprocess
 import sys
+import time
 
 _BENCH = pathlib.Path(__file__).resolve().parent
 
@@ -105,6 +108,54 @@ def compare(trees: dict, dtype: str, batch: int, rounds: int, steps: int, contex
             "bandwidths": bandwidths, "weight_bytes": {tag: proc.weight_bytes for tag, proc in procs.items()}}
 
 
+def compare_in_process(trees: dict, dtype: str, batch: int, rounds: int, steps: int, context: int,
+                       probe: bool = False) -> dict:
+    """`compare` with both libraries loaded into this process."""
+    from bench_compile import decode_step, decode_weight_bytes  # pylint: disable=import-outside-toplevel
+    from compile_bandwidth import stream_read_bandwidth  # pylint: disable=import-outside-toplevel
+    from compile_step import artifact  # pylint: disable=import-outside-toplevel
+
+    from spindle.compiler.build import set_runtime_threads  # pylint: disable=import-outside-toplevel
+    from spindle.compiler.runner import ModelRunner  # pylint: disable=import-outside-toplevel
+
+    set_runtime_threads()
+    seqs = list(range(batch))
+    sides = {}
+    for tag, tree in trees.items():
+        runner = ModelRunner(artifact(tree, tag, dtype))
+        kv = runner.create_kv_cache(max_batch_size=max(8, batch), max_total_seq_len=batch * (context + 4096))
+        sides[tag] = (runner, kv, decode_step(runner, kv, seqs))
+
+    def start(runner, kv):
+        for s in seqs:
+            runner.add_sequence(kv, s)
+            runner.prefill(kv, [s], [[(7 * j + s) % 300 + 3 for j in range(context)]])
+
+    for runner, kv, step in sides.values():
+        start(runner, kv)
+        for _ in range(4):
+            step()
+    times = {tag: [] for tag in sides}
+    bandwidths = []
+    for r in range(rounds):
+        if probe:
+            bandwidths.append(stream_read_bandwidth(size_mb=256, repeats=3))
+        for tag in (list(sides) if r % 2 == 0 else list(reversed(sides))):
+            runner, kv, step = sides[tag]
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[tag].append((time.perf_counter() - t) / steps)
+            for s in seqs:  # the next round starts from the same context
+                runner.remove_sequence(kv, s)
+            start(runner, kv)
+    base, cur = times["baseline"], times["current"]
+    ratios = [b / c for b, c in zip(base, cur)]
+    return {"baseline": statistics.median(base), "current": statistics.median(cur),
+            "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios), "times": times,
+            "bandwidths": bandwidths, "weight_bytes": {tag: decode_weight_bytes(side[0]) for tag, side in sides.items()}}
+
+
 def by_state(r: dict, batch: int, fast_gbs: float) -> list[str]:
     """Table rows of one comparison's rounds split by the machine's state (the round's read bandwidth)."""
     rows = []
@@ -139,16 +190,19 @@ def main(argv=None) -> None:
                         "report the rounds per state of the machine")
     parser.add_argument("--fast-gbs", type=float, default=45.0, help="the bandwidth (GB/s) from which a round "
                         "counts as the fast state (default 45)")
+    parser.add_argument("--in-process", action="store_true", help="both libraries in this process (no two-process "
+                        "lean)")
     args = parser.parse_args(argv)
+    run = compare_in_process if args.in_process else compare
     trees = {"baseline": source_tree(args.baseline), "current": source_tree(None)}
     print(f"baseline {args.baseline}; {args.rounds} rounds of {args.steps} steps, context {args.context}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"{'one process' if args.in_process else 'two processes'}, load average {os.getloadavg()[0]:.1f}")
     print("| format | batch | baseline ms/step | current ms/step | baseline / current (median of rounds) | rounds |")
     print("|---|---|---|---|---|---|")
     states = []
     for dtype in args.dtypes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            r = compare(trees, dtype, batch, args.rounds, args.steps, args.context, args.probe)
+            r = run(trees, dtype, batch, args.rounds, args.steps, args.context, args.probe)
             print(f"| {dtype} | {batch} | {r['baseline'] * 1e3:.3f} | {r['current'] * 1e3:.3f} | "
                   f"**{r['ratio']:.3f}x** | {r['lo']:.2f}-{r['hi']:.2f} |", flush=True)
             if args.probe:

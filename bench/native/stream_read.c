@@ -1,6 +1,10 @@
 /* Streaming read bandwidth: every thread sums its contiguous share of one array with 8 x 16 float lanes of
  * independent accumulators (no dependency through memory, enough loads in flight to keep a core's share of
- * the memory system busy). Built by bench/compile_bandwidth.py with the system C compiler. */
+ * the memory system busy). Built by bench/compile_bandwidth.py with the system C compiler.
+ *
+ * spindle_stream_read_chunks reads the same array as a decode step's fused blocks read a model's weights:
+ * thread t sums chunks t, t + threads, t + 2 * threads, ... (each thread's half of one matrix after
+ * another, two threads side by side), so each thread's stream restarts every chunk. */
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,7 +17,7 @@
 
 typedef struct {
   const float *p;
-  size_t n;
+  size_t n, chunk, stride; /* chunk 0: p[0 .. n) at once; else n floats in chunks `stride` floats apart */
   double sum;
   int *ready, *go; /* go: 0 wait, 1 read, -1 leave */
 } share_t;
@@ -29,27 +33,39 @@ static double sum_range(const float *p, size_t n) {
   return total;
 }
 
+static double sum_share(const share_t *s) {
+  if (s->chunk == 0) return sum_range(s->p, s->n);
+  double total = 0.0;
+  for (size_t done = 0, c = 0; done < s->n; done += s->chunk, c++) total += sum_range(s->p + c * s->stride, s->chunk);
+  return total;
+}
+
 static void *worker(void *arg) {
   share_t *s = (share_t *)arg;
   __atomic_add_fetch(s->ready, 1, __ATOMIC_ACQ_REL);
   int go;
   while ((go = __atomic_load_n(s->go, __ATOMIC_ACQUIRE)) == 0) {
   }
-  if (go > 0) s->sum = sum_range(s->p, s->n);
+  if (go > 0) s->sum = sum_share(s);
   return NULL;
 }
 
-/* Sums p[0 .. n) with `threads` threads (1..64, the calling thread one of them), each a contiguous share of
- * n / threads floats (a multiple of 128). *seconds: from the moment every thread is ready to the end of the
- * last one. Returns the sum, or -1 when a thread could not be started. */
-double spindle_stream_read_sum(const float *p, int64_t n, int32_t threads, double *seconds) {
+/* Sums p[0 .. n) with `threads` threads (1..64, the calling thread one of them). chunk 0: each thread a
+ * contiguous share of n / threads floats (a multiple of 128); else chunks of `chunk` floats (a multiple of
+ * 128 that divides n / threads), thread t summing every threads-th one from chunk t. *seconds: from the
+ * moment every thread is ready to the end of the last one. Returns the sum, or -1 when a thread could not
+ * be started. */
+double spindle_stream_read_chunks(const float *p, int64_t n, int32_t threads, int64_t chunk, double *seconds) {
   pthread_t tid[MAX_THREADS];
   share_t shares[MAX_THREADS];
   int ready = 0, go = 0;
   if (threads < 1) threads = 1;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
   const size_t each = (size_t)n / (size_t)threads;
-  for (int t = 0; t < threads; t++) shares[t] = (share_t){p + (size_t)t * each, each, 0.0, &ready, &go};
+  for (int t = 0; t < threads; t++)
+    shares[t] = chunk > 0 ? (share_t){p + (size_t)t * (size_t)chunk, each, (size_t)chunk,
+                                      (size_t)chunk * (size_t)threads, 0.0, &ready, &go}
+                          : (share_t){p + (size_t)t * each, each, 0, 0, 0.0, &ready, &go};
   int started = 1;
   for (; started < threads; started++)
     if (pthread_create(&tid[started], NULL, worker, &shares[started]) != 0) break;
@@ -63,7 +79,7 @@ double spindle_stream_read_sum(const float *p, int64_t n, int32_t threads, doubl
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
-  double total = sum_range(shares[0].p, shares[0].n);
+  double total = sum_share(&shares[0]);
   for (int t = 1; t < threads; t++) {
     pthread_join(tid[t], NULL);
     total += shares[t].sum;
@@ -71,4 +87,8 @@ double spindle_stream_read_sum(const float *p, int64_t n, int32_t threads, doubl
   clock_gettime(CLOCK_MONOTONIC, &t1);
   *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
   return total;
+}
+
+double spindle_stream_read_sum(const float *p, int64_t n, int32_t threads, double *seconds) {
+  return spindle_stream_read_chunks(p, n, threads, 0, seconds);
 }

@@ -31,6 +31,33 @@ def test_the_reader_sums_every_share(threads):
         region.close()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_chunked_reader_sums_every_chunk_once(threads):
+    """Alternate chunks (thread t: chunks t, t + threads, ...) cover the array exactly once: each element
+    holds its chunk's number (mod 13), so a chunk read in place of another changes the sum."""
+    lib = cb._library()  # pylint: disable=protected-access
+    chunk = 256
+    n = chunk * threads * 5
+    arr, region = cb.huge_page_array(n * 4)
+    try:
+        arr[:] = (np.arange(n) // chunk % 13).astype(np.float32)  # a chunk's number mod 13, exact sums
+        seconds = ctypes.c_double()
+        total = lib.spindle_stream_read_chunks(arr.ctypes.data, n, threads, chunk, ctypes.byref(seconds))
+        assert total == float(arr.astype(np.float64).sum())
+        contiguous = lib.spindle_stream_read_chunks(arr.ctypes.data, n, threads, 0, ctypes.byref(seconds))
+        assert contiguous == total
+    finally:
+        del arr
+        region.close()
+
+
+def test_chunked_reads_report_ratios_per_state():
+    res = cb.chunked_reads([64], rounds=2, fast_gbs=0.0, size_mb=16)  # every round counts as fast
+    assert res["slow"] == {}
+    assert len(res["fast"][0]) == 2 and all(bw > 0.1 for bw in res["fast"][0])
+    assert len(res["fast"][64]) == 2 and all(0.05 < r < 20 for r in res["fast"][64])
+
+
 def test_bandwidth_is_a_positive_rate():
     bw = cb.stream_read_bandwidth(size_mb=8, repeats=2, threads=2)
     assert math.isfinite(bw) and bw > 1e8

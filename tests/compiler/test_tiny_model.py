@@ -139,6 +139,22 @@ def test_fused_decode_runs_few_vm_calls_per_layer(tiny_model_factory, fmt):
     assert calls["vm.builtin.alloc_tensor"] <= per_layer * layers + 4, calls
 
 
+def test_a_model_library_keeps_its_kernels_to_itself(tiny_model_factory, tmp_path):
+    """The C kernels linked into a model library are hidden: its calls bind to its own copy, never to
+    another library's or to the kernels a compiling process loads globally (two builds side by side in one
+    process each run their own). The kernels' own shared library exports the same names."""
+    import ctypes
+
+    from spindle.compiler import kernels
+
+    lib = ctypes.CDLL(str(tiny_model_factory("q4_1") / "model.so"), mode=ctypes.RTLD_LOCAL)
+    for name in ("spindle_qblock_mlp", "spindle_qmm_q4_1", "spindle_fblock_mlp", "spindle_fmm_sched"):
+        with pytest.raises(AttributeError):
+            getattr(lib, name)
+    shared = ctypes.CDLL(str(kernels.shared_library(tmp_path)), mode=ctypes.RTLD_LOCAL)
+    assert shared.spindle_qblock_mlp is not None
+
+
 def test_decode_blocks_setting_is_checked(monkeypatch):
     from spindle.compiler.convert import decode_blocks
     from spindle.compiler.build import CompileError

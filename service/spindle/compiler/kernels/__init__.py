@@ -66,13 +66,17 @@ def compiler() -> str:
 def compile_source(source: Path, digest: str, owner: str, out: Path, shared: bool) -> Path:
     """Compile one C source of this package to an object (or, with ``shared``, a shared library) at ``out``,
     after checking it (with the headers) against the digest its Python module ``owner`` records
-    (``owner.SOURCE_DIGEST``)."""
+    (``owner.SOURCE_DIGEST``).
+
+    The object is what model libraries link in: its symbols are hidden, so a library always calls its own
+    copy of the kernels, even in a process that holds another library or the kernels loaded globally
+    (`load_into_process`) from other sources."""
     actual = sources_digest(source)
     if actual != digest:
         raise KernelBuildError(f"{source.name} does not match {owner}.SOURCE_DIGEST; update the digest to "
                                f"{actual} so that compiled artifacts are rebuilt")
     cmd = [compiler(), "-x", "c", "-std=gnu11", "-O3", "-fPIC", "-fno-math-errno", "-Wall",
-           *(["-shared"] if shared else ["-c"]), str(source), "-o", str(out)]
+           *(["-shared"] if shared else ["-c", "-fvisibility=hidden"]), str(source), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise KernelBuildError(f"compiling {source.name} failed ({' '.join(cmd)}):\n{proc.stderr}")
