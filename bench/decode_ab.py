@@ -101,11 +101,16 @@ def compare(trees: dict, dtype: str, batch: int, rounds: int, steps: int, contex
         for proc in procs.values():
             proc.stdin.close()
             proc.wait()
+    return _summary(times, bandwidths, {tag: proc.weight_bytes for tag, proc in procs.items()})
+
+
+def _summary(times: dict, bandwidths: list, weight_bytes: dict) -> dict:
+    """A comparison's result: each side's median step, the per-round ratios' median and range, the rounds."""
     base, cur = times["baseline"], times["current"]
     ratios = [b / c for b, c in zip(base, cur)]
     return {"baseline": statistics.median(base), "current": statistics.median(cur),
             "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios), "times": times,
-            "bandwidths": bandwidths, "weight_bytes": {tag: proc.weight_bytes for tag, proc in procs.items()}}
+            "bandwidths": bandwidths, "weight_bytes": weight_bytes}
 
 
 def compare_in_process(trees: dict, dtype: str, batch: int, rounds: int, steps: int, context: int,
@@ -149,11 +154,7 @@ def compare_in_process(trees: dict, dtype: str, batch: int, rounds: int, steps: 
             for s in seqs:  # the next round starts from the same context
                 runner.remove_sequence(kv, s)
             start(runner, kv)
-    base, cur = times["baseline"], times["current"]
-    ratios = [b / c for b, c in zip(base, cur)]
-    return {"baseline": statistics.median(base), "current": statistics.median(cur),
-            "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios), "times": times,
-            "bandwidths": bandwidths, "weight_bytes": {tag: decode_weight_bytes(side[0]) for tag, side in sides.items()}}
+    return _summary(times, bandwidths, {tag: decode_weight_bytes(side[0]) for tag, side in sides.items()})
 
 
 def by_state(r: dict, batch: int, fast_gbs: float) -> list[str]:

@@ -298,8 +298,9 @@ def mlp_block_func(fmts: tuple[str, str, str], attn_features: int, hidden: int, 
     layer's o_proj), or None.
 
     `a_heads` / `z_heads`: a / z are shaped `[d0 * d1, heads, head_dim]` (`rows_shape`), as the attention
-    writes and reads them. x is read only before the first wait and y written only after the last, so y
-    may be x itself (`Relax call_tir_inplace`), and z any buffer that a, x and the weights are not."""
+    writes and reads them. x is read only in the o_proj phase and y written only in the down phase, two
+    waits later, so y may be x itself (Relax `call_tir_inplace`), and z any buffer that a, x and the
+    weights are not."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
     import tvm  # pylint: disable=import-outside-toplevel
 

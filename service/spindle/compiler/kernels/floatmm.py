@@ -156,8 +156,8 @@ def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int
 
     gate_up's rows are the gate rows, then the up rows. `next_w` and `ahead` as for
     `float_norm_matmul_func` (the next layer's QKV, or the output head). `a_heads`: a is shaped
-    `[d0 * d1, heads, head_dim]`, as the attention writes it. x is read only before the first wait and y
-    written only after the last, so y may be x itself (Relax `call_tir_inplace`)."""
+    `[d0 * d1, heads, head_dim]`, as the attention writes it. x is read only in the o_proj phase and y
+    written only in the down phase, two waits later, so y may be x itself (Relax `call_tir_inplace`)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     load_into_process()
