@@ -17,6 +17,7 @@ minutes (31-37 GB/s in some minutes, 57-66 in others; one core alone ~31).
 Usage:
   python bench/compile_bandwidth.py [--rounds 5]
   python bench/compile_bandwidth.py --chunks 128,256,1024 --rounds 300   # stream restarts, per state
+  python bench/compile_bandwidth.py --step-layouts 207,1106,553,346 --layers 30 --rounds 300   # a q4_1 step's reads
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def _library() -> ctypes.CDLL:
     lib.spindle_stream_read_chunks.restype = ctypes.c_double
     lib.spindle_stream_read_chunks.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int64,
                                                ctypes.POINTER(ctypes.c_double)]
+    lib.spindle_stream_read_segments.restype = ctypes.c_double
+    lib.spindle_stream_read_segments.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64,
+                                                 ctypes.POINTER(ctypes.c_double)]
     _LIB = lib
     return lib
 
@@ -115,6 +119,65 @@ def chunked_reads(chunks_kb: list[int], rounds: int, fast_gbs: float,
     return out
 
 
+def step_segments(sizes_floats: list[int], threads: int, layout: str) -> np.ndarray:
+    """The (offset, length) float segments ``[threads, matrices, 2]`` each thread reads, matrix after matrix,
+    when every matrix is cut into ``threads`` equal parts (each thread its own part, as the fused blocks
+    split a matmul's tiles): ``"matrices"`` stores the matrices one after the other (a thread's parts are
+    a matrix apart), ``"streams"`` stores each thread's parts of all matrices one after the other (one
+    region per thread), so that each thread reads one stream."""
+    parts = [n // threads for n in sizes_floats]
+    segs = np.zeros((threads, len(parts), 2), np.int64)
+    total = sum(sizes_floats)
+    for t in range(threads):
+        matrix_start, own = 0, t * total // threads
+        for i, part in enumerate(parts):
+            segs[t, i] = (matrix_start + t * part if layout == "matrices" else own, part)
+            matrix_start += sizes_floats[i]
+            own += part
+    return segs
+
+
+def step_layouts(sizes_kb: list[int], layers: int, rounds: int, fast_gbs: float,
+                 threads: int | None = None) -> dict[str, dict[str, list[float]]]:
+    """A decode step's reads without the compute: ``layers`` times the matrices of ``sizes_kb``, each thread
+    reading its part of one matrix after another with the threads meeting after each (`step_segments`), in
+    both layouts; per state of the machine (the contiguous read of a step's bytes at ``fast_gbs`` GB/s or
+    more: "fast"), the GB/s of each round's contiguous read and of each layout. Every read takes the next
+    of ``copies`` copies of the step's bytes, so that it streams from memory, not from the last read's
+    cache."""
+    lib = _library()
+    threads = threads or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+    unit = 128 * threads
+    sizes = [max(unit, kb * 1024 // 4 // unit * unit) for kb in sizes_kb] * layers
+    n = sum(sizes)
+    copies = max(2, -(-4 * 32 * 2**20 // (n * 4)) + 1)  # the others' bytes at least 4x a 32 MB cache
+    arr, region = huge_page_array(copies * n * 4)
+    segs = {name: np.ascontiguousarray(step_segments(sizes, threads, name)) for name in ("matrices", "streams")}
+    out: dict[str, dict[str, list[float]]] = {"fast": {}, "slow": {}}
+    reads = 0
+
+    def base() -> int:
+        nonlocal reads
+        reads += 1
+        return arr.ctypes.data + (reads % copies) * n * 4
+
+    try:
+        seconds = ctypes.c_double()
+        for r in range(rounds):
+            lib.spindle_stream_read_chunks(base(), n, threads, 0, ctypes.byref(seconds))
+            whole = n * 4 / seconds.value
+            state = "fast" if whole >= fast_gbs * 1e9 else "slow"
+            out[state].setdefault("contiguous", []).append(whole / 1e9)
+            for name in (("matrices", "streams") if r % 2 == 0 else ("streams", "matrices")):
+                lib.spindle_stream_read_segments(base(), threads, segs[name].ctypes.data, len(sizes),
+                                                 ctypes.byref(seconds))
+                out[state].setdefault(name, []).append(n * 4 / seconds.value / 1e9)
+    finally:
+        del arr
+        region.close()
+    return out
+
+
 def main(argv=None) -> None:
     import argparse  # pylint: disable=import-outside-toplevel
     import statistics  # pylint: disable=import-outside-toplevel
@@ -123,9 +186,26 @@ def main(argv=None) -> None:
     parser.add_argument("--chunks", default="", metavar="KB,...",
                         help="also read in alternate chunks of these sizes (each thread's half of one matrix after "
                              "another) and print chunked / contiguous per state of the machine")
+    parser.add_argument("--step-layouts", default="", metavar="KB,...",
+                        help="a decode step's reads of --layers times these matrices (KB each), each thread its part "
+                             "of one after another, the threads meeting after each: the matrices stored one after "
+                             "the other against each thread's parts stored as one stream; GB/s per state")
+    parser.add_argument("--layers", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fast-gbs", type=float, default=45.0)
     args = parser.parse_args(argv)
+    if args.step_layouts:
+        res = step_layouts([int(k) for k in args.step_layouts.split(",")], args.layers, args.rounds, args.fast_gbs)
+        print("| state | rounds | contiguous GB/s | matrices one after the other | each thread's parts as one stream "
+              "| streams / matrices (per round) |")
+        print("|---|---|---|---|---|---|")
+        for state, per in res.items():
+            if per:
+                gain = statistics.median(s / m for s, m in zip(per["streams"], per["matrices"]))
+                print(f"| {state} | {len(per['contiguous'])} | {statistics.median(per['contiguous']):.1f} | "
+                      f"{statistics.median(per['matrices']):.1f} | {statistics.median(per['streams']):.1f} | "
+                      f"{gain:.3f}x |")
+        return
     if not args.chunks:
         for _ in range(args.rounds):
             t = time.perf_counter()

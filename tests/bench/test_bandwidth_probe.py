@@ -51,6 +51,54 @@ def test_the_chunked_reader_sums_every_chunk_once(threads):
         region.close()
 
 
+@pytest.mark.parametrize("layout", ["matrices", "streams"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_step_segments_cover_the_step_once(layout, threads):
+    """Each layout's segments cover every float of the step exactly once, each matrix split into equal parts
+    by thread; "streams" gives each thread one contiguous region, "matrices" each matrix one range."""
+    sizes = [128 * threads * k for k in (3, 7, 2, 5)] * 2
+    segs = cb.step_segments(sizes, threads, layout)
+    assert segs.shape == (threads, len(sizes), 2)
+    covered = np.zeros(sum(sizes), np.int32)
+    for t in range(threads):
+        for (off, length), size in zip(segs[t], sizes):
+            assert length == size // threads
+            covered[off:off + length] += 1
+    assert (covered == 1).all()
+    if layout == "streams":
+        for t in range(threads):
+            ends = segs[t, :-1, 0] + segs[t, :-1, 1]
+            assert (ends == segs[t, 1:, 0]).all()  # one stream per thread
+    else:
+        starts = np.cumsum([0] + sizes[:-1])
+        assert (segs[0, :, 0] == starts).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_segment_reader_sums_every_segment(threads):
+    lib = cb._library()  # pylint: disable=protected-access
+    sizes = [128 * threads * k for k in (2, 5, 3)] * 3
+    n = sum(sizes)
+    arr, region = cb.huge_page_array(n * 4)
+    try:
+        arr[:] = (np.arange(n) // 128 % 11).astype(np.float32)
+        for layout in ("matrices", "streams"):
+            segs = np.ascontiguousarray(cb.step_segments(sizes, threads, layout))
+            seconds = ctypes.c_double()
+            total = lib.spindle_stream_read_segments(arr.ctypes.data, threads, segs.ctypes.data, len(sizes),
+                                                     ctypes.byref(seconds))
+            assert total == float(arr.astype(np.float64).sum()) and seconds.value > 0
+    finally:
+        del arr
+        region.close()
+
+
+def test_step_layouts_report_both_layouts_per_state():
+    res = cb.step_layouts([64, 32], layers=2, rounds=3, fast_gbs=0.0, threads=2)
+    assert res["slow"] == {} and set(res["fast"]) == {"contiguous", "matrices", "streams"}
+    assert all(len(v) == 3 and min(v) > 0.1 for v in res["fast"].values())
+
+
 def test_chunked_reads_report_ratios_per_state():
     res = cb.chunked_reads([64], rounds=2, fast_gbs=0.0, size_mb=16)  # every round counts as fast
     assert res["slow"] == {}
