@@ -38,12 +38,20 @@ static int by_value(const void *a, const void *b) {
 
 static size_t q4_1_bytes(int64_t K, int64_t N) { return (size_t)(N / TILE) * (K / QK) * Q4_1_GROUP_BYTES; }
 
-/* Phase `p` of a sync array (after sync_lines) with `units` units: half 1's share taken and done. */
-static void other_half_done(int32_t *lines, int p, int64_t units) {
-  int32_t *h1 = lines + p * PHASE_WORDS + HALF_WORDS;
-  const int64_t share = units - units / 2;
-  *(int64_t *)(h1 + PHASE_RANGE) = share; /* taken from the bottom of half 1: all of it */
-  h1[PHASE_DONE] = (int32_t)share;
+/* Kernels that take the halves of o_proj and down the other way round (blocks.h, next_matmul's `odd`): this
+ * thread, the caller of half 0, streams their half 1. */
+#ifdef SPINDLE_BLOCKS_ODD_MATRICES
+#define ODD 1
+#else
+#define ODD 0
+#endif
+
+/* Phase `p` of a sync array (after sync_lines) with `units` units: half `which`'s share taken and done. */
+static void half_done(int32_t *lines, int p, int64_t units, int which) {
+  int32_t *hw = lines + p * PHASE_WORDS + (which ? HALF_WORDS : 0);
+  const int64_t share = which ? units - units / 2 : units / 2;
+  *(int64_t *)(hw + PHASE_RANGE) = share; /* taken from the bottom of that half: all of it */
+  hw[PHASE_DONE] = (int32_t)share;
 }
 
 int main(int argc, char **argv) {
@@ -81,13 +89,13 @@ int main(int argc, char **argv) {
       for (int l = 0; l <= LAYERS; l++) {
         int32_t *lines = sync_lines(sync[l]);
         if (l == LAYERS) { /* the first layer's norm + QKV: phase 1 the matmul */
-          other_half_done(lines, 1, NQKV / TILE);
+          half_done(lines, 1, NQKV / TILE, 1);
           continue;
         }
-        other_half_done(lines, 1, HID / TILE);                           /* o_proj */
-        other_half_done(lines, 3, INTER / QK);                           /* gate_up, in groups */
-        other_half_done(lines, 4, HID / TILE);                           /* down */
-        other_half_done(lines, 6, (l == LAYERS - 1 ? VOCAB : NQKV) / TILE); /* the linked matmul */
+        half_done(lines, 1, HID / TILE, 1 ^ ODD);                           /* o_proj */
+        half_done(lines, 3, INTER / QK, 1);                                 /* gate_up, in groups */
+        half_done(lines, 4, HID / TILE, 1 ^ ODD);                           /* down */
+        half_done(lines, 6, (l == LAYERS - 1 ? VOCAB : NQKV) / TILE, 1);    /* the linked matmul */
       }
       spindle_qblock_norm_matmul(sync[LAYERS], 0, 1, x, norm_w, 1e-5f, HID, act_n, 1, w + off[0][0], NQKV, qkv, 1,
                                  w + off[0][1], HID, HID);
@@ -104,11 +112,13 @@ int main(int argc, char **argv) {
       for (int l = 0; l < LAYERS; l++) {
         spindle_qmm_q4_1(act_n, rb_h, 1, (const uint32_t *)(w + off[l][0]), HID, 0, NQKV / 2, qkv, NULL, NQKV);
         spindle_qact_quantize(a, HID, act_a, 1);
-        spindle_qmm_q4_1(act_a, rb_h, 1, (const uint32_t *)(w + off[l][1]), HID, 0, HID / 2, x2, x, HID);
+        spindle_qmm_q4_1(act_a, rb_h, 1, (const uint32_t *)(w + off[l][1]), HID, ODD * HID / 2, (1 + ODD) * HID / 2,
+                         x2, x, HID);
         spindle_qact_quantize(x2, HID, act_n, 1);
         spindle_qmm_q4_1(act_n, rb_h, 1, (const uint32_t *)(w + off[l][2]), HID, 0, INTER, gu, NULL, 2 * INTER);
         spindle_qact_quantize(gu, INTER, act_h, 1);
-        spindle_qmm_q4_1(act_h, rb_i, 1, (const uint32_t *)(w + off[l][3]), INTER, 0, HID / 2, y, x2, HID);
+        spindle_qmm_q4_1(act_h, rb_i, 1, (const uint32_t *)(w + off[l][3]), INTER, ODD * HID / 2, (1 + ODD) * HID / 2,
+                         y, x2, HID);
         spindle_qact_quantize(y, HID, act_n, 1);
       }
       spindle_qmm_q8_0(act_n, rb_h, 1, (const int8_t *)(w + head), HID, 0, VOCAB / 2, logits, NULL, VOCAB);

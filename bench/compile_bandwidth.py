@@ -123,15 +123,22 @@ def step_segments(sizes_floats: list[int], threads: int, layout: str) -> np.ndar
     """The (offset, length) float segments ``[threads, matrices, 2]`` each thread reads, matrix after matrix,
     when every matrix is cut into ``threads`` equal parts (each thread its own part, as the fused blocks
     split a matmul's tiles): ``"matrices"`` stores the matrices one after the other (a thread's parts are
-    a matrix apart), ``"streams"`` stores each thread's parts of all matrices one after the other (one
-    region per thread), so that each thread reads one stream."""
+    a matrix apart), ``"alternating"`` too, with the parts taken in reverse order every other matrix (as
+    the int8 blocks take o_proj's and down's halves, so that one thread's part of a matrix ends where its
+    part of the next begins), ``"streams"`` stores each thread's parts of all matrices one after the other
+    (one region per thread), so that each thread reads one stream."""
     parts = [n // threads for n in sizes_floats]
     segs = np.zeros((threads, len(parts), 2), np.int64)
     total = sum(sizes_floats)
     for t in range(threads):
         matrix_start, own = 0, t * total // threads
         for i, part in enumerate(parts):
-            segs[t, i] = (matrix_start + t * part if layout == "matrices" else own, part)
+            if layout == "streams":
+                segs[t, i] = (own, part)
+            elif layout == "alternating":
+                segs[t, i] = (matrix_start + (t if i % 2 == 0 else threads - 1 - t) * part, part)
+            else:
+                segs[t, i] = (matrix_start + t * part, part)
             matrix_start += sizes_floats[i]
             own += part
     return segs
@@ -141,7 +148,7 @@ def step_layouts(sizes_kb: list[int], layers: int, rounds: int, fast_gbs: float,
                  threads: int | None = None) -> dict[str, dict[str, list[float]]]:
     """A decode step's reads without the compute: ``layers`` times the matrices of ``sizes_kb``, each thread
     reading its part of one matrix after another with the threads meeting after each (`step_segments`), in
-    both layouts; per state of the machine (the contiguous read of a step's bytes at ``fast_gbs`` GB/s or
+    each layout; per state of the machine (the contiguous read of a step's bytes at ``fast_gbs`` GB/s or
     more: "fast"), the GB/s of each round's contiguous read and of each layout. Every read takes the next
     of ``copies`` copies of the step's bytes, so that it streams from memory, not from the last read's
     cache."""
@@ -152,7 +159,8 @@ def step_layouts(sizes_kb: list[int], layers: int, rounds: int, fast_gbs: float,
     n = sum(sizes)
     copies = max(2, -(-4 * 32 * 2**20 // (n * 4)) + 1)  # the others' bytes at least 4x a 32 MB cache
     arr, region = huge_page_array(copies * n * 4)
-    segs = {name: np.ascontiguousarray(step_segments(sizes, threads, name)) for name in ("matrices", "streams")}
+    segs = {name: np.ascontiguousarray(step_segments(sizes, threads, name))
+            for name in ("matrices", "streams", "alternating")}
     out: dict[str, dict[str, list[float]]] = {"fast": {}, "slow": {}}
     reads = 0
 
@@ -168,7 +176,8 @@ def step_layouts(sizes_kb: list[int], layers: int, rounds: int, fast_gbs: float,
             whole = n * 4 / seconds.value
             state = "fast" if whole >= fast_gbs * 1e9 else "slow"
             out[state].setdefault("contiguous", []).append(whole / 1e9)
-            for name in (("matrices", "streams") if r % 2 == 0 else ("streams", "matrices")):
+            names = ("matrices", "alternating", "streams")
+            for name in (names if r % 2 == 0 else reversed(names)):
                 lib.spindle_stream_read_segments(base(), threads, segs[name].ctypes.data, len(sizes),
                                                  ctypes.byref(seconds))
                 out[state].setdefault(name, []).append(n * 4 / seconds.value / 1e9)
@@ -189,22 +198,24 @@ def main(argv=None) -> None:
     parser.add_argument("--step-layouts", default="", metavar="KB,...",
                         help="a decode step's reads of --layers times these matrices (KB each), each thread its part "
                              "of one after another, the threads meeting after each: the matrices stored one after "
-                             "the other against each thread's parts stored as one stream; GB/s per state")
+                             "the other (parts in order, or alternating) against each thread's parts stored as one "
+                             "stream; GB/s per state")
     parser.add_argument("--layers", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fast-gbs", type=float, default=45.0)
     args = parser.parse_args(argv)
     if args.step_layouts:
         res = step_layouts([int(k) for k in args.step_layouts.split(",")], args.layers, args.rounds, args.fast_gbs)
-        print("| state | rounds | contiguous GB/s | matrices one after the other | each thread's parts as one stream "
-              "| streams / matrices (per round) |")
-        print("|---|---|---|---|---|---|")
+        print("| state | rounds | contiguous GB/s | matrices one after the other | ... halves alternating | each "
+              "thread's parts as one stream | alternating / matrices | streams / matrices (per round) |")
+        print("|---|---|---|---|---|---|---|---|")
         for state, per in res.items():
             if per:
-                gain = statistics.median(s / m for s, m in zip(per["streams"], per["matrices"]))
+                gains = [statistics.median(x / m for x, m in zip(per[name], per["matrices"]))
+                         for name in ("alternating", "streams")]
                 print(f"| {state} | {len(per['contiguous'])} | {statistics.median(per['contiguous']):.1f} | "
-                      f"{statistics.median(per['matrices']):.1f} | {statistics.median(per['streams']):.1f} | "
-                      f"{gain:.3f}x |")
+                      f"{statistics.median(per['matrices']):.1f} | {statistics.median(per['alternating']):.1f} | "
+                      f"{statistics.median(per['streams']):.1f} | {gains[0]:.3f}x | {gains[1]:.3f}x |")
         return
     if not args.chunks:
         for _ in range(args.rounds):

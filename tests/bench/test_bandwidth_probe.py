@@ -51,11 +51,12 @@ def test_the_chunked_reader_sums_every_chunk_once(threads):
         region.close()
 
 
-@pytest.mark.parametrize("layout", ["matrices", "streams"])
+@pytest.mark.parametrize("layout", ["matrices", "alternating", "streams"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_step_segments_cover_the_step_once(layout, threads):
     """Each layout's segments cover every float of the step exactly once, each matrix split into equal parts
-    by thread; "streams" gives each thread one contiguous region, "matrices" each matrix one range."""
+    by thread; "streams" gives each thread one contiguous region, "matrices" each matrix one range (thread 0
+    its first part), "alternating" too with thread 0 on the last part of every other matrix."""
     sizes = [128 * threads * k for k in (3, 7, 2, 5)] * 2
     segs = cb.step_segments(sizes, threads, layout)
     assert segs.shape == (threads, len(sizes), 2)
@@ -71,7 +72,10 @@ def test_step_segments_cover_the_step_once(layout, threads):
             assert (ends == segs[t, 1:, 0]).all()  # one stream per thread
     else:
         starts = np.cumsum([0] + sizes[:-1])
-        assert (segs[0, :, 0] == starts).all()
+        first = segs[0, :, 0] == starts
+        assert first.all() if layout == "matrices" or threads == 1 else (first == (np.arange(len(sizes)) % 2 == 0)).all()
+        if layout == "alternating" and threads == 2:  # thread 1 ends matrix i where its part of i + 1 begins
+            assert segs[1, 0, 0] + segs[1, 0, 1] == segs[1, 1, 0]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -82,7 +86,7 @@ def test_the_segment_reader_sums_every_segment(threads):
     arr, region = cb.huge_page_array(n * 4)
     try:
         arr[:] = (np.arange(n) // 128 % 11).astype(np.float32)
-        for layout in ("matrices", "streams"):
+        for layout in ("matrices", "alternating", "streams"):
             segs = np.ascontiguousarray(cb.step_segments(sizes, threads, layout))
             seconds = ctypes.c_double()
             total = lib.spindle_stream_read_segments(arr.ctypes.data, threads, segs.ctypes.data, len(sizes),
@@ -95,7 +99,7 @@ def test_the_segment_reader_sums_every_segment(threads):
 
 def test_step_layouts_report_both_layouts_per_state():
     res = cb.step_layouts([64, 32], layers=2, rounds=3, fast_gbs=0.0, threads=2)
-    assert res["slow"] == {} and set(res["fast"]) == {"contiguous", "matrices", "streams"}
+    assert res["slow"] == {} and set(res["fast"]) == {"contiguous", "matrices", "alternating", "streams"}
     assert all(len(v) == 3 and min(v) > 0.1 for v in res["fast"].values())
 
 

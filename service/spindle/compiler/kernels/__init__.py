@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "c408812958c1aac50062a544f8bf54773a4d4f203a9577cefca38828cea6a463"
+SOURCE_DIGEST = "6e0d4c4ac1e1e9bdc41fb2ff5bffd3b62630ba1896bc0a022930ad5247a66a00"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -144,11 +144,22 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t own, i
 }
 
 /* A matmul a thread prefetches the start of (the next phase's, or the next VM call's): its matrix, the
- * bytes of a unit of its columns (a tile), and its tiles, split in two halves as a matmul phase splits them. */
+ * bytes of a unit of its columns (a tile), and its tiles, split in two halves as a matmul phase splits them.
+ *
+ * `odd`: the threads take this matrix's halves the other way round (a caller of half h streams half
+ * h ^ 1). A decode step's matrices lie in memory in the order the blocks read them (a layer's QKV, o_proj,
+ * gate_up, down, then the next layer's QKV; the norms' few KB between them), and the int8 blocks
+ * (qmatmul.c) take every other one as odd (o_proj and down), so where one thread's half of a matrix ends,
+ * its half of the next one begins: each thread's stream restarts at every other matrix instead of every
+ * one. Replaying a SmolLM2 q4_1 step's reads (bench/compile_bandwidth.py --step-layouts), that read
+ * 1.04-1.05x faster with the cores in their fast state, 1.005x in the slow one. The float blocks
+ * (fmatmul.c) keep every matrix even: their gate_up phase reads two streams, the gate and the up rows. */
 typedef struct {
   const void *qweight;
   int64_t tile_bytes, tiles;
+  int32_t odd;
 } next_matmul;
+#define SPINDLE_BLOCKS_ODD_MATRICES 1 /* for bench/block_core.c, which presets the other thread's halves */
 
 #ifndef SPINDLE_HEAD_PREFETCH
 #define SPINDLE_HEAD_PREFETCH 8192
@@ -161,6 +172,7 @@ typedef struct {
  * leaves time for (side by side, 32 KB measured 1.04-1.10x at batch 1 over 8 KB, 64 KB no better). */
 static void prefetch_head(const next_matmul *m, int32_t half, int l2) {
   if (SPINDLE_HEAD_PREFETCH == 0 || !m) return;
+  half ^= m->odd;
   const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
   const int64_t limit = l2 ? 4 * SPINDLE_HEAD_PREFETCH : SPINDLE_HEAD_PREFETCH;
   const int64_t bytes = own < limit ? own : limit;

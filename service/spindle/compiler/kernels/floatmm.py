@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "c12b99a436f7cc15940bc4f895fb068ca1797c6550619289ebee20b1433350d6"
+SOURCE_DIGEST = "8fa73d233cd67504fa88902a1d215e4c64d39f163bd9c5dee9774c1b69d8992f"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 

@@ -534,8 +534,8 @@ static void quantize_row(const float *x, const float *w, float eps, int64_t K, i
   quantize_groups(x, w, scale, K, 0, K / QK, dst);
 }
 
-static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles) {
-  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles};
+static next_matmul matmul_ahead(int32_t fmt, const void *qweight, int64_t K, int64_t tiles, int32_t odd) {
+  next_matmul m = {qweight, fmt == 1 ? K / QK * Q4_1_GROUP_BYTES : q8_0_tile_bytes(K / QK), tiles, odd};
   return m;
 }
 
@@ -568,16 +568,18 @@ static const int8_t *quantize_for(int32_t *sync, int32_t half, int64_t rows, con
   return shared;
 }
 
-/* Phase: y[:, n] (+ res) for all N columns. A block's last phase asks for the head of the matmul the next
- * VM call starts with (`next`, NULL if none) before it waits. */
+/* Phase: y[:, n] (+ res) for all N columns; the matrix is `odd` (see next_matmul). A block's last phase asks
+ * for the head of the matmul the next VM call starts with (`next`, NULL if none) before it waits. */
 static void phase_matmul(int32_t *sync, int32_t half, int32_t fmt, const int8_t *act, int64_t K, int64_t rows,
-                         const void *qweight, int64_t N, float *y, const float *res, const next_matmul *next) {
+                         const void *qweight, int32_t odd, int64_t N, float *y, const float *res,
+                         const next_matmul *next) {
   const int64_t tiles = (N + TILE - 1) / TILE, astride = spindle_qact_row_bytes(K);
+  const int32_t own = half ^ odd;
   int64_t t0, t1;
-  while (take_split(sync, tiles, half, OWN_CHUNK, 2, &t0, &t1)) {
+  while (take_split(sync, tiles, own, OWN_CHUNK, 2, &t0, &t1)) {
     qmm_columns(fmt, act, astride, rows, qweight, K, t0 * TILE, t1 * TILE < N ? t1 * TILE : N, y,
                 res, N);
-    finish_units(sync, half, t1 - t0);
+    finish_units(sync, own, t1 - t0);
   }
   prefetch_head(next, half, 1);
   wait_phase(sync, tiles);
@@ -643,7 +645,7 @@ static void norm_matmul_phases(int32_t *sync, int32_t half, int64_t rows, const 
                                int64_t K, int8_t *act, int8_t *local, int32_t fmt, const void *qweight,
                                const next_matmul *m, int64_t N, float *y, const next_matmul *next) {
   const int8_t *xq = quantize_for(sync, half, rows, x, w, eps, K, act, local, m);
-  phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, N, y, NULL, next);
+  phase_matmul(sync + PHASE_WORDS, half, fmt, xq, K, rows, qweight, m->odd, N, y, NULL, next);
 }
 
 /* y[rows, N] = rmsnorm(x[rows, K]; w, eps) @ W.T. sync: 2 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32,
@@ -656,8 +658,9 @@ int32_t spindle_qblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
                                    int32_t next_fmt, const void *next_q, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, (N + TILE - 1) / TILE)) return 0;
-  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE),
-                    next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
+  /* the QKV (or the output head) is even, the o_proj after the attention odd (next_matmul) */
+  const next_matmul m = matmul_ahead(fmt, qweight, K, (N + TILE - 1) / TILE, 0),
+                    next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE, 1);
   int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64)));
   norm_matmul_phases(sync, half, rows, x, w, eps, K, act, local, fmt, qweight, &m, N, y,
                      next_fmt >= 0 ? &next : NULL);
@@ -687,18 +690,20 @@ int32_t spindle_qblock_mlp(int32_t *sync, int32_t half, int64_t rows, const floa
   if (linked ? phase_done(sync + 6 * PHASE_WORDS, (N2 + TILE - 1) / TILE)
              : phase_done(sync + 4 * PHASE_WORDS, (H + TILE - 1) / TILE))
     return 0;
-  const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE),
-                    mg = matmul_ahead(fg, qg, H, 2 * I / TILE),
-                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE),
-                    m2 = matmul_ahead(f2, q2, H, (N2 + TILE - 1) / TILE),
-                    next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE);
+  /* o_proj and down odd, gate_up and the linked QKV (or head) even (next_matmul); the next VM call starts
+   * with the next layer's o_proj when linked, else with its QKV or the output head */
+  const next_matmul mo = matmul_ahead(fo, qo, A, (H + TILE - 1) / TILE, 1),
+                    mg = matmul_ahead(fg, qg, H, 2 * I / TILE, 0),
+                    md = matmul_ahead(fd, qd, I, (H + TILE - 1) / TILE, 1),
+                    m2 = matmul_ahead(f2, q2, H, (N2 + TILE - 1) / TILE, 0),
+                    next = matmul_ahead(next_fmt, next_q, next_k, (next_n + TILE - 1) / TILE, linked);
   const next_matmul *after_down = linked ? &m2 : next_fmt >= 0 ? &next : NULL;
   int8_t local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* a's row, x2's normed row, y's */
   const int8_t *aq = quantize_for(sync, half, rows, a, NULL, 0.0f, A, act_a, local, &mo);
-  phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, H, x2, x, NULL);
+  phase_matmul(sync + PHASE_WORDS, half, fo, aq, A, rows, qo, mo.odd, H, x2, x, NULL);
   const int8_t *nq = quantize_for(sync + 2 * PHASE_WORDS, half, rows, x2, norm_w, eps, H, act_n, local, &mg);
   phase_gate_up(sync + 3 * PHASE_WORDS, half, fg, nq, H, rows, qg, I, gu, h, act_h, &md);
-  phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, H, y, x2, after_down);
+  phase_matmul(sync + 4 * PHASE_WORDS, half, fd, act_h, I, rows, qd, md.odd, H, y, x2, after_down);
   if (linked)
     norm_matmul_phases(sync + 5 * PHASE_WORDS, half, rows, y, norm2_w, eps2, H, act_2, local, f2, q2, &m2, N2, z,
                        next_fmt >= 0 ? &next : NULL);
