@@ -148,12 +148,13 @@ static int take_split(int32_t *sync, int64_t tiles, int32_t half, int64_t own, i
  *
  * `odd`: the threads take this matrix's halves the other way round (a caller of half h streams half
  * h ^ 1). A decode step's matrices lie in memory in the order the blocks read them (a layer's QKV, o_proj,
- * gate_up, down, then the next layer's QKV; the norms' few KB between them), and the int8 blocks
- * (qmatmul.c) take every other one as odd (o_proj and down), so where one thread's half of a matrix ends,
+ * gate_up, down, then the next layer's QKV; the norms' few KB between them), and the blocks take every
+ * other one as odd (o_proj and down), so where one thread's half of a matrix ends,
  * its half of the next one begins: each thread's stream restarts at every other matrix instead of every
  * one. Replaying a SmolLM2 q4_1 step's reads (bench/compile_bandwidth.py --step-layouts), that read
  * 1.04-1.05x faster with the cores in their fast state, 1.005x in the slow one. The float blocks
- * (fmatmul.c) keep every matrix even: their gate_up phase reads two streams, the gate and the up rows. */
+ * (fmatmul.c) do the same; their gate_up phase reads two streams (the gate rows and the up rows), of
+ * which the gate rows run on from o_proj and the up rows into down. */
 typedef struct {
   const void *qweight;
   int64_t tile_bytes, tiles;

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "8fa73d233cd67504fa88902a1d215e4c64d39f163bd9c5dee9774c1b69d8992f"
+SOURCE_DIGEST = "39251feb0ec4b749f0537bfdfdb9c0895eef610bff208f86fb162fa9da719c67"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 

@@ -282,8 +282,8 @@ int32_t spindle_fmm_sched(int32_t *counter, const void *x, int64_t rows, const v
 
 static int64_t ftiles(int64_t n) { return (n + FTILE - 1) / FTILE; }
 
-static next_matmul fmatrix_ahead(const void *w, int64_t K, int64_t N, int dt) {
-  next_matmul m = {w, FTILE * K * (dt ? 2 : 4), ftiles(N)};
+static next_matmul fmatrix_ahead(const void *w, int64_t K, int64_t N, int dt, int32_t odd) {
+  next_matmul m = {w, FTILE * K * (dt ? 2 : 4), ftiles(N), odd};
   return m;
 }
 
@@ -364,15 +364,16 @@ static const void *norm_for(int32_t *sync, int32_t half, int64_t rows, const voi
   return shared;
 }
 
-/* Phase: y[:, n] = x @ W.T (+ res) for all N columns; the last phase of a block asks for the head of the
- * next VM call's matrix (`next`, NULL if none) before it waits. */
-static void fphase_matmul(int32_t *sync, int32_t half, const void *x, int64_t rows, const void *w, int64_t K,
-                          int64_t N, void *y, const void *res, int dt, const next_matmul *next) {
+/* Phase: y[:, n] = x @ W.T (+ res) for all N columns, W `odd` (blocks.h, next_matmul); the last phase of
+ * a block asks for the head of the next VM call's matrix (`next`, NULL if none) before it waits. */
+static void fphase_matmul(int32_t *sync, int32_t half, const void *x, int64_t rows, const void *w, int32_t odd,
+                          int64_t K, int64_t N, void *y, const void *res, int dt, const next_matmul *next) {
   const int64_t tiles = ftiles(N);
+  const int32_t own = half ^ odd;
   int64_t t0, t1;
-  while (take_split(sync, tiles, half, OWN_CHUNK, 2, &t0, &t1)) {
+  while (take_split(sync, tiles, own, OWN_CHUNK, 2, &t0, &t1)) {
     spindle_fmm(x, rows, w, K, t0 * FTILE, t1 * FTILE < N ? t1 * FTILE : N, y, res, N, dt, dt);
-    finish_units(sync, half, t1 - t0);
+    finish_units(sync, own, t1 - t0);
   }
   prefetch_head(next, half, 1);
   wait_phase(sync, tiles);
@@ -407,10 +408,11 @@ int32_t spindle_fblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
                                    int32_t has_next, const void *next_w, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
   if (phase_done(sync + PHASE_WORDS, ftiles(N))) return 0;
-  const next_matmul m = fmatrix_ahead(w, K, N, dt), next = fmatrix_ahead(next_w, next_k, next_n, dt);
+  /* the QKV (or the output head) is even, the o_proj after the attention odd (blocks.h, next_matmul) */
+  const next_matmul m = fmatrix_ahead(w, K, N, dt, 0), next = fmatrix_ahead(next_w, next_k, next_n, dt, 1);
   char local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64)));
   const void *xq = norm_for(sync, half, rows, x, norm_w, eps, K, xn, local, dt, &m);
-  fphase_matmul(sync + PHASE_WORDS, half, xq, rows, w, K, N, y, NULL, dt, has_next ? &next : NULL);
+  fphase_matmul(sync + PHASE_WORDS, half, xq, rows, w, m.odd, K, N, y, NULL, dt, has_next ? &next : NULL);
   return 0;
 }
 
@@ -425,12 +427,13 @@ int32_t spindle_fblock_mlp(int32_t *sync, int32_t half, int64_t rows, const void
   sync = sync_lines(sync);
   if (phase_done(sync + 3 * PHASE_WORDS, ftiles(H))) return 0;
   /* mg: the gate rows, as the gate_up phase splits them (each half's first gate columns) */
-  const next_matmul mg = fmatrix_ahead(wg, H, I, dt), md = fmatrix_ahead(wd, I, H, dt),
-                    next = fmatrix_ahead(next_w, next_k, next_n, dt);
+  /* o_proj and down odd, gate_up and the next VM call's QKV (or head) even (blocks.h, next_matmul) */
+  const next_matmul mg = fmatrix_ahead(wg, H, I, dt, 0), md = fmatrix_ahead(wd, I, H, dt, 1),
+                    next = fmatrix_ahead(next_w, next_k, next_n, dt, 0);
   char local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* x2's normed row */
-  fphase_matmul(sync, half, a, rows, wo, A, H, x2, x, dt, NULL);
+  fphase_matmul(sync, half, a, rows, wo, 1, A, H, x2, x, dt, NULL);
   const void *xq = norm_for(sync + PHASE_WORDS, half, rows, x2, norm_w, eps, H, xn, local, dt, &mg);
   fphase_gate_up(sync + 2 * PHASE_WORDS, half, xq, rows, wg, H, I, gu, h, dt, &md);
-  fphase_matmul(sync + 3 * PHASE_WORDS, half, h, rows, wd, I, H, y, x2, dt, has_next ? &next : NULL);
+  fphase_matmul(sync + 3 * PHASE_WORDS, half, h, rows, wd, md.odd, I, H, y, x2, dt, has_next ? &next : NULL);
   return 0;
 }
