@@ -78,6 +78,11 @@ def huge_page_array(nbytes: int) -> tuple[np.ndarray, mmap.mmap]:
     return arr, region
 
 
+def reader_threads(threads: int | None = None) -> int:
+    """``threads``, else ``TVM_NUM_THREADS`` (as the model's thread pool), else the cores."""
+    return threads or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+
+
 def stream_read_bandwidth(size_mb: int = 256, repeats: int = 3, threads: int | None = None,
                           chunk_kb: int = 0) -> float:
     """Median bytes/s of reading a ``size_mb`` array (far larger than the caches) with ``threads`` threads
@@ -85,7 +90,7 @@ def stream_read_bandwidth(size_mb: int = 256, repeats: int = 3, threads: int | N
     many KB (thread t chunks t, t + threads, ...), as the fused decode blocks read each thread's half of
     one matrix after another, instead of a contiguous share each."""
     lib = _library()
-    threads = threads or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+    threads = reader_threads(threads)
     chunk = chunk_kb * 1024 // 4
     unit = max(128, chunk) * threads
     n = size_mb * 1024 * 1024 // 4 // unit * unit
@@ -153,7 +158,7 @@ def step_layouts(sizes_kb: list[int], layers: int, rounds: int, fast_gbs: float,
     of ``copies`` copies of the step's bytes, so that it streams from memory, not from the last read's
     cache."""
     lib = _library()
-    threads = threads or int(os.environ.get("TVM_NUM_THREADS", 0)) or os.cpu_count() or 1
+    threads = reader_threads(threads)
     unit = 128 * threads
     sizes = [max(unit, kb * 1024 // 4 // unit * unit) for kb in sizes_kb] * layers
     n = sum(sizes)

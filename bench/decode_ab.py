@@ -41,18 +41,13 @@ from spindle.cli import resolve_model
 from spindle.compiler.build import set_runtime_threads
 from spindle.compiler.runner import ModelRunner
 from bench_compile import decode_step, decode_weight_bytes
+from decode_ab import start_sequences
 set_runtime_threads()
 runner = ModelRunner(resolve_model(None, dtype))
 weight_bytes = decode_weight_bytes(runner)
 kv = runner.create_kv_cache(max_batch_size=max(8, batch), max_total_seq_len=batch * (context + 4096))
 seqs = list(range(batch))
-
-def start():
-    for s in seqs:
-        runner.add_sequence(kv, s)
-        runner.prefill(kv, [s], [[(7 * j + s) % 300 + 3 for j in range(context)]])
-
-start()
+start_sequences(runner, kv, seqs, context)
 step = decode_step(runner, kv, seqs)
 for _ in range(4):
     step()
@@ -63,11 +58,19 @@ for line in sys.stdin:
     for _ in range(int(line)):
         step()
     dt = (time.perf_counter() - t) / int(line)
-    for s in seqs:  # the next round starts from the same context (before answering: the other process runs next)
-        runner.remove_sequence(kv, s)
-    start()
+    start_sequences(runner, kv, seqs, context, restart=True)  # before answering: the other process runs next
     print(dt, flush=True)
 """
+
+
+def start_sequences(runner, kv, seqs: list[int], context: int, restart: bool = False) -> None:
+    """Sequences ``seqs`` in the cache, each prefilled with the same ``context`` tokens every time; with
+    ``restart`` they are removed first, so that every round starts from the same context."""
+    for s in seqs:
+        if restart:
+            runner.remove_sequence(kv, s)
+        runner.add_sequence(kv, s)
+        runner.prefill(kv, [s], [[(7 * j + s) % 300 + 3 for j in range(context)]])
 
 
 def _start(service: pathlib.Path, dtype: str, batch: int, context: int) -> subprocess.Popen:
@@ -130,14 +133,8 @@ def compare_in_process(trees: dict, dtype: str, batch: int, rounds: int, steps: 
         runner = ModelRunner(artifact(tree, tag, dtype))
         kv = runner.create_kv_cache(max_batch_size=max(8, batch), max_total_seq_len=batch * (context + 4096))
         sides[tag] = (runner, kv, decode_step(runner, kv, seqs))
-
-    def start(runner, kv):
-        for s in seqs:
-            runner.add_sequence(kv, s)
-            runner.prefill(kv, [s], [[(7 * j + s) % 300 + 3 for j in range(context)]])
-
     for runner, kv, step in sides.values():
-        start(runner, kv)
+        start_sequences(runner, kv, seqs, context)
         for _ in range(4):
             step()
     times = {tag: [] for tag in sides}
@@ -151,9 +148,7 @@ def compare_in_process(trees: dict, dtype: str, batch: int, rounds: int, steps: 
             for _ in range(steps):
                 step()
             times[tag].append((time.perf_counter() - t) / steps)
-            for s in seqs:  # the next round starts from the same context
-                runner.remove_sequence(kv, s)
-            start(runner, kv)
+            start_sequences(runner, kv, seqs, context, restart=True)
     return _summary(times, bandwidths, {tag: decode_weight_bytes(side[0]) for tag, side in sides.items()})
 
 
