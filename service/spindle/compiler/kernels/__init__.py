@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "389e56c9e59086dd10f873a46e319d95ef504221e24ab218e8a4dbbab5396422"
+SOURCE_DIGEST = "588fd95d284dd1047d63de7baba5b3e0765ff2349de9cac5a63bf182944b11c3"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

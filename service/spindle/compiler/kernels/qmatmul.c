@@ -271,11 +271,16 @@ AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const u
     const uint8_t *wg = w + g * Q4_1_GROUP_BYTES;
     if (NR >= PREFETCH_ROWS)
       for (int j = 0; j < Q4_1_GROUP_BYTES / 64; j++) PREFETCH_NEXT(wg, next, j);
-    __m512i lo[4], hi[4];
+    /* lo: the low nibbles; hi16: the high nibbles left in place, i.e. 16 x their codes (at most 240, still
+     * an unsigned byte), so that one AND takes them out instead of a shift and an AND; their dot is 16 x
+     * theirs, exactly (at most 4 x 4 x 240 x 127 per lane), and an arithmetic shift by 4 undoes it. The
+     * batch-1 pass is bound by the vector units as much as by memory on these cores (one thread from L2:
+     * ~56 -> ~59 GB/s; decode steps 1.015-1.027x in one process, alternating). */
+    __m512i lo[4], hi16[4];
     for (int j = 0; j < 4; j++) {
       const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
       lo[j] = _mm512_and_si512(v, m4);
-      hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      hi16[j] = _mm512_andnot_si512(m4, v);
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wg + Q4_1_SCALES)));
     const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wg + Q4_1_MINS)));
@@ -285,10 +290,10 @@ AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const u
       __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
       for (int j = 0; j < 4; j++) {
         s0 = _mm512_dpbusd_epi32(s0, lo[j], _mm512_set1_epi32(load4(q + 8 * j)));
-        s1 = _mm512_dpbusd_epi32(s1, hi[j], _mm512_set1_epi32(load4(q + 8 * j + 4)));
+        s1 = _mm512_dpbusd_epi32(s1, hi16[j], _mm512_set1_epi32(load4(q + 8 * j + 4)));
       }
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(dw, _mm512_set1_ps(dx[g])),
-                               acc[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, _mm512_srai_epi32(s1, 4))),
+                               _mm512_mul_ps(dw, _mm512_set1_ps(dx[g])), acc[r]);
       macc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(dx[G + g]), macc[r]);
     }
   }
