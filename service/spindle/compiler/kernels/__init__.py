@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "588fd95d284dd1047d63de7baba5b3e0765ff2349de9cac5a63bf182944b11c3"
+SOURCE_DIGEST = "e24b86905ed85b20afd79f942d701c5902421ce612976ad5259a052b481237b2"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
