@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "e24b86905ed85b20afd79f942d701c5902421ce612976ad5259a052b481237b2"
+SOURCE_DIGEST = "eb1f0004c7660d773e905a9f44f5fc32bc282571f9c007f8fe17fb7a3cbf0f0c"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "39251feb0ec4b749f0537bfdfdb9c0895eef610bff208f86fb162fa9da719c67"
+SOURCE_DIGEST = "850e4a2e3bd32bc4b96aa582b32483ce17a8a9b7078989dfb36131601ce390f9"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 

@@ -259,17 +259,6 @@ AVX512_INLINE void store_tile(float *y, const float *res, __m512 acc, __mmask16 
 #define PREFETCH_ROWS 2
 #define PREFETCH_NEXT(p, next, j) _mm_prefetch((const char *)(p) + (next) + 64 * (j), _MM_HINT_T1)
 
-/* A one-row pass leaves the stream to the hardware prefetcher, except at the start of each 4 KB page: the
- * group that starts within the page's first `bytes` asks for the first line of the page PAGE_AHEAD bytes
- * beyond into L2 (one prefetch per page: the rolling prefetch of every line, 2 KB ahead, made a pass
- * much slower). In one process, alternating round by round with the pass without it (SmolLM2 batch 1,
- * 32 cached tokens): q4_1 1.039x over 77 fast rounds, q8_0 1.053x over 49 fast and 1.072x over 31 slow
- * rounds; 4, 16 and 32 KB ahead read like 8, and a prefetch into L1 was not steady. */
-#define PAGE_AHEAD 8192
-AVX512_INLINE void prefetch_page_ahead(const void *group, int64_t bytes) {
-  const uintptr_t a = (uintptr_t)group;
-  if ((a & 4095) < (uintptr_t)bytes) _mm_prefetch((const char *)((a & ~(uintptr_t)4095) + PAGE_AHEAD), _MM_HINT_T1);
-}
 
 /* One tile for NR rows. w: the tile's first group; next: bytes to the next tile; y, res: the tile's first
  * column of the first row. The tile is read front to back once. */
