@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "eb1f0004c7660d773e905a9f44f5fc32bc282571f9c007f8fe17fb7a3cbf0f0c"
+SOURCE_DIGEST = "fec6a96539a9c9d2a5360b07ea5a2d31672390fc85c012254aacad128745eee7"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

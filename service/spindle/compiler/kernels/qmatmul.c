@@ -259,7 +259,6 @@ AVX512_INLINE void store_tile(float *y, const float *res, __m512 acc, __mmask16 
 #define PREFETCH_ROWS 2
 #define PREFETCH_NEXT(p, next, j) _mm_prefetch((const char *)(p) + (next) + 64 * (j), _MM_HINT_T1)
 
-
 /* One tile for NR rows. w: the tile's first group; next: bytes to the next tile; y, res: the tile's first
  * column of the first row. The tile is read front to back once. */
 AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const uint8_t *w, int64_t next, int64_t K,
@@ -277,7 +276,7 @@ AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const u
      * an unsigned byte), so that one AND takes them out instead of a shift and an AND; their dot is 16 x
      * theirs, exactly (at most 4 x 4 x 240 x 127 per lane), and an arithmetic shift by 4 undoes it. The
      * batch-1 pass is bound by the vector units as much as by memory on these cores (one thread from L2:
-     * ~56 -> ~59 GB/s; decode steps 1.015-1.027x in one process, alternating). */
+     * ~56 -> ~59 GB/s; batch-1 decode steps 1.019x, bench/decode_ab.py --in-process, 80 rounds). */
     __m512i lo[4], hi16[4];
     for (int j = 0; j < 4; j++) {
       const __m512i v = _mm512_loadu_si512((const void *)(wg + 64 * j));
