@@ -46,21 +46,23 @@ def kernels_library(out_dir: str) -> ctypes.CDLL:
     return ctypes.CDLL(str(kernels.shared_library(out_dir)))
 
 
-def weights(fmt: str, tiles: int, k: int, region_bytes: int = 0) -> tuple[np.ndarray, object]:
-    """`tiles` tiles of random codes with small valid fp16 scales (and minimums), in 2 MB pages when
-    `region_bytes` asks for a streamed copy."""
+def weights(fmt: str, tiles: int, k: int) -> tuple[np.ndarray, object]:
+    """`tiles` tiles of random codes with small valid fp16 scales (and minimums), in 2 MB pages; keep the
+    returned region alive as long as the array."""
+    from spindle.compiler.quantization import TILE_Q4_1_WORDS, TILE_Q8_0_PAIR  # pylint: disable=import-outside-toplevel
+
     tb = tile_bytes(fmt, k)
-    arr, region = huge_page_array(max(region_bytes, tiles * tb))
+    arr, region = huge_page_array(tiles * tb)
     raw = arr.view(np.uint8)[:tiles * tb].reshape(tiles, -1)
     rng = np.random.default_rng(0)
     raw[:] = rng.integers(0, 256, size=raw.shape, dtype=np.uint8)
     half = np.frombuffer(np.full(16, 0.01, np.float16).tobytes(), np.uint8)
-    if fmt == "q4_1":  # per group of 320 bytes: codes [0, 256), scales [256, 288), minimums [288, 320)
-        groups = raw.reshape(tiles, -1, 320)
+    if fmt == "q4_1":  # per group: codes [0, 256), scales [256, 288), minimums [288, 320)
+        groups = raw.reshape(tiles, -1, 4 * TILE_Q4_1_WORDS)
         groups[:, :, 256:288] = half
         groups[:, :, 288:320] = half
-    else:  # per pair of groups of 1088 bytes: 2 x 512 of codes, then 2 x 32 of scales
-        pairs = raw.reshape(tiles, -1, 1088)
+    else:  # per pair of groups: 2 x 512 of codes, then 2 x 32 of scales
+        pairs = raw.reshape(tiles, -1, TILE_Q8_0_PAIR)
         pairs[:, :, 1024:1056] = half
         pairs[:, :, 1056:1088] = half
     return raw.reshape(-1), region

@@ -70,13 +70,39 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+/* Runs shares[0] on the calling thread and the others on threads of their own, all starting together.
+ * *seconds: from the moment every thread is ready to the end of the last one. Returns the sum of the
+ * shares' sums, or -1 when a thread could not be started. */
+static double run_shares(share_t *shares, int threads, int *ready, int *go, double *seconds) {
+  pthread_t tid[MAX_THREADS];
+  int started = 1;
+  for (; started < threads; started++)
+    if (pthread_create(&tid[started], NULL, worker, &shares[started]) != 0) break;
+  if (started < threads) {
+    __atomic_store_n(go, -1, __ATOMIC_RELEASE);
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+    return -1.0;
+  }
+  while (__atomic_load_n(ready, __ATOMIC_ACQUIRE) < threads - 1) {
+  }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  __atomic_store_n(go, 1, __ATOMIC_RELEASE);
+  double total = sum_share(&shares[0]);
+  for (int t = 1; t < threads; t++) {
+    pthread_join(tid[t], NULL);
+    total += shares[t].sum;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  return total;
+}
+
 /* Sums p[0 .. n) with `threads` threads (1..64, the calling thread one of them). chunk 0: each thread a
  * contiguous share of n / threads floats (a multiple of 128); else chunks of `chunk` floats (a multiple of
  * 128 that divides n / threads), thread t summing every threads-th one from chunk t. *seconds: from the
  * moment every thread is ready to the end of the last one. Returns the sum, or -1 when a thread could not
  * be started. */
-static double run_shares(share_t *shares, int threads, int *ready, int *go, double *seconds);
-
 double spindle_stream_read_chunks(const float *p, int64_t n, int32_t threads, int64_t chunk, double *seconds) {
   share_t shares[MAX_THREADS];
   int ready = 0, go = 0;
@@ -101,31 +127,6 @@ double spindle_stream_read_segments(const float *p, int32_t threads, const int64
   for (int t = 0; t < threads; t++)
     shares[t] = (share_t){p, 0, 0, 0, segs + 2 * nsegs * t, nsegs, &count, threads, 0.0, &ready, &go};
   return run_shares(shares, threads, &ready, &go, seconds);
-}
-
-static double run_shares(share_t *shares, int threads, int *ready, int *go, double *seconds) {
-  pthread_t tid[MAX_THREADS];
-  int started = 1;
-  for (; started < threads; started++)
-    if (pthread_create(&tid[started], NULL, worker, &shares[started]) != 0) break;
-  if (started < threads) {
-    __atomic_store_n(go, -1, __ATOMIC_RELEASE);
-    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
-    return -1.0;
-  }
-  while (__atomic_load_n(ready, __ATOMIC_ACQUIRE) < threads - 1) {
-  }
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  __atomic_store_n(go, 1, __ATOMIC_RELEASE);
-  double total = sum_share(&shares[0]);
-  for (int t = 1; t < threads; t++) {
-    pthread_join(tid[t], NULL);
-    total += shares[t].sum;
-  }
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-  return total;
 }
 
 double spindle_stream_read_sum(const float *p, int64_t n, int32_t threads, double *seconds) {
