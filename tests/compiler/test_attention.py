@@ -174,8 +174,9 @@ def _decode_case(kernel, h_kv, h_q, d, window, lengths, rng):
 @pytest.mark.parametrize("lengths", [
     [1], [15], [16], [17], [127], [128], [129], [300],  # batch 1 around page and 128-key block boundaries
     [700],  # batch 1, long: keys split over several parallel tasks and merged
-    [300, 1], [33, 40],  # batch 2, few (sequence, KV head) pairs: cut into key ranges, some nearly empty
-    [1, 2, 15, 16, 3, 9, 12, 5],  # batch 8, little work: serial
+    [300, 1],  # batch 2, few (sequence, KV head) pairs: cut into key ranges, some nearly empty
+    [33, 40], [1, 2, 15, 16, 3, 9],  # batches 2 and 6, little work: serial (DECODE_PARALLEL_MIN)
+    [1, 2, 15, 16, 3, 9, 12, 5],  # batch 8, one page each: parallel over (sequence, KV head)
     [15, 16, 17, 1, 33, 128, 129, 64],  # batch 8, parallel over (sequence, KV head)
     [200, 16, 300, 1, 129, 250, 17, 90],
 ], ids=lambda v: "-".join(map(str, v)))

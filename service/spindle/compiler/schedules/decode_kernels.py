@@ -34,11 +34,13 @@ LOG2E = math.log2(math.e)
 NO_KEYS_LSE = -5e4  # log-sum-exp of a query that sees no key (the bundled kernels' convention)
 BLOCK = 128  # keys per online-softmax block of the decode attention
 EXP_TILE = 16  # lanes of the vectorised softmax loops
-# Below this many (query head x cached key) pairs in a call the decode attention runs on the calling
-# thread. In a decode step the cached keys and values come from memory, not cache (the step streamed all
-# the weights since the layer last read them), so even a batch-1 step over 64 keys gains from a second
-# thread's loads (4% of a SmolLM2 q4_1 step); the pool's threads are awake between a step's kernels.
-DECODE_PARALLEL_MIN = 256
+# Below this many (query head x cached key) pairs in a call (counted in whole pages) the decode attention
+# runs on the calling thread: no parallel launch, and no task's output written on the other core for the
+# next block to read back. SmolLM2 at batch 1 runs serially up to 7 pages (112 keys). Side by side with 256
+# (bench/decode_ab.py --in-process, 40 rounds): batch 1 at 32 cached tokens q4_1 1.035x, q8_0 1.034x
+# (1.019x / 1.041x in the fast state), at 100 tokens 1.016x / 1.020x, at 64 tokens 1.004x (batch 2
+# 1.008x), batch 8 unchanged (1.002x; all-serial decode there: 0.864x).
+DECODE_PARALLEL_MIN = 1024
 SPLIT_KEYS = 256  # a long context is cut into ranges of this many keys (up to MAX_SPLIT)
 MAX_SPLIT = 8  # key ranges per (sequence, KV head) at most
 # Fewer (sequence, KV head) pairs than this are cut into key ranges (of MIN_PART_KEYS at least) until there
