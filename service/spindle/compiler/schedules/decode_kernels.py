@@ -37,9 +37,10 @@ EXP_TILE = 16  # lanes of the vectorised softmax loops
 # Below this many (query head x cached key) pairs in a call (counted in whole pages) the decode attention
 # runs on the calling thread: no parallel launch, and no task's output written on the other core for the
 # next block to read back. SmolLM2 at batch 1 runs serially up to 7 pages (112 keys). Side by side with 256
-# (bench/decode_ab.py --in-process, 40 rounds): batch 1 at 32 cached tokens q4_1 1.035x, q8_0 1.034x
-# (1.019x / 1.041x in the fast state), at 100 tokens 1.016x / 1.020x, at 64 tokens 1.004x (batch 2
-# 1.008x), batch 8 unchanged (1.002x; all-serial decode there: 0.864x).
+# (bench/decode_ab.py --in-process): batch 1 at 32 cached tokens q4_1 1.035x, 1.002x and 1.027x, q8_0
+# 1.034x, 1.002x and 1.008x (three runs of 40-80 rounds), at 100 tokens 1.016x / 1.020x, at 64 tokens
+# 1.004x (batch 2 1.008x), batch 8 unchanged (1.002x; all-serial decode there: 0.864x); 2048 pairs: 0.996x
+# at 150 tokens.
 DECODE_PARALLEL_MIN = 1024
 SPLIT_KEYS = 256  # a long context is cut into ranges of this many keys (up to MAX_SPLIT)
 MAX_SPLIT = 8  # key ranges per (sequence, KV head) at most
