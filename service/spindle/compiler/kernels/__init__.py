@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "fec6a96539a9c9d2a5360b07ea5a2d31672390fc85c012254aacad128745eee7"
+SOURCE_DIGEST = "5a52e6a94fb0374e1674ffff7193dedbec45a06d80373ee6fbafe05ded76ecce"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel
@@ -63,6 +63,9 @@ def compiler() -> str:
     return path
 
 
+CFLAGS = ("-x", "c", "-std=gnu11", "-O3", "-fPIC", "-fno-math-errno", "-Wall")  # every build of the C sources
+
+
 def compile_source(source: Path, digest: str, owner: str, out: Path, shared: bool) -> Path:
     """Compile one C source of this package to an object (or, with ``shared``, a shared library) at ``out``,
     after checking it (with the headers) against the digest its Python module ``owner`` records
@@ -75,8 +78,7 @@ def compile_source(source: Path, digest: str, owner: str, out: Path, shared: boo
     if actual != digest:
         raise KernelBuildError(f"{source.name} does not match {owner}.SOURCE_DIGEST; update the digest to "
                                f"{actual} so that compiled artifacts are rebuilt")
-    cmd = [compiler(), "-x", "c", "-std=gnu11", "-O3", "-fPIC", "-fno-math-errno", "-Wall",
-           *(["-shared"] if shared else ["-c", "-fvisibility=hidden"]), str(source), "-o", str(out)]
+    cmd = [compiler(), *CFLAGS, *(["-shared"] if shared else ["-c", "-fvisibility=hidden"]), str(source), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise KernelBuildError(f"compiling {source.name} failed ({' '.join(cmd)}):\n{proc.stderr}")

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #ifndef SPINDLE_X86
@@ -162,49 +164,102 @@ typedef struct {
 } next_matmul;
 #define SPINDLE_BLOCKS_ODD_MATRICES 1 /* for bench/block_core.c, which presets the other thread's halves */
 
+/* Software prefetches, through volatile asm on x86: GCC 12 takes a helper whose only effects are
+ * _mm_prefetch / __builtin_prefetch calls for a function without side effects and deletes every call to it
+ * that it has not inlined by then (the kernels' target attributes keep such helpers out of its early
+ * inliner). The helpers below are inlined into their callers and their prefetches are asm it keeps. */
+#ifdef SPINDLE_X86
+#define PREFETCH_L1(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)(p)))
+#define PREFETCH_L2(p) __asm__ volatile("prefetcht1 %0" : : "m"(*(const char *)(p)))
+#else
+#define PREFETCH_L1(p) __builtin_prefetch((p), 0, 3)
+#define PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#endif
+#define PREFETCH_INLINE __attribute__((always_inline)) static inline
+
+/* How a one-row pass (batch-1 decode) helps the hardware prefetcher along its weight stream:
+ *   PREFETCH_ROLLING: every line ROLL_AHEAD bytes ahead into L2, one prefetch per line read;
+ *   PREFETCH_PAGE:    the first line of the page PAGE_AHEAD bytes ahead, at the start of each 4 KB page;
+ *   PREFETCH_NONE:    not at all.
+ * On an Intel Xeon (2 vCPUs, 2 MB L2 each), one thread over 256 MB of SmolLM2-wide tiles: q8_0 and q4_1
+ * 13-14 GB/s with none or page against 18-20 for a plain read of the same memory, rolling 0.93-0.97 of the
+ * plain read, and float16 above it (its conversions no longer wait on memory); 3 to 16 KB ahead read alike,
+ * 1 KB or into L1 less. Intel cores take rolling, the others none (what every AMD measurement of the blocks
+ * in docs/performance.md ran: the page prefetch, and the next matmul's head below, were helpers GCC
+ * deleted). SPINDLE_PREFETCH=rolling|page|none overrides the choice. */
+enum { PREFETCH_NONE = 0, PREFETCH_PAGE = 1, PREFETCH_ROLLING = 2 };
+#define ROLL_AHEAD 8192
+#define PAGE_AHEAD 8192
+static volatile int one_row_mode = -1;
+
+static int one_row_prefetch(void) {
+  int m = one_row_mode;
+  if (m >= 0) return m;
+  const char *force = getenv("SPINDLE_PREFETCH");
+  if (force && strcmp(force, "rolling") == 0) {
+    m = PREFETCH_ROLLING;
+  } else if (force && strcmp(force, "page") == 0) {
+    m = PREFETCH_PAGE;
+  } else if (force && strcmp(force, "none") == 0) {
+    m = PREFETCH_NONE;
+  } else {
+#ifdef SPINDLE_X86
+    __builtin_cpu_init();
+    m = __builtin_cpu_is("intel") ? PREFETCH_ROLLING : PREFETCH_PAGE;
+#else
+    m = PREFETCH_PAGE;
+#endif
+  }
+  one_row_mode = m;
+  return m;
+}
+
+/* The prefetch of one-row mode `mode` for the part [p, p + bytes) of a pass's stream (bytes a multiple of 64). */
+PREFETCH_INLINE void prefetch_one_row(int mode, const void *p, int64_t bytes) {
+  if (mode == PREFETCH_ROLLING) {
+    const char *a = (const char *)p + ROLL_AHEAD;
+    for (int64_t b = 0; b < bytes; b += 64) PREFETCH_L2(a + b);
+  } else if (mode == PREFETCH_PAGE) {
+    const uintptr_t a = (uintptr_t)p;
+    if ((a & 4095) < (uintptr_t)bytes) PREFETCH_L2((a & ~(uintptr_t)4095) + PAGE_AHEAD);
+  }
+}
+
 #ifndef SPINDLE_HEAD_PREFETCH
 #define SPINDLE_HEAD_PREFETCH 8192
 #endif
+static volatile int head_mode = -1;
+
+/* Whether the blocks ask for the head of the next matmul (prefetch_head); SPINDLE_PREFETCH_HEAD=0|1. */
+static int head_prefetch(void) {
+  int m = head_mode;
+  if (m >= 0) return m;
+  const char *force = getenv("SPINDLE_PREFETCH_HEAD");
+  m = force ? (strcmp(force, "0") != 0) : 0;
+  head_mode = m;
+  return m;
+}
 
 /* Ask for the first bytes this thread's half of the next matmul streams: the hardware prefetcher needs a
  * few misses to pick a new stream up, and a thread waiting for a quantize phase has nothing else to do.
  * With `l2` into the core's L2 only, and four times as much: for a matmul of the next VM call, which the
- * work in between (the attention reads the cached keys and values through L1) would push out of L1 and
- * leaves time for (side by side, 32 KB measured 1.04-1.10x at batch 1 over 8 KB, 64 KB no better). */
-static void prefetch_head(const next_matmul *m, int32_t half, int l2) {
-  if (SPINDLE_HEAD_PREFETCH == 0 || !m) return;
+ * work in between (the attention reads the cached keys and values through L1) would push out of L1. */
+PREFETCH_INLINE void prefetch_head(const next_matmul *m, int32_t half, int l2) {
+  if (SPINDLE_HEAD_PREFETCH == 0 || !m || !head_prefetch()) return;
   half ^= m->odd;
   const int64_t mid = m->tiles / 2, first = half ? mid : 0, own = (half ? m->tiles - mid : mid) * m->tile_bytes;
   const int64_t limit = l2 ? 4 * SPINDLE_HEAD_PREFETCH : SPINDLE_HEAD_PREFETCH;
   const int64_t bytes = own < limit ? own : limit;
   const char *p = (const char *)m->qweight + first * m->tile_bytes;
   for (int64_t b = 0; b < bytes; b += 64) {
-#ifdef SPINDLE_X86
     if (l2)
-      _mm_prefetch(p + b, _MM_HINT_T1);
+      PREFETCH_L2(p + b);
     else
-      _mm_prefetch(p + b, _MM_HINT_T0);
-#else
-    __builtin_prefetch(p + b, 0, l2 ? 2 : 3);
-#endif
+      PREFETCH_L1(p + b);
   }
 }
 
 #ifdef SPINDLE_X86
-/* An int8 one-row pass (batch-1 decode, qmatmul.c) leaves its weight stream to the hardware prefetcher,
- * except at the start of each 4 KB page: the group that starts within the page's first `bytes`
- * asks for the first line of the page PAGE_AHEAD bytes beyond into L2 (one prefetch per page; a rolling
- * prefetch of every line, 2 KB ahead, made a pass much slower). In one process, alternating round by round
- * with the passes without it (SmolLM2 batch 1, 32 cached tokens): q4_1 1.039x over 77 fast rounds, q8_0
- * 1.053x over 49 fast and 1.072x over 31 slow rounds; 4, 16 and 32 KB ahead read like 8, and a prefetch
- * into L1 was not steady. The float kernel's one-row pass (fmatmul.c) the same way, every 32 values:
- * float16 0.998x / 0.987x, float32 0.990x / 0.936x (fast / slow rounds), so it does without. */
-#define PAGE_AHEAD 8192
-static inline void prefetch_page_ahead(const void *unit, int64_t bytes) {
-  const uintptr_t a = (uintptr_t)unit;
-  if ((a & 4095) < (uintptr_t)bytes) _mm_prefetch((const char *)((a & ~(uintptr_t)4095) + PAGE_AHEAD), _MM_HINT_T1);
-}
-
 #define BLOCKS_AVX512_INLINE __attribute__((target("avx512f,fma"), always_inline)) static inline
 
 /* exp(x) for x <= 0 (SwiGLU's exp(-g) where it matters; larger x saturate to +inf as expf does): 2^n * p(r)

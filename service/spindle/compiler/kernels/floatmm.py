@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "850e4a2e3bd32bc4b96aa582b32483ce17a8a9b7078989dfb36131601ce390f9"
+SOURCE_DIGEST = "bc98e4b1ffbe6aa701386abb9a4f1368aa870370206e466197cf7cfc6b99d6cd"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 

@@ -155,10 +155,13 @@ AVX512_INLINE void fmm_block(const void *x, int NR, int NC, const void *w, int64
 /* One activation row: columns [n0, n1) in memory order. x has dtype xdt, y and res adt. */
 AVX512_INLINE void fmm_row(const void *x, int xdt, const void *w, int64_t K, int64_t n0, int64_t n1, void *y,
                            const void *res, int adt, int wdt) {
+  const int mode = one_row_prefetch();
+  const int64_t wbytes = wdt ? 2 : 4;
   for (int64_t n = n0; n < n1; n++) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
+      prefetch_one_row(mode, (const char *)w + (n * K + k) * wbytes, 32 * wbytes);
       a0 = _mm512_fmadd_ps(load16(w, n * K + k, wdt, 0xFFFF), load16(x, k, xdt, 0xFFFF), a0);
       a1 = _mm512_fmadd_ps(load16(w, n * K + k + 16, wdt, 0xFFFF), load16(x, k + 16, xdt, 0xFFFF), a1);
     }
@@ -232,6 +235,10 @@ int32_t spindle_fkernel_isa(void) {
   fmm_isa = isa;
   return isa;
 }
+
+/* The software prefetches this copy of the kernels makes (blocks.h), fixed at the first call: the one-row
+ * mode (0 none, 1 page, 2 rolling) plus 4 when the blocks ask for the next matmul's head. */
+int32_t spindle_fkernel_prefetch(void) { return one_row_prefetch() | (head_prefetch() << 2); }
 
 /* Columns [n0, n1) of y[rows, N] = x[rows, K] @ W[N, K].T (+ res); adt / wdt: 0 float32, 1 float16 (y and
  * res have the activations' dtype). */

@@ -267,9 +267,10 @@ AVX512_INLINE void q4_1_tile(const int8_t *act, int64_t astride, int NR, const u
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[8], macc[8];
   for (int r = 0; r < NR; r++) acc[r] = macc[r] = _mm512_setzero_ps();
+  const int mode = NR == 1 ? one_row_prefetch() : PREFETCH_NONE;
   for (int64_t g = 0; g < G; g++) {
     const uint8_t *wg = w + g * Q4_1_GROUP_BYTES;
-    if (NR == 1) prefetch_page_ahead(wg, Q4_1_GROUP_BYTES);
+    if (NR == 1) prefetch_one_row(mode, wg, Q4_1_GROUP_BYTES);
     if (NR >= PREFETCH_ROWS)
       for (int j = 0; j < Q4_1_GROUP_BYTES / 64; j++) PREFETCH_NEXT(wg, next, j);
     /* lo: the low nibbles; hi16: the high nibbles left in place, i.e. 16 x their codes (at most 240, still
@@ -310,9 +311,11 @@ AVX512_INLINE void q8_0_tile(const int8_t *act, int64_t astride, int NR, const i
   const __m512 minus128 = _mm512_set1_ps(-128.0f);
   __m512 acc[8], macc[8];
   for (int r = 0; r < NR; r++) acc[r] = macc[r] = _mm512_setzero_ps();
+  const int mode = NR == 1 ? one_row_prefetch() : PREFETCH_NONE;
   for (int64_t g = 0; g < G; g++) {
     const int8_t *wg = w + q8_0_codes(g);
-    if (NR == 1) prefetch_page_ahead(wg, 576); /* a group's codes, and the pair's scales before the next */
+    /* the stream's part for group g: the pair's first codes, or its second codes and the pair's scales */
+    if (NR == 1) prefetch_one_row(mode, wg, g % 2 ? 576 : 512);
     if (NR >= PREFETCH_ROWS) {
       for (int j = 0; j < 8; j++) PREFETCH_NEXT(wg, next, j);
       if (g % 2 == 0) PREFETCH_NEXT(w + q8_0_scales(g), next, 0); /* the pair's scales: one line */
@@ -414,6 +417,10 @@ int32_t spindle_qkernel_isa(void) {
 }
 
 static int use_vector_kernels(void) { return spindle_qkernel_isa() == ISA_AVX512_VNNI; }
+
+/* The software prefetches this copy of the kernels makes (blocks.h), fixed at the first call: the one-row
+ * mode (0 none, 1 page, 2 rolling) plus 4 when the blocks ask for the next matmul's head. */
+int32_t spindle_qkernel_prefetch(void) { return one_row_prefetch() | (head_prefetch() << 2); }
 
 /* y[r, n] (+ res[r, n] when res is not NULL) for r < rows, n0 <= n < n1 (columns of the tiled weight);
  * act rows are astride bytes apart, y and res rows ystride floats apart. */
