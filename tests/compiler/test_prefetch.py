@@ -73,7 +73,7 @@ def built(tmp_path_factory):
 def test_mode_by_vendor_and_override(built, which):
     _, default = built(which, SPINDLE_PREFETCH=None, SPINDLE_PREFETCH_HEAD=None)
     intel = X86 and _vendor() == "GenuineIntel"
-    assert default == (ROLLING if intel else PAGE)
+    assert default == (ROLLING if intel else PAGE) | HEAD
     for name, mode in (("none", NONE), ("page", PAGE), ("rolling", ROLLING)):
         assert built(which, SPINDLE_PREFETCH=name, SPINDLE_PREFETCH_HEAD="0")[1] == mode
         assert built(which, SPINDLE_PREFETCH=name, SPINDLE_PREFETCH_HEAD="1")[1] == mode | HEAD

@@ -167,7 +167,9 @@ typedef struct {
 /* Software prefetches, through volatile asm on x86: GCC 12 takes a helper whose only effects are
  * _mm_prefetch / __builtin_prefetch calls for a function without side effects and deletes every call to it
  * that it has not inlined by then (the kernels' target attributes keep such helpers out of its early
- * inliner). The helpers below are inlined into their callers and their prefetches are asm it keeps. */
+ * inliner). That removed the page prefetch below from 0fa2749 on and the next matmul's head prefetch from
+ * 14c99fe on, unseen; the helpers are now inlined into their callers and their prefetches are asm that
+ * stays (tests/compiler/test_prefetch.py looks for them in the compiled code). */
 #ifdef SPINDLE_X86
 #define PREFETCH_L1(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)(p)))
 #define PREFETCH_L2(p) __asm__ volatile("prefetcht1 %0" : : "m"(*(const char *)(p)))
@@ -178,15 +180,16 @@ typedef struct {
 #define PREFETCH_INLINE __attribute__((always_inline)) static inline
 
 /* How a one-row pass (batch-1 decode) helps the hardware prefetcher along its weight stream:
- *   PREFETCH_ROLLING: every line ROLL_AHEAD bytes ahead into L2, one prefetch per line read;
- *   PREFETCH_PAGE:    the first line of the page PAGE_AHEAD bytes ahead, at the start of each 4 KB page;
- *   PREFETCH_NONE:    not at all.
- * On an Intel Xeon (2 vCPUs, 2 MB L2 each), one thread over 256 MB of SmolLM2-wide tiles: q8_0 and q4_1
- * 13-14 GB/s with none or page against 18-20 for a plain read of the same memory, rolling 0.93-0.97 of the
- * plain read, and float16 above it (its conversions no longer wait on memory); 3 to 16 KB ahead read alike,
- * 1 KB or into L1 less. Intel cores take rolling, the others none (what every AMD measurement of the blocks
- * in docs/performance.md ran: the page prefetch, and the next matmul's head below, were helpers GCC
- * deleted). SPINDLE_PREFETCH=rolling|page|none overrides the choice. */
+ *   PREFETCH_ROLLING: every line ROLL_AHEAD bytes ahead into L2, one prefetch per line it reads;
+ *   PREFETCH_PAGE:    at the start of each 4 KB page, the first line of the page PAGE_AHEAD bytes on;
+ *   PREFETCH_NONE:    nothing.
+ * Intel cores (a Xeon host, 2 vCPUs): one thread over 256 MB of SmolLM2-wide tiles streamed q8_0 and q4_1 at
+ * 13-14 GB/s with none or page against 18-20 for a plain read of the same memory, at 0.93-0.97 of the plain
+ * read with rolling (float16 above it: its conversions no longer wait for memory); 3 to 16 KB ahead read
+ * alike, 1 KB or into L1 less; SmolLM2 batch-1 steps 1.23x (q4_1), 1.54x (q8_0), 1.43x (float16) and 1.11x
+ * (float32) faster than with none. AMD cores (Zen 4 hosts) take page: a rolling prefetch made their passes
+ * slower, the page prefetch made q4_1 steps 1.018x and q8_0 1.063x faster (docs/performance.md).
+ * SPINDLE_PREFETCH=rolling|page|none overrides the choice (side-by-side runs). */
 enum { PREFETCH_NONE = 0, PREFETCH_PAGE = 1, PREFETCH_ROLLING = 2 };
 #define ROLL_AHEAD 8192
 #define PAGE_AHEAD 8192
@@ -230,12 +233,15 @@ PREFETCH_INLINE void prefetch_one_row(int mode, const void *p, int64_t bytes) {
 #endif
 static volatile int head_mode = -1;
 
-/* Whether the blocks ask for the head of the next matmul (prefetch_head); SPINDLE_PREFETCH_HEAD=0|1. */
+/* Whether the blocks ask for the head of the next matmul (prefetch_head): yes, unless SPINDLE_PREFETCH_HEAD=0.
+ * On the Intel host, SmolLM2 batch-1 steps with it against without (both with the rolling prefetch): q4_1
+ * 1.045x and 1.059x, q8_0 1.030x and 1.044x, float16 1.013x; on the AMD hosts 32 KB against 8 KB read
+ * 1.04-1.14x (docs/performance.md). */
 static int head_prefetch(void) {
   int m = head_mode;
   if (m >= 0) return m;
   const char *force = getenv("SPINDLE_PREFETCH_HEAD");
-  m = force ? (strcmp(force, "0") != 0) : 0;
+  m = force ? strcmp(force, "0") != 0 : 1;
   head_mode = m;
   return m;
 }

@@ -5,8 +5,8 @@
  * each 16-wide weight load feeds one FMA per activation row, the 4 x 4 accumulators are summed at the end
  * with one transpose-add, and the weights one pass ahead are prefetched into L2. One activation row (batch-1
  * decode) takes the columns one at a time instead: the weight rows are read in memory order, one stream
- * that the hardware prefetcher follows at close to a plain read's speed (four interleaved rows with
- * software prefetches pulled ~0.6 of that per core), two accumulators per column. float16 weights and
+ * (four interleaved rows with software prefetches pulled ~0.6 of a plain read per core), prefetched along
+ * as blocks.h's one-row mode says, two accumulators per column. float16 weights and
  * activations are converted in registers (F16C) and accumulate in float32; a float16 output is rounded once.
  * AVX-512 with a portable C fallback picked at run time (SPINDLE_QKERNEL=scalar forces it, as for the int8
  * kernels). spindle_fmm_sched is the parallel entry: the threads of one parallel region take ranges of

@@ -7,8 +7,8 @@
  *   q4_1: 320 bytes: [0, 256) codes [j = 0..3][c = 0..15][b = 0..3]: low nibble = code of k = 32g + 8j + b
  *         of column c, high nibble = code of k = 32g + 8j + 4 + b; [256, 288) the 16 columns' fp16 scales,
  *         [288, 320) their fp16 minimums. A tile is one contiguous run of 5 cache lines per group, so a
- *         one-row pass over it is a single forward stream (the hardware prefetcher follows one stream
- *         at close to a plain read's speed; several concurrent ones, or software prefetches, far less).
+ *         one-row pass over it is a single forward stream (one stream per core is what the hardware
+ *         prefetcher follows best; the pass helps it along as blocks.h's one-row prefetch mode says).
  *   q8_0: groups in pairs of 1088 bytes: the codes of g (512 bytes [j = 0..7][c = 0..15][b = 0..3] = code
  *         of k = 32g + 4j + b), the codes of g + 1, then the 16 fp16 scales of g and those of g + 1 (an
  *         odd last group has a zero partner that is never read). A tile is again one forward stream.
@@ -254,8 +254,8 @@ AVX512_INLINE void store_tile(float *y, const float *res, __m512 acc, __mmask16 
 
 /* Several rows make a pass compute-bound: it consumes its stream slowly, and the hardware prefetcher alone
  * leaves each group's loads waiting on memory (8 rows ran at 0.6-0.85 of the speed with the prefetch below).
- * From PREFETCH_ROWS rows on, a pass prefetches the same place in the next tile into L2; one row streams
- * fastest without it (the hardware prefetcher runs ahead of a single fast stream). */
+ * From PREFETCH_ROWS rows on, a pass prefetches the same place in the next tile into L2; one row prefetches
+ * along its own stream instead (blocks.h, prefetch_one_row). */
 #define PREFETCH_ROWS 2
 #define PREFETCH_NEXT(p, next, j) _mm_prefetch((const char *)(p) + (next) + 64 * (j), _MM_HINT_T1)
 
