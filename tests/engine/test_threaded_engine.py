@@ -371,7 +371,12 @@ def test_shutdown_with_requests_in_flight(threaded):
     engine = threaded(sink)
     for i in range(4):
         engine.add_request(f"long{i}", [1, 2, 3], GenerationConfig(max_tokens=400, ignore_eos=True))
-    time.sleep(0.05)
+    # shut down as soon as the first outputs arrive: 400 tokens take the tiny model tens of ms, so all four are
+    # still running (a fixed sleep raced with a fast machine finishing some of them first)
+    deadline = time.monotonic() + 10
+    while sink.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    assert sink.calls > 0 and not sink.collector.finishes
     start = time.monotonic()
     engine.shutdown()
     assert time.monotonic() - start < 5
