@@ -121,13 +121,14 @@ def test_float_results_do_not_depend_on_the_prefetch(built, dtype):
 @pytest.mark.parametrize("source", [kernels.SOURCE, floatmm.SOURCE], ids=lambda p: p.name)
 def test_compiled_kernels_keep_their_prefetches(tmp_path, source):
     """The assembly of each C source, built as the model libraries build it, holds the rolling prefetch
-    (into L2, ROLL_AHEAD = 8192 bytes on), the page prefetch (its 4 KB page mask) and the head prefetch into
-    L1 (prefetcht0: only the blocks' head prefetch uses it)."""
+    (into L2, ROLL_AHEAD = 8192 bytes on), the int8 kernels' page prefetch (its 4 KB page mask) and the head
+    prefetch into L1 (prefetcht0: only the blocks' head prefetch uses it)."""
     out = tmp_path / (source.stem + ".s")
     proc = subprocess.run([kernels.compiler(), *kernels.CFLAGS, "-S", str(source), "-o", str(out)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     asm = out.read_text()
     assert re.search(r"prefetcht1\s+8192\(", asm), "the rolling prefetch is gone"
-    assert re.search(r"\$-4096\b|\$4095\b", asm), "the page prefetch is gone"
+    if source == kernels.SOURCE:  # the float kernel's one-row pass takes the rolling prefetch or none
+        assert re.search(r"\$-4096\b|\$4095\b", asm), "the page prefetch is gone"
     assert re.search(r"\bprefetcht0\b", asm), "the head prefetch is gone"

@@ -173,9 +173,12 @@ typedef struct {
 #ifdef SPINDLE_X86
 #define PREFETCH_L1(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)(p)))
 #define PREFETCH_L2(p) __asm__ volatile("prefetcht1 %0" : : "m"(*(const char *)(p)))
+/* p + off (a constant) into L2, the offset written into the instruction */
+#define PREFETCH_L2_AT(p, off) __asm__ volatile("prefetcht1 %c1(%0)" : : "r"(p), "i"(off))
 #else
 #define PREFETCH_L1(p) __builtin_prefetch((p), 0, 3)
 #define PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#define PREFETCH_L2_AT(p, off) __builtin_prefetch((const char *)(p) + (off), 0, 2)
 #endif
 #define PREFETCH_INLINE __attribute__((always_inline)) static inline
 
@@ -220,8 +223,7 @@ static int one_row_prefetch(void) {
 /* The prefetch of one-row mode `mode` for the part [p, p + bytes) of a pass's stream (bytes a multiple of 64). */
 PREFETCH_INLINE void prefetch_one_row(int mode, const void *p, int64_t bytes) {
   if (mode == PREFETCH_ROLLING) {
-    const char *a = (const char *)p + ROLL_AHEAD;
-    for (int64_t b = 0; b < bytes; b += 64) PREFETCH_L2(a + b);
+    for (int64_t b = 0; b < bytes; b += 64) PREFETCH_L2_AT((const char *)p + b, ROLL_AHEAD);
   } else if (mode == PREFETCH_PAGE) {
     const uintptr_t a = (uintptr_t)p;
     if ((a & 4095) < (uintptr_t)bytes) PREFETCH_L2((a & ~(uintptr_t)4095) + PAGE_AHEAD);

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "6ad11900f6b0083b729355aad1d7b75cb8b7e6fae1051f579c6bd2731ae72283"
+SOURCE_DIGEST = "fcfcd9f3bd47b2decd6a7446d8adfc426f8e3e582eb6e64bf2ce60ebedc2c668"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
