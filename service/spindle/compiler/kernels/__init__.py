@@ -23,7 +23,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("qmatmul.c")
 HEADERS = (Path(__file__).with_name("blocks.h"),)  # included by both C sources
-SOURCE_DIGEST = "dd24cbd578b7b114c4f81b0635e24891817956b05b81abee393043e9fb40780d"
+SOURCE_DIGEST = "96aeae24c5facff81f785dd1c9e5e678ff70448bcfedfdc0ae605f9f8518b33b"
 BLOCK = 32
 PARALLEL_SLOTS = 16  # iterations of the matmul's parallel loop (each takes tiles until none is left)
 PARALLEL_QUANTIZE_ROWS = 64  # activation rows from which the quantization runs in parallel

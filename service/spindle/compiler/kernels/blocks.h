@@ -189,8 +189,10 @@ typedef struct {
  * Intel cores (a Xeon host, 2 vCPUs): one thread over 256 MB of SmolLM2-wide tiles streamed q8_0 and q4_1 at
  * 13-14 GB/s with none or page against 18-20 for a plain read of the same memory, at 0.93-0.97 of the plain
  * read with rolling (float16 above it: its conversions no longer wait for memory); 3 to 16 KB ahead read
- * alike, 1 KB or into L1 less; SmolLM2 batch-1 steps 1.23x (q4_1), 1.54x (q8_0), 1.43x (float16) and 1.11x
- * (float32) faster than with none. AMD cores (Zen 4 hosts) take page: a rolling prefetch made their passes
+ * alike, 1 KB or into L1 less. SmolLM2 batch-1 steps, rolling against none: q4_1 1.23x / 1.53x, q8_0 1.54x /
+ * 1.41x, float16 1.43x / 1.18x faster (one process against the previous build / two processes alternating);
+ * float32 0.975x and 0.986x, so the float kernel's float32 passes go without (fmatmul.c, fmm_row). AMD
+ * cores (Zen 4 hosts) take page: a rolling prefetch made their passes
  * slower, the page prefetch made q4_1 steps 1.018x and q8_0 1.063x faster (docs/performance.md).
  * SPINDLE_PREFETCH=rolling|page|none overrides the choice (side-by-side runs). */
 enum { PREFETCH_NONE = 0, PREFETCH_PAGE = 1, PREFETCH_ROLLING = 2 };
@@ -237,8 +239,8 @@ static volatile int head_mode = -1;
 
 /* Whether the blocks ask for the head of the next matmul (prefetch_head): yes, unless SPINDLE_PREFETCH_HEAD=0.
  * On the Intel host, SmolLM2 batch-1 steps with it against without (both with the rolling prefetch): q4_1
- * 1.045x and 1.059x, q8_0 1.030x and 1.044x, float16 1.013x; on the AMD hosts 32 KB against 8 KB read
- * 1.04-1.14x (docs/performance.md). */
+ * 1.045x and 1.059x, q8_0 1.030x and 1.044x, float16 1.013x in one process; q4_1 1.011x and q8_0 1.004x in
+ * two processes alternating; on the AMD hosts 32 KB against 8 KB read 1.04-1.14x (docs/performance.md). */
 static int head_prefetch(void) {
   int m = head_mode;
   if (m >= 0) return m;

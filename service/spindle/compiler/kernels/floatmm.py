@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "fcfcd9f3bd47b2decd6a7446d8adfc426f8e3e582eb6e64bf2ce60ebedc2c668"
+SOURCE_DIGEST = "47a4df3786d2f201c508e2052490a96153440b2c7f1009fb5a4aadd62516c6f1"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
