@@ -17,6 +17,9 @@ bandwidth bound (the weights one step reads / the round's bandwidth; 1.00 at the
 Usage:
   python bench/decode_ab.py [--baseline REV] [--dtypes q4_1,q8_0,float16] [--batches 1,8] [--rounds 15]
       [--steps 32] [--context 100] [--probe [--fast-gbs 45]] [--in-process]
+  python bench/decode_ab.py --baseline . --env-baseline SPINDLE_PREFETCH=none [--env-current ...] ...
+      (``.``: the working tree on both sides, each worker process with its own environment variables, e.g.
+      the C kernels' run-time choices; environment variants need the two processes)
 The baseline's ``service/`` is unpacked with ``git archive`` (``compile_step.source_tree``); each tree compiles
 its own artifact into the model cache on first use.
 """
@@ -73,9 +76,22 @@ def start_sequences(runner, kv, seqs: list[int], context: int, restart: bool = F
         runner.prefill(kv, [s], [[(7 * j + s) % 300 + 3 for j in range(context)]])
 
 
-def _start(service: pathlib.Path, dtype: str, batch: int, context: int) -> subprocess.Popen:
+def parse_env(text: str) -> dict[str, str]:
+    """``"NAME=VALUE,NAME2=VALUE2"`` as a dict (empty text: no variables)."""
+    env = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        env[name] = value
+    return env
+
+
+def _start(service: pathlib.Path, dtype: str, batch: int, context: int,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(service), str(_BENCH), dtype, str(batch), str(context)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
     line = proc.stdout.readline().split()
     if not line or line[0] != "ready":
         proc.kill()
@@ -85,10 +101,12 @@ def _start(service: pathlib.Path, dtype: str, batch: int, context: int) -> subpr
 
 
 def compare(trees: dict, dtype: str, batch: int, rounds: int, steps: int, context: int,
-            probe: bool = False) -> dict:
+            probe: bool = False, envs: dict | None = None) -> dict:
+    """Each side in a worker process of its own (``envs``: extra environment variables per side)."""
     from compile_bandwidth import stream_read_bandwidth  # pylint: disable=import-outside-toplevel
 
-    procs = {tag: _start(tree, dtype, batch, context) for tag, tree in trees.items()}
+    envs = envs or {}
+    procs = {tag: _start(tree, dtype, batch, context, envs.get(tag)) for tag, tree in trees.items()}
     times = {tag: [] for tag in procs}
     bandwidths = []
     try:
@@ -188,10 +206,28 @@ def main(argv=None) -> None:
                         "counts as the fast state (default 45)")
     parser.add_argument("--in-process", action="store_true", help="both libraries in this process (no two-process "
                         "lean)")
+    parser.add_argument("--env-baseline", default="", metavar="NAME=VALUE,...",
+                        help="environment variables of the baseline's worker process (two processes only)")
+    parser.add_argument("--env-current", default="", metavar="NAME=VALUE,...",
+                        help="environment variables of the working tree's worker process (two processes only)")
     args = parser.parse_args(argv)
-    run = compare_in_process if args.in_process else compare
-    trees = {"baseline": source_tree(args.baseline), "current": source_tree(None)}
-    print(f"baseline {args.baseline}; {args.rounds} rounds of {args.steps} steps, context {args.context}, "
+    try:
+        envs = {"baseline": parse_env(args.env_baseline), "current": parse_env(args.env_current)}
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.in_process and any(envs.values()):
+        parser.error("--env-baseline / --env-current need a process per side (leave out --in-process)")
+    if args.in_process:
+        run = compare_in_process
+    else:
+        def run(*a, **kw):
+            return compare(*a, **kw, envs=envs)
+    trees = {"baseline": source_tree(None if args.baseline == "." else args.baseline), "current": source_tree(None)}
+    sides = [f"baseline {args.baseline}", "current"]
+    for i, tag in enumerate(("baseline", "current")):
+        if envs[tag]:
+            sides[i] += " (" + ", ".join(f"{k}={v}" for k, v in envs[tag].items()) + ")"
+    print(f"{sides[0]}; {sides[1]}; {args.rounds} rounds of {args.steps} steps, context {args.context}, "
           f"{'one process' if args.in_process else 'two processes'}, load average {os.getloadavg()[0]:.1f}")
     print("| format | batch | baseline ms/step | current ms/step | baseline / current (median of rounds) | rounds |")
     print("|---|---|---|---|---|---|")

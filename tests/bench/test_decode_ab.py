@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import pytest
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
 
 import decode_ab  # noqa: E402
@@ -32,3 +34,25 @@ def test_a_state_without_rounds_is_left_out_and_batches_show_no_ratio():
     rows = decode_ab.by_state(r, batch=8, fast_gbs=100)
     assert len(rows) == 1 and rows[0].startswith("| slow | 4 |")
     assert "(" not in rows[0]
+
+
+def test_environment_variants_are_parsed():
+    assert decode_ab.parse_env("") == {}
+    assert decode_ab.parse_env("SPINDLE_PREFETCH=none, SPINDLE_PREFETCH_HEAD=0") == {
+        "SPINDLE_PREFETCH": "none", "SPINDLE_PREFETCH_HEAD": "0"}
+    assert decode_ab.parse_env("A=x=y") == {"A": "x=y"}
+    for bad in ("SPINDLE_PREFETCH", "=1"):
+        with pytest.raises(ValueError, match="NAME=VALUE"):
+            decode_ab.parse_env(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--in-process", "--env-current", "SPINDLE_PREFETCH=none"], "process per side"),
+    (["--env-baseline", "SPINDLE_PREFETCH"], "NAME=VALUE"),
+])
+def test_bad_environment_variants_are_refused(capsys, argv, message):
+    """Refused before anything is unpacked, compiled or run."""
+    with pytest.raises(SystemExit) as exc:
+        decode_ab.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
