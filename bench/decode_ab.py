@@ -27,6 +27,7 @@ its own artifact into the model cache on first use.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pathlib
 import statistics
@@ -217,17 +218,14 @@ def main(argv=None) -> None:
         parser.error(str(exc))
     if args.in_process and any(envs.values()):
         parser.error("--env-baseline / --env-current need a process per side (leave out --in-process)")
-    if args.in_process:
-        run = compare_in_process
-    else:
-        def run(*a, **kw):
-            return compare(*a, **kw, envs=envs)
+    run = compare_in_process if args.in_process else functools.partial(compare, envs=envs)
     trees = {"baseline": source_tree(None if args.baseline == "." else args.baseline), "current": source_tree(None)}
-    sides = [f"baseline {args.baseline}", "current"]
-    for i, tag in enumerate(("baseline", "current")):
+    labels = {"baseline": f"baseline {args.baseline}", "current": "current"}
+    for tag, text in (("baseline", args.env_baseline), ("current", args.env_current)):
         if envs[tag]:
-            sides[i] += " (" + ", ".join(f"{k}={v}" for k, v in envs[tag].items()) + ")"
-    print(f"{sides[0]}; {sides[1]}; {args.rounds} rounds of {args.steps} steps, context {args.context}, "
+            labels[tag] += f" ({text})"
+    print(f"{labels['baseline']}; {labels['current']}; {args.rounds} rounds of {args.steps} steps, "
+          f"context {args.context}, "
           f"{'one process' if args.in_process else 'two processes'}, load average {os.getloadavg()[0]:.1f}")
     print("| format | batch | baseline ms/step | current ms/step | baseline / current (median of rounds) | rounds |")
     print("|---|---|---|---|---|---|")

@@ -9,7 +9,6 @@ inlined went away.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import re
 import shutil
@@ -47,23 +46,16 @@ def built(tmp_path_factory):
     def load(which: str, **env: str | None):
         copy = root / f"{which}-{next(copies)}.so"
         shutil.copyfile(paths[which], copy)  # a new file: dlopen maps a new copy with its own statics
-        old = {k: os.environ.get(k) for k in env}
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                if v is None:
+                    mp.delenv(k, raising=False)
+                else:
+                    mp.setenv(k, v)
             lib = ctypes.CDLL(str(copy))
             fn = lib.spindle_qkernel_prefetch if which == "q" else lib.spindle_fkernel_prefetch
             fn.restype = ctypes.c_int32
             mode = fn()  # fixed at the first call
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         return lib, mode
 
     return load
