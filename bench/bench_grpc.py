@@ -64,11 +64,18 @@ def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
             gap = (times[i] - times[i - 1]) * 1e3 / (j - i + 1)
             itl.extend([gap] * (j - i + 1))
             i = j + 1
+    gaps = [gap for tr in traces for gap in message_gaps(tr)]
     total = sum(len(tr.tokens) for tr in traces)
     # deliveries per stream: messages over gRPC, callbacks that carried its tokens in process
     msgs = statistics.mean(len(set(tr.tokens)) for tr in traces) if traces else float("nan")
     return {"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "itl_p50": pct(itl, 50), "itl_p99": pct(itl, 99),
-            "msgs": msgs, "tok_s": total / wall_s}
+            "gap_p50": pct(gaps, 50), "msgs": msgs, "tok_s": total / wall_s}
+
+
+def message_gaps(trace: Trace) -> list[float]:
+    """What a reader of the stream sees: ms between two of its messages (deliveries, in process)."""
+    times = sorted(set(trace.tokens))
+    return [(b - a) * 1e3 for a, b in zip(times, times[1:])]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -297,7 +304,7 @@ def main() -> int:
           + "; after " + ", ".join(f"{x:.2f}" for x in load_after) + f"; {os.cpu_count()} cores")
 
     width = max(10, *(len(name) for name in runners))
-    header = f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'msgs':>5} {'tok/s':>8}"
+    header = f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'gap p50':>8} {'msgs':>5} {'tok/s':>8}"
     print(header)
     print("-" * len(header))
     paths = [name for name in runners if name != "in-process"]
@@ -305,21 +312,21 @@ def main() -> int:
         for name in runners:
             r = results[(name, c)]
             print(f"{c:>7} {name:>{width}} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
-                  f"{r['itl_p99']:>6.2f}ms {r['msgs']:>5.1f} {r['tok_s']:>8.1f}")
+                  f"{r['itl_p99']:>6.2f}ms {r['gap_p50']:>6.1f}ms {r['msgs']:>5.1f} {r['tok_s']:>8.1f}")
         base = results[("in-process", c)]
         for name in paths:
             grpc_r = results[(name, c)]
             print(f"{c:>7} {'cost':>{width}} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
-                  f"{'':>9} {'':>8} {'':>8} {'':>5} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
+                  f"{'':>9} {'':>8} {'':>8} {'':>8} {'':>5} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
             # each round's runs are back to back: their difference cancels load that drifts between rounds
             pairs = list(zip(runs[("in-process", c)], runs[(name, c)]))
             ttfts = [g["ttft_p50"] - b["ttft_p50"] for b, g in pairs]
             toks = [100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs]
-            print(f"{c:>7} {'per round':>{width}} {statistics.median(ttfts):>+7.1f}ms {'':>9} {'':>8} {'':>8} {'':>5} "
+            print(f"{c:>7} {'per round':>{width}} {statistics.median(ttfts):>+7.1f}ms {'':>9} {'':>8} {'':>8} {'':>8} {'':>5} "
                   f"{statistics.median(toks):>+7.1f}%  {name}; middle half of the rounds: "
                   f"{pct(ttfts, 25):+.1f} to {pct(ttfts, 75):+.1f} ms, {pct(toks, 25):+.1f}% to {pct(toks, 75):+.1f}%")
     print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
-          "shared evenly by its tokens")
+          "shared evenly by its tokens; gap: the time between two messages of a stream, what its reader sees")
     print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference "
           "(and its interquartile range)")

@@ -97,7 +97,7 @@ def test_serve_rejects_a_stream_interval_below_one(capsys):
 
 
 def test_serve_stream_interval_ms_flag(capsys):
-    assert build_parser().parse_args(["serve"]).stream_interval_ms == 20.0
+    assert build_parser().parse_args(["serve"]).stream_interval_ms == 30.0
     assert build_parser().parse_args(["serve", "--stream-interval-ms", "0"]).stream_interval_ms == 0.0
     assert build_parser().parse_args(["serve", "--stream-interval-ms", "2.5"]).stream_interval_ms == 2.5
     with pytest.raises(SystemExit):

@@ -45,7 +45,7 @@ class ServerOptions:
     max_queued_requests: int = 256       # live requests before RESOURCE_EXHAUSTED
     output_queue_size: int = 64          # items per stream before deltas are merged
     stream_interval: int = 1             # tokens per streamed message (first and final excepted)
-    stream_interval_ms: float = 20.0     # least time between two messages of a stream (first and final excepted)
+    stream_interval_ms: float = 30.0     # least time between two messages of a stream (first and final excepted)
     max_messages_per_s: int = 400        # threaded mode: streamed messages per second over all streams (0: no bound)
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 30.0         # drain time on SIGTERM before aborting
