@@ -106,7 +106,7 @@ def test_serve_stream_interval_ms_flag(capsys):
 
 
 def test_serve_max_messages_per_s_flag(capsys):
-    assert build_parser().parse_args(["serve"]).max_messages_per_s == 400
+    assert build_parser().parse_args(["serve"]).max_messages_per_s == 300
     assert build_parser().parse_args(["serve", "--max-messages-per-s", "0"]).max_messages_per_s == 0
     for bad in ("-1", "2.5", "lots"):
         with pytest.raises(SystemExit):

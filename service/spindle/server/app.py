@@ -46,7 +46,7 @@ class ServerOptions:
     output_queue_size: int = 64          # items per stream before deltas are merged
     stream_interval: int = 1             # tokens per streamed message (first and final excepted)
     stream_interval_ms: float = 30.0     # least time between two messages of a stream (first and final excepted)
-    max_messages_per_s: int = 400        # threaded mode: streamed messages per second over all streams (0: no bound)
+    max_messages_per_s: int = 300        # threaded mode: streamed messages per second over all streams (0: no bound)
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 30.0         # drain time on SIGTERM before aborting
     device: str = "cpu"
