@@ -1,7 +1,8 @@
 """gRPC overhead: the same workload on the in-process ThreadedEngine and through a `spindle serve` process.
 
 For 1 and 16 concurrent streams it reports time to first token (TTFT) and inter-token latency (ITL) at
-p50/p99 and the aggregate decode throughput, side by side, with the gRPC/in-process ratio.
+p50/p99, the median gap between two messages of a stream, and the aggregate decode throughput, side by side,
+with the gRPC/in-process ratio.
 
 The peers do the same work a user gets: the in-process engine has the settings `spindle serve` gives it
 (the server preset, outputs paced by --stream-interval-ms and --max-messages-per-s), tokenizes each request's

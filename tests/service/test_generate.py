@@ -211,7 +211,10 @@ def test_stream_interval_must_be_positive(tiny_model_dir):
 
 
 def test_message_budget_reaches_the_engine(threaded_server, server_thread, tiny_model_dir):
-    assert threaded_server.server.servicer.host.output_budget_per_s == 400  # the default
+    from spindle.server.app import ServerOptions
+
+    default = ServerOptions().max_messages_per_s
+    assert default > 0 and threaded_server.server.servicer.host.output_budget_per_s == default
     srv = server_thread(tiny_model_dir, mode="threaded", max_messages_per_s=0)
     try:
         assert srv.server.servicer.host.output_budget_per_s == 0
