@@ -50,6 +50,10 @@ class Trace:
     def add(self, n: int, t: float) -> None:
         self.tokens.extend([t] * n)
 
+    def deliveries(self) -> list[float]:
+        """Arrival times of its messages over gRPC (of the callbacks that carried its tokens, in process)."""
+        return sorted(set(self.tokens))
+
 
 def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
     ttft = [(tr.tokens[0] - tr.start) * 1e3 for tr in traces if tr.tokens]
@@ -67,15 +71,14 @@ def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
             i = j + 1
     gaps = [gap for tr in traces for gap in message_gaps(tr)]
     total = sum(len(tr.tokens) for tr in traces)
-    # deliveries per stream: messages over gRPC, callbacks that carried its tokens in process
-    msgs = statistics.mean(len(set(tr.tokens)) for tr in traces) if traces else float("nan")
+    msgs = statistics.mean(len(tr.deliveries()) for tr in traces) if traces else float("nan")
     return {"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "itl_p50": pct(itl, 50), "itl_p99": pct(itl, 99),
             "gap_p50": pct(gaps, 50), "msgs": msgs, "tok_s": total / wall_s}
 
 
 def message_gaps(trace: Trace) -> list[float]:
     """What a reader of the stream sees: ms between two of its messages (deliveries, in process)."""
-    times = sorted(set(trace.tokens))
+    times = trace.deliveries()
     return [(b - a) * 1e3 for a, b in zip(times, times[1:])]
 
 
@@ -309,6 +312,7 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     paths = [name for name in runners if name != "in-process"]
+    blank = f"{'':>9} {'':>8} {'':>8} {'':>8} {'':>5}"  # the columns between TTFT p50 and tok/s
     for c in args.concurrency:
         for name in runners:
             r = results[(name, c)]
@@ -318,12 +322,12 @@ def main() -> int:
         for name in paths:
             grpc_r = results[(name, c)]
             print(f"{c:>7} {'cost':>{width}} {grpc_r['ttft_p50'] - base['ttft_p50']:>+7.1f}ms "
-                  f"{'':>9} {'':>8} {'':>8} {'':>8} {'':>5} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
+                  f"{blank} {100 * (grpc_r['tok_s'] / base['tok_s'] - 1):>+7.1f}%  {name}")
             # each round's runs are back to back: their difference cancels load that drifts between rounds
             pairs = list(zip(runs[("in-process", c)], runs[(name, c)]))
             ttfts = [g["ttft_p50"] - b["ttft_p50"] for b, g in pairs]
             toks = [100 * (g["tok_s"] / b["tok_s"] - 1) for b, g in pairs]
-            print(f"{c:>7} {'per round':>{width}} {statistics.median(ttfts):>+7.1f}ms {'':>9} {'':>8} {'':>8} {'':>8} {'':>5} "
+            print(f"{c:>7} {'per round':>{width}} {statistics.median(ttfts):>+7.1f}ms {blank} "
                   f"{statistics.median(toks):>+7.1f}%  {name}; middle half of the rounds: "
                   f"{pct(ttfts, 25):+.1f} to {pct(ttfts, 75):+.1f} ms, {pct(toks, 25):+.1f}% to {pct(toks, 75):+.1f}%")
     print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
