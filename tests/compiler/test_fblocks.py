@@ -61,6 +61,7 @@ def _rand(rng, shape, scale, dtype):
 
 
 NO_AHEAD = (_I32(0), None, _I64(0), _I64(0))
+NO_LINK = (None, _F32(0.0), None, _I64(0), None)
 
 
 def _norm_matmul(lib, dtype, x, norm_w, w, threads=1, ahead=NO_AHEAD):
@@ -78,8 +79,9 @@ def _norm_matmul(lib, dtype, x, norm_w, w, threads=1, ahead=NO_AHEAD):
     return y
 
 
-def _mlp(lib, dtype, case, threads=1, sync=None, ahead=NO_AHEAD, y_into_x=False):
-    """The MLP block; ``y_into_x``: y is written over (a copy of) x, as decode's in-place calls do."""
+def _mlp(lib, dtype, case, threads=1, sync=None, ahead=NO_AHEAD, link=None, y_into_x=False):
+    """The MLP block; with ``link`` = (norm2_w, w2) the linked block, returning (y, z). ``y_into_x``: y is
+    written over (a copy of) x, as decode's in-place calls do."""
     a, x, norm_w, wo, wg, wd = case
     if y_into_x:
         x = x.copy()
@@ -89,15 +91,17 @@ def _mlp(lib, dtype, case, threads=1, sync=None, ahead=NO_AHEAD, y_into_x=False)
     gu = np.zeros((rows, 2 * inter), dtype)
     h = np.zeros((rows, inter), dtype)
     y = x if y_into_x else np.full((rows, h_dim), np.nan, dtype)
-    sync = np.zeros(kernels.sync_words(4), np.int32) if sync is None else sync
+    z = np.full((rows, link[1].shape[0] if link else 1), np.nan, dtype)  # kept alive until the calls end
+    sync = np.zeros(kernels.sync_words(6 if link else 4), np.int32) if sync is None else sync
+    linked = NO_LINK if link is None else (_p(link[0]), _F32(EPS), _p(link[1]), _I64(link[1].shape[0]), _p(z))
 
     def call(half=0):
         lib.spindle_fblock_mlp(_p(sync), _I32(half), _I64(rows), _p(a), _I64(a_dim), _p(x), _I64(h_dim),
                                _I64(inter), _p(wo), _p(norm_w), _F32(EPS), _p(wg), _p(wd), _p(xn), _p(x2), _p(gu),
-                               _p(h), _p(y), _I32(floatmm.DTYPE_CODES[dtype]), *ahead)
+                               _p(h), _p(y), *linked, _I32(floatmm.DTYPE_CODES[dtype]), *ahead)
 
     _run_threads(call, threads)
-    return y, call
+    return ((y, z) if link else y), call
 
 
 def _mlp_case(dtype, rows, a_dim, h_dim, inter, seed=0):
@@ -164,16 +168,42 @@ def test_blocks_give_the_same_bits_on_any_number_of_threads(libs, threads, rows)
         np.testing.assert_array_equal(_norm_matmul(libs["auto"], "float16", x, norm_w, w, threads), single)
 
 
+def _link_case(dtype, h_dim, n2, seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 1.5, h_dim).astype(dtype), _rand(rng, (n2, h_dim), 0.1, dtype)
+
+
+@pytest.mark.parametrize("which", ["auto", "scalar"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 4])
+def test_linked_mlp_block_adds_the_next_norm_matmul(libs, which, dtype, rows):
+    """The linked block gives the MLP block's bits for y and, in the same call, z = rmsnorm(y) @ W2.T as
+    `spindle_fblock_norm_matmul` computes it from y, on one thread or several."""
+    case = _mlp_case(dtype, rows, 576, 576, 1536, seed=21)
+    link = _link_case(dtype, 576, 960, seed=22)
+    y_plain, _ = _mlp(libs[which], dtype, case)
+    z_plain = _norm_matmul(libs[which], dtype, y_plain, *link)
+    for threads in (1, 2, 3):
+        (y, z), _ = _mlp(libs[which], dtype, case, threads=threads, link=link)
+        np.testing.assert_array_equal(y, y_plain)
+        np.testing.assert_array_equal(z, z_plain)
+    assert _rel(z_plain, _mm(_rmsnorm(_mlp_reference(dtype, case), link[0], dtype), link[1], dtype)) < 2 * TOL[dtype]
+
+
+@pytest.mark.parametrize("linked", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 5])
-def test_y_written_over_x_gives_the_same_bits(libs, dtype, rows):
-    """Decode calls the MLP block in place (Relax call_tir_inplace: y is x's buffer). x is read only before
-    the block's first wait, so y over x gives the bits of separate buffers, on one thread or several."""
+def test_y_written_over_x_gives_the_same_bits(libs, linked, dtype, rows):
+    """Decode calls the MLP block in place (Relax call_tir_inplace): y is x's buffer, and a linked z the
+    buffer of the layer's QKV. x is read only before the block's first wait, so y over x gives the bits of
+    separate buffers, on one thread or several."""
     case = _mlp_case(dtype, rows, 576, 576, 1536, seed=41)
-    want, _ = _mlp(libs["auto"], dtype, case)
+    link = _link_case(dtype, 576, 960, seed=42) if linked else None
+    want, _ = _mlp(libs["auto"], dtype, case, link=link)
     for threads in (1, 2, 3):
-        got, _ = _mlp(libs["auto"], dtype, case, threads=threads, y_into_x=True)
-        np.testing.assert_array_equal(got, want)
+        got, _ = _mlp(libs["auto"], dtype, case, threads=threads, link=link, y_into_x=True)
+        for g, w in zip(got if linked else [got], want if linked else [want]):
+            np.testing.assert_array_equal(g, w)
 
 
 def test_the_next_calls_matrix_is_only_prefetched(libs):
@@ -193,15 +223,19 @@ def test_the_next_calls_matrix_is_only_prefetched(libs):
     np.testing.assert_array_equal(nxt, before)
 
 
-def test_a_late_caller_finds_the_work_done(libs):
+@pytest.mark.parametrize("linked", [False, True])
+def test_a_late_caller_finds_the_work_done(libs, linked):
     """A parallel-loop iteration that starts after the others finished takes nothing and returns at once,
     leaving the outputs and the counters as they are."""
     case = _mlp_case("float16", 2, 64, 64, 96, seed=11)
-    sync = np.zeros(kernels.sync_words(4), np.int32)
-    y, call = _mlp(libs["auto"], "float16", case, sync=sync)
-    before, counters = y.copy(), sync.copy()
-    y[:] = -1.0
+    link = _link_case("float16", 64, 48, seed=12) if linked else None
+    sync = np.zeros(kernels.sync_words(6 if linked else 4), np.int32)
+    out, call = _mlp(libs["auto"], "float16", case, sync=sync, link=link)
+    outs = out if linked else (out,)
+    before, counters = [o.copy() for o in outs], sync.copy()
+    for o in outs:
+        o[:] = -1.0  # a late caller that wrote anything would leave something other than -1 here
     call(1)
-    assert (y == -1.0).all()
+    assert all((o == -1.0).all() for o in outs)
     np.testing.assert_array_equal(sync, counters)
-    assert np.isfinite(before.astype(np.float32)).all()
+    assert all(np.isfinite(b.astype(np.float32)).all() for b in before)

@@ -255,16 +255,16 @@ def _block_call(func, name: str, args: list[Tensor], outs: list[Tensor], into: l
 
 
 def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up: nn.Module, down: nn.Module,
-              ahead: nn.Module | None = None, link: tuple[nn.RMSNorm, QuantizedLinear] | None = None,
+              ahead: nn.Module | None = None, link: tuple[nn.RMSNorm, nn.Module] | None = None,
               a_heads: tuple[int, int] | None = None, z_heads: tuple[int, int] | None = None,
               y_into_x: bool = False, z_into: Tensor | None = None):
     """``x2 + down(swiglu(gate_up(rmsnorm(x2))))`` with ``x2 = x + o_proj(a)``: a decoder layer after its
     attention, in one fused C block (`kernels.mlp_block_func` for int8-kernel linears,
     `kernels.floatmm.float_mlp_block_func` for float ones); ``ahead`` as for `norm_linear`.
 
-    ``link`` = (norm, linear), int8 only: the same block also computes ``rmsnorm(y) @ W.T`` for that norm
-    and linear (the next layer's input norm and QKV, or the final norm and the output head) and returns
-    ``(y, z)``; ``ahead`` is then what the VM call after that starts with.
+    ``link`` = (norm, linear), a linear of the block's family: the same block also computes
+    ``rmsnorm(y) @ W.T`` for that norm and linear (the next layer's input norm and QKV, or the final norm
+    and the output head) and returns ``(y, z)``; ``ahead`` is then what the VM call after that starts with.
 
     ``a_heads`` / ``z_heads``: a is / z is to be ``[rows, heads, head_dim]``, as the attention writes and
     reads them (`kernels.rows_shape`). ``y_into_x``: y overwrites x (a tensor nothing reads afterwards);
@@ -290,11 +290,19 @@ def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up
                               inter, float(norm.epsilon), _ahead_spec(ahead), link=spec, a_heads=a_heads,
                               z_heads=z_heads)
         return _block_call(func, "mlp_block_link" if link else "mlp_block", args, outs, into)
+    spec = None
+    outs = [Tensor.placeholder(list(x.shape), x.dtype)]
     if link is not None:
-        raise ValueError("a linked MLP block needs int8-kernel linears")
+        norm2, linear2 = link
+        matrix2 = _block_matrix(linear2)
+        spec = (int(matrix2.shape[0]), float(norm2.epsilon))
+        args[6:6] = [norm2.weight, matrix2]
+        outs.append(_rows_placeholder(x, spec[0], x.dtype, z_heads))
+        into.append(z_into)
     func = floatmm.float_mlp_block_func(x.dtype, o_proj.in_features, o_proj.out_features, inter,
-                                        float(norm.epsilon), _ahead_spec(ahead), a_heads=a_heads)
-    return _block_call(func, "float_mlp_block", args, [Tensor.placeholder(list(x.shape), x.dtype)], into)
+                                        float(norm.epsilon), _ahead_spec(ahead), link=spec, a_heads=a_heads,
+                                        z_heads=z_heads)
+    return _block_call(func, "float_mlp_block_link" if link else "float_mlp_block", args, outs, into)
 
 
 def project_add(linear: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
@@ -540,7 +548,7 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
         with decode_tracing():
             if head is None:
                 return self._logits(self._decoder(input_embeds, kv)), kv
-            # the final norm folded into the output head's block; int8 layers link each MLP block to the
+            # the final norm folded into the output head's block; each MLP block links to the
             # next layer's first block (or the head), one block per layer around its attention
             h, z, n = input_embeds, None, len(self.layers)
             for i, layer in enumerate(self.layers):
@@ -561,16 +569,17 @@ class LlamaForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribut
     def _link(self, i: int, head: nn.Module) -> tuple[nn.RMSNorm, nn.Module, tuple[int, int] | None] | None:
         """What layer ``i``'s MLP block also computes in fused decode (`mlp_block`'s ``link``): the next
         layer's input norm and QKV (with the heads its attention reads), or after the last layer the final
-        norm and the output head (None: flat logits), where both are int8-kernel blocks; None otherwise."""
-        if self.layers[i].block_family() != "int8":
+        norm and the output head (None: flat logits), where both are blocks of one family; None otherwise."""
+        family = self.layers[i].block_family()
+        if family is None:
             return None
         if i + 1 < len(self.layers):
             nxt = self.layers[i + 1]
             qkv = nxt.fused_input()
-            if qkv is None or nxt.block_family() != "int8":
+            if qkv is None or nxt.block_family() != family:
                 return None
             return (nxt.input_layernorm, qkv, nxt.self_attn.qkv_heads)
-        return (self.norm, head, None) if _block_family(head) == "int8" else None
+        return (self.norm, head, None) if _block_family(head) == family else None
 
     def _fused_head(self) -> nn.Module | None:
         """The output head when decode folds the final norm into it (fused blocks; a head without bias that

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "47a4df3786d2f201c508e2052490a96153440b2c7f1009fb5a4aadd62516c6f1"
+SOURCE_DIGEST = "7a9da523c50c0ee0353f9971d0d115c13d96043dd19075c12899c6edc25c23f4"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 
@@ -147,7 +147,8 @@ def float_norm_matmul_func(dtype: str, in_features: int, out_features: int, eps:
 
 
 def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int, eps: float,
-                         ahead: tuple[int, int] | None = None, a_heads: tuple[int, int] | None = None):
+                         ahead: tuple[int, int] | None = None, link: tuple[int, float] | None = None,
+                         a_heads: tuple[int, int] | None = None, z_heads: tuple[int, int] | None = None):
     """The PrimFunc of `spindle_fblock_mlp`, what a decoder layer does after its attention, in `dtype`:
 
         (a[d0, d1, A], x[d0, d1, H], o_proj w[H, A], norm_w[H], gate_up w[2I, H], down w[H, I], next_w,
@@ -155,17 +156,71 @@ def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int
         x2 = x + a @ Wo.T;  y = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T
 
     gate_up's rows are the gate rows, then the up rows. `next_w` and `ahead` as for
-    `float_norm_matmul_func` (the next layer's QKV, or the output head). `a_heads`: a is shaped
-    `[d0 * d1, heads, head_dim]`, as the attention writes it. x is read only in the o_proj phase and y
-    written only in the down phase, two waits later, so y may be x itself (Relax `call_tir_inplace`)."""
+    `float_norm_matmul_func` (the next layer's QKV, or the output head).
+
+    `link` = (out_features2, eps2) adds what the next VM call would start with, in the same parallel region
+    (as `kernels.mlp_block_func`'s link): the next layer's input norm and QKV matmul, or the final norm and
+    the output head. The PrimFunc then takes `norm2_w[H]` and `w2[N2, H]` after `down w`, and has a second
+    output `z[d0, d1, N2] = rmsnorm(y; norm2_w, eps2) @ W2.T`; `ahead` is then the matrix after that (the
+    next layer's o_proj), or None.
+
+    `a_heads` / `z_heads`: a / z are shaped `[d0 * d1, heads, head_dim]` (`rows_shape`), as the attention
+    writes and reads them. x is read only in the o_proj phase and y written only in the down phase, two
+    waits later, so y may be x itself (Relax `call_tir_inplace`), and z any buffer that a, x and the
+    weights are not."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+    import tvm  # pylint: disable=import-outside-toplevel
 
     load_into_process()
     a_, h_, i_, dt = int(attn_features), int(hidden), int(inter), DTYPE_CODES[dtype]
     has_next, nk, nn = _ahead(ahead, (i_, h_))
+    n2, eps2 = (int(link[0]), float(link[1])) if link else (0, 0.0)
+    phases = 6 if link else 4
     a_t, i32 = T.type_annotation(dtype), T.type_annotation("int32")
+    null = tvm.tirx.reinterpret("handle", tvm.tirx.const(0, "uint64"))
 
     # pylint: disable=no-member,invalid-name,unused-variable,too-many-arguments
+    @T.macro
+    def block(a, x, wo, norm_w, wg, wd, next_w, y, norm2_ptr, w2_ptr, z_ptr, rows):
+        xn = T.decl_buffer((rows * h_,), dtype)
+        x2 = T.decl_buffer((rows * h_,), dtype)
+        gu = T.decl_buffer((rows * 2 * i_,), dtype)
+        hb = T.decl_buffer((rows * i_,), dtype)
+        sync = T.decl_buffer((sync_words(phases),), "int32")
+        for i in range(sync_words(phases)):
+            sync[i] = 0
+        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
+            T.evaluate(T.call_extern(
+                "int32", "spindle_fblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(phases), 3),
+                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), rows,
+                T.tvm_access_ptr(a_t, a.data, 0, rows * a_, 1), T.int64(a_),
+                T.tvm_access_ptr(a_t, x.data, 0, rows * h_, 1), T.int64(h_), T.int64(i_),
+                T.address_of(wo[0, 0]), T.address_of(norm_w[0]), T.float32(eps), T.address_of(wg[0, 0]),
+                T.address_of(wd[0, 0]), T.tvm_access_ptr(a_t, xn.data, 0, rows * h_, 3),
+                T.tvm_access_ptr(a_t, x2.data, 0, rows * h_, 3),
+                T.tvm_access_ptr(a_t, gu.data, 0, rows * 2 * i_, 3),
+                T.tvm_access_ptr(a_t, hb.data, 0, rows * i_, 3),
+                T.tvm_access_ptr(a_t, y.data, 0, rows * h_, 2), norm2_ptr, T.float32(eps2), w2_ptr, T.int64(n2),
+                z_ptr, dt, has_next, T.address_of(next_w[0, 0]), T.int64(nk), T.int64(nn)))
+
+    if link:
+
+        @T.prim_func(private=True)
+        def linked(var_a: T.handle, var_x: T.handle, wo: T.Buffer((h_, a_), dtype), norm_w: T.Buffer((h_,), dtype),
+                   wg: T.Buffer((2 * i_, h_), dtype), wd: T.Buffer((h_, i_), dtype),
+                   norm2_w: T.Buffer((h_,), dtype), w2: T.Buffer((n2, h_), dtype),
+                   next_w: T.Buffer((nn, nk), dtype), var_y: T.handle, var_z: T.handle):
+            T.func_attr({"tirx.is_scheduled": True, "op_pattern": 8})
+            d0, d1 = T.int64(), T.int64()
+            x = T.match_buffer(var_x, (d0, d1, h_), dtype)
+            a = T.match_buffer(var_a, rows_shape(d0, d1, a_, a_heads), dtype)
+            y = T.match_buffer(var_y, (d0, d1, h_), dtype)
+            z = T.match_buffer(var_z, rows_shape(d0, d1, n2, z_heads), dtype)
+            block(a, x, wo, norm_w, wg, wd, next_w, y, T.address_of(norm2_w[0]), T.address_of(w2[0, 0]),
+                  T.tvm_access_ptr(a_t, z.data, 0, d0 * d1 * n2, 2), d0 * d1)
+
+        return linked
+
     @T.prim_func(private=True)
     def func(var_a: T.handle, var_x: T.handle, wo: T.Buffer((h_, a_), dtype), norm_w: T.Buffer((h_,), dtype),
              wg: T.Buffer((2 * i_, h_), dtype), wd: T.Buffer((h_, i_), dtype), next_w: T.Buffer((nn, nk), dtype),
@@ -175,25 +230,6 @@ def float_mlp_block_func(dtype: str, attn_features: int, hidden: int, inter: int
         x = T.match_buffer(var_x, (d0, d1, h_), dtype)
         a = T.match_buffer(var_a, rows_shape(d0, d1, a_, a_heads), dtype)
         y = T.match_buffer(var_y, (d0, d1, h_), dtype)
-        xn = T.decl_buffer((d0 * d1 * h_,), dtype)
-        x2 = T.decl_buffer((d0 * d1 * h_,), dtype)
-        gu = T.decl_buffer((d0 * d1 * 2 * i_,), dtype)
-        hb = T.decl_buffer((d0 * d1 * i_,), dtype)
-        sync = T.decl_buffer((sync_words(4),), "int32")
-        for i in range(sync_words(4)):
-            sync[i] = 0
-        for slot in T.parallel(T.int64(PARALLEL_SLOTS)):
-            T.evaluate(T.call_extern(
-                "int32", "spindle_fblock_mlp", T.tvm_access_ptr(i32, sync.data, 0, sync_words(4), 3),
-                T.Cast("int32", slot * 2 // PARALLEL_SLOTS), d0 * d1,
-                T.tvm_access_ptr(a_t, a.data, 0, d0 * d1 * a_, 1), T.int64(a_),
-                T.tvm_access_ptr(a_t, x.data, 0, d0 * d1 * h_, 1), T.int64(h_), T.int64(i_),
-                T.address_of(wo[0, 0]), T.address_of(norm_w[0]), T.float32(eps), T.address_of(wg[0, 0]),
-                T.address_of(wd[0, 0]), T.tvm_access_ptr(a_t, xn.data, 0, d0 * d1 * h_, 3),
-                T.tvm_access_ptr(a_t, x2.data, 0, d0 * d1 * h_, 3),
-                T.tvm_access_ptr(a_t, gu.data, 0, d0 * d1 * 2 * i_, 3),
-                T.tvm_access_ptr(a_t, hb.data, 0, d0 * d1 * i_, 3),
-                T.tvm_access_ptr(a_t, y.data, 0, d0 * d1 * h_, 2), dt, has_next, T.address_of(next_w[0, 0]),
-                T.int64(nk), T.int64(nn)))
+        block(a, x, wo, norm_w, wg, wd, next_w, y, null, null, null, d0 * d1)
 
     return func

@@ -284,6 +284,8 @@ int32_t spindle_fmm_sched(int32_t *counter, const void *x, int64_t rows, const v
  *                                                                              final norm + output head)
  *   spindle_fblock_mlp:          x2 = x + a @ Wo.T                             (o_proj + residual)
  *                                y  = x2 + swiglu(rmsnorm(x2) @ Wgu.T) @ Wd.T  (norm, gate_up, down)
+ *                                z  = rmsnorm(y) @ W2.T                        (linked: the next layer's
+ *                                                                              norm + QKV, or the head)
  *
  * gate_up's 2I rows are the gate rows, then the up rows (the checkpoint's order); a unit of its phase is
  * FTILE columns of h, which the thread that takes it computes from the gate and the up columns. */
@@ -426,24 +428,40 @@ int32_t spindle_fblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
   return 0;
 }
 
-/* The layer after its attention (see above). a [rows, A] (attention output), x and y [rows, H]; gate_up
- * [2I, H] (gate rows, then up rows); sync: 4 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32, zeroed; half
- * as above. Scratch: xn and x2 [rows, H], gu [rows, 2I], h [rows, I]; next_* as for
- * spindle_fblock_norm_matmul (the next layer's QKV, or the output head). */
+/* The layer after its attention (see above), and optionally ("linked") what the next VM call would
+ * start with, in the same parallel region: the next layer's input norm and QKV matmul, or the final norm
+ * and the output head, z = rmsnorm(y; norm2_w, eps2) @ W2.T (as spindle_qblock_mlp: one VM call and one
+ * thread-pool launch less per layer; the down phase's wait is the one the norm needs anyway).
+ *
+ * a [rows, A] (attention output), x and y [rows, H]; gate_up [2I, H] (gate rows, then up rows); sync:
+ * 6 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32 (4 unlinked), zeroed; half as above. Scratch: xn and
+ * x2 [rows, H] (xn holds x2's normed rows, then y's), gu [rows, 2I], h [rows, I]. The link: (w2, N2)
+ * the matrix [N2, H], z [rows, N2]; w2 NULL: none (norm2_w and z are not read). next_* as for spindle_fblock_norm_matmul: the matrix
+ * of the VM call after this one (unlinked: the next layer's QKV or the output head; linked: the next
+ * layer's o_proj, or none). */
 int32_t spindle_fblock_mlp(int32_t *sync, int32_t half, int64_t rows, const void *a, int64_t A, const void *x,
                            int64_t H, int64_t I, const void *wo, const void *norm_w, float eps, const void *wg,
-                           const void *wd, void *xn, void *x2, void *gu, void *h, void *y, int32_t dt,
+                           const void *wd, void *xn, void *x2, void *gu, void *h, void *y, const void *norm2_w,
+                           float eps2, const void *w2, int64_t N2, void *z, int32_t dt,
                            int32_t has_next, const void *next_w, int64_t next_k, int64_t next_n) {
   sync = sync_lines(sync);
-  if (phase_done(sync + 3 * PHASE_WORDS, ftiles(H))) return 0;
-  /* mg: the gate rows, as the gate_up phase splits them (each half's first gate columns) */
-  /* o_proj and down odd, gate_up and the next VM call's QKV (or head) even (blocks.h, next_matmul) */
+  const int linked = w2 != NULL;
+  if (linked ? phase_done(sync + 5 * PHASE_WORDS, ftiles(N2)) : phase_done(sync + 3 * PHASE_WORDS, ftiles(H)))
+    return 0;
+  /* mg: the gate rows, as the gate_up phase splits them (each half's first gate columns). o_proj and down
+   * odd, gate_up and the linked QKV (or head) even (blocks.h, next_matmul); the next VM call starts with
+   * the next layer's o_proj when linked, else with its QKV or the output head */
   const next_matmul mg = fmatrix_ahead(wg, H, I, dt, 0), md = fmatrix_ahead(wd, I, H, dt, 1),
-                    next = fmatrix_ahead(next_w, next_k, next_n, dt, 0);
-  char local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* x2's normed row */
+                    m2 = fmatrix_ahead(w2, H, N2, dt, 0), next = fmatrix_ahead(next_w, next_k, next_n, dt, linked);
+  const next_matmul *after_down = linked ? &m2 : has_next ? &next : NULL;
+  char local[BLOCK_LOCAL_BYTES] __attribute__((aligned(64))); /* x2's normed row, then y's */
   fphase_matmul(sync, half, a, rows, wo, 1, A, H, x2, x, dt, NULL);
   const void *xq = norm_for(sync + PHASE_WORDS, half, rows, x2, norm_w, eps, H, xn, local, dt, &mg);
   fphase_gate_up(sync + 2 * PHASE_WORDS, half, xq, rows, wg, H, I, gu, h, dt, &md);
-  fphase_matmul(sync + 3 * PHASE_WORDS, half, h, rows, wd, md.odd, I, H, y, x2, dt, has_next ? &next : NULL);
+  fphase_matmul(sync + 3 * PHASE_WORDS, half, h, rows, wd, md.odd, I, H, y, x2, dt, after_down);
+  if (linked) {
+    const void *yq = norm_for(sync + 4 * PHASE_WORDS, half, rows, y, norm2_w, eps2, H, xn, local, dt, &m2);
+    fphase_matmul(sync + 5 * PHASE_WORDS, half, yq, rows, w2, m2.odd, H, N2, z, NULL, dt, has_next ? &next : NULL);
+  }
   return 0;
 }
