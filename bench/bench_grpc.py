@@ -257,8 +257,8 @@ def main() -> int:
     p.add_argument("--chat", action="store_true",
                    help="send the prompt as one user message of a chat (rendered with the model's template)")
     p.add_argument("--server", action="append", default=[], metavar="ARGS",
-                   help="adds a row: the Go client on another server started with these `spindle serve` flags "
-                        "(repeatable), e.g. --server='--stream-interval-ms 0'")
+                   help="adds rows: the Python client (and the Go client) on another server started with these "
+                        "`spindle serve` flags (repeatable), e.g. --server='--stream-interval-ms 0'")
     args = p.parse_args()
 
     from spindle.cli import resolve_model
@@ -269,17 +269,18 @@ def main() -> int:
           f"{args.max_tokens} tokens per stream, median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
     runners = {"in-process": InProcess(model_dir, args.chat), "gRPC": OverGrpc(model_dir, chat=args.chat)}
-    extra_servers: list[OverGrpc] = []
-    if not args.no_go:
+    go = not args.no_go
+    if go:
         try:
             runners["gRPC, Go"] = GoClient(runners["gRPC"].target, args.chat)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"(no Go client row: {exc})")
-        else:
-            for flags in args.server:
-                other = OverGrpc(model_dir, *flags.split(), chat=args.chat)
-                extra_servers.append(other)
-                runners[f"Go, {flags.strip()}"] = GoClient(other.target, args.chat)
+            go = False
+    for flags in args.server:
+        other = OverGrpc(model_dir, *flags.split(), chat=args.chat)
+        runners[f"Py, {flags.strip()}"] = other
+        if go:
+            runners[f"Go, {flags.strip()}"] = GoClient(other.target, args.chat)
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for runner in runners.values():
@@ -300,7 +301,7 @@ def main() -> int:
                     time.sleep(SETTLE_S)
                     runs.setdefault((name, c), []).append(runner.run(c, args.max_tokens))
     finally:
-        for runner in [*runners.values(), *extra_servers]:
+        for runner in runners.values():
             runner.close()
     results = {key: median_of(value) for key, value in runs.items()}
     load_after = os.getloadavg()
@@ -336,7 +337,7 @@ def main() -> int:
           " cost: the medians compared; per round: the median of each round's back-to-back difference "
           "(and its interquartile range)")
     for flags in args.server:
-        print(f"Go, {flags.strip()}: the Go client on a server started with {flags.strip()}")
+        print(f"Py / Go, {flags.strip()}: the Python / Go client on a server started with {flags.strip()}")
     return 0
 
 
