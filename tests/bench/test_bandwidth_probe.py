@@ -100,7 +100,8 @@ def test_the_segment_reader_sums_every_segment(threads):
 def test_step_layouts_report_both_layouts_per_state():
     res = cb.step_layouts([64, 32], layers=2, rounds=3, fast_gbs=0.0, threads=2)
     assert res["slow"] == {} and set(res["fast"]) == {"contiguous", "matrices", "alternating", "streams"}
-    assert all(len(v) == 3 and min(v) > 0.1 for v in res["fast"].values())
+    # rates, not a speed check: a loaded machine may preempt one of the two readers for a while
+    assert all(len(v) == 3 and all(math.isfinite(x) and x > 0 for x in v) for v in res["fast"].values())
 
 
 def test_chunked_reads_report_ratios_per_state():
