@@ -14,6 +14,7 @@ hits both alike); the table shows medians and the load average before and after.
     python bench/bench_grpc.py                       # the default model (SmolLM2-135M-Instruct, q4_1)
     python bench/bench_grpc.py --model DIR --max-tokens 64 --concurrency 1 16 --repeat 3
     python bench/bench_grpc.py --chat                # the prompt as one user message of a chat
+    python bench/bench_grpc.py --sync                # also the synchronous Python client (a thread per stream)
 """
 
 from __future__ import annotations
@@ -213,6 +214,41 @@ class OverGrpc:
             self.proc.wait()
 
 
+class OverGrpcSync:
+    """The same streams from the synchronous Python client (`SyncClient.stream`, a thread per stream) against
+    the same server."""
+
+    def __init__(self, target: str, chat: bool = False):
+        from spindle_client import SyncClient
+
+        self.client = SyncClient(target, timeout=600)
+        self.client.generate(PROMPT, max_tokens=1, temperature=0)  # connect
+        self.chat = chat
+
+    def run(self, concurrency: int, max_tokens: int) -> dict[str, float]:
+        prompt = dict(messages=CHAT) if self.chat else dict(prompt=PROMPT)
+        traces = [Trace(0.0) for _ in range(concurrency)]
+        go = threading.Barrier(concurrency + 1)
+
+        def one(tr: Trace) -> None:
+            go.wait()
+            tr.start = time.perf_counter()
+            for d in self.client.stream(**prompt, max_tokens=max_tokens, temperature=0, ignore_eos=True):
+                tr.add(len(d.token_ids), time.perf_counter())
+
+        threads = [threading.Thread(target=one, args=(tr,)) for tr in traces]
+        for t in threads:
+            t.start()
+        go.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        return summarize(traces, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class GoClient:
     """The same streams from the Go client (`clients/go/cmd/spindle-loadgen`) against the same server: the
     server's gRPC cost without the Python client's share of the machine."""
@@ -254,6 +290,8 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
     p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
+    p.add_argument("--sync", action="store_true",
+                   help="adds a row: the synchronous Python client (SyncClient.stream, a thread per stream)")
     p.add_argument("--chat", action="store_true",
                    help="send the prompt as one user message of a chat (rendered with the model's template)")
     p.add_argument("--server", action="append", default=[], metavar="ARGS",
@@ -269,6 +307,8 @@ def main() -> int:
           f"{args.max_tokens} tokens per stream, median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
     runners = {"in-process": InProcess(model_dir, args.chat), "gRPC": OverGrpc(model_dir, chat=args.chat)}
+    if args.sync:
+        runners["gRPC, sync"] = OverGrpcSync(runners["gRPC"].target, args.chat)
     go = not args.no_go
     if go:
         try:
@@ -333,7 +373,8 @@ def main() -> int:
                   f"{pct(ttfts, 25):+.1f} to {pct(ttfts, 75):+.1f} ms, {pct(toks, 25):+.1f}% to {pct(toks, 75):+.1f}%")
     print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
           "shared evenly by its tokens; gap: the time between two messages of a stream, what its reader sees")
-    print("gRPC: the Python AsyncClient; gRPC, Go: the Go client (clients/go/cmd/spindle-loadgen) on the same server."
+    print("gRPC: the Python AsyncClient; gRPC, sync: the Python SyncClient (a thread per stream); gRPC, Go: the Go "
+          "client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference "
           "(and its interquartile range)")
     for flags in args.server:
