@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from spindle_client import DeadlineExceededError
+from spindle_client import DeadlineExceededError, SyncClient
 from spindle_client.v1 import engine_pb2 as pb
 from spindle_client.v1 import engine_pb2_grpc as pb_grpc
 
@@ -124,3 +124,39 @@ def test_reset_aborts_everything_in_stepped_mode(stepped_client):
     m = stepped_client.metrics()
     assert m.live_requests == 0 and m.running_requests == 0 and m.waiting_requests == 0
     assert m.kv_pages_used == 0
+
+
+def test_metrics_count_live_requests_before_the_engine_figures(server_thread, tiny_model_dir):
+    """A request that ends while Metrics waits for the engine's figures is still counted live in that answer:
+    the count is never newer than the engine's snapshot, so an answer with no live request never shows one
+    still running in the engine (what `_settled` relies on)."""
+    srv = server_thread(tiny_model_dir, mode="threaded")
+    try:
+        host = srv.server.servicer.host
+        real = host.metrics
+        with SyncClient(srv.target, timeout=60) as c:
+            s = c.stream(PROMPT, **LONG)
+            it = iter(s)
+            next(it)
+            rid = s.request_id
+            req = srv.run(srv.table.live.get, rid)
+
+            async def figures_then_the_end():
+                m = await real()  # taken while the request runs
+                host.abort_request(rid)
+                await req.done.wait()  # its end reaches the server before the answer is built
+                return m
+
+            srv.run(setattr, host, "metrics", figures_then_the_end)
+            try:
+                m = c.metrics()
+            finally:
+                srv.run(delattr, host, "metrics")
+            assert m.running_requests == 1 and m.live_requests == 1, m
+            for _ in it:
+                pass
+            assert s.result.finish_reason == "abort"
+            settled = _idle(c)
+            assert settled.live_requests == 0 and settled.running_requests == 0 and settled.kv_pages_used == 0
+    finally:
+        srv.stop()

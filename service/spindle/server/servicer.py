@@ -237,8 +237,12 @@ class EngineServicer(pb_grpc.EngineServiceServicer):
 
     @_status_errors
     async def Metrics(self, request: pb.MetricsRequest, context) -> pb.MetricsResponse:
+        # the server's counts first: a request leaves `live` only once its end, which the engine publishes
+        # together with its figures, has been dispatched here, so the engine's snapshot taken after this is
+        # never older than the count (an answer with no live request shows none running in the engine)
+        live, streams, draining = len(self.table.live), self.open_streams, self.table.draining
         m = await self._engine().metrics()
-        return convert.metrics_proto(m, len(self.table.live), self.open_streams, self.table.draining)
+        return convert.metrics_proto(m, live, streams, draining)
 
     # -- model utilities ---------------------------------------------------------------------------------
     @_status_errors
