@@ -275,30 +275,24 @@ def mlp_block(a: Tensor, x: Tensor, o_proj: nn.Module, norm: nn.RMSNorm, gate_up
     args = [a, x, _block_matrix(o_proj), norm.weight, _block_matrix(gate_up), _block_matrix(down),
             _block_matrix(ahead if ahead is not None else down)]
     into = [x if y_into_x else None]
-    if isinstance(o_proj, QuantizedLinear):
-        if a.dtype != "float32":
-            args[0] = a.astype("float32")
-        spec = None
-        outs = [Tensor.placeholder(list(x.shape), "float32")]
-        if link is not None:
-            norm2, linear2 = link
-            spec = (linear2.fmt, linear2.out_features, float(norm2.epsilon))
-            args[6:6] = [norm2.weight, linear2.qweight]
-            outs.append(_rows_placeholder(x, linear2.out_features, "float32", z_heads))
-            into.append(z_into)
+    int8 = isinstance(o_proj, QuantizedLinear)  # int8-kernel blocks compute in float32, float ones in x's dtype
+    dtype = "float32" if int8 else x.dtype
+    if a.dtype != dtype:
+        args[0] = a.astype(dtype)
+    outs = [Tensor.placeholder(list(x.shape), dtype)]
+    spec = None
+    if link is not None:
+        norm2, linear2 = link
+        n2 = _ahead_spec(linear2)[-1]
+        spec = (linear2.fmt, n2, float(norm2.epsilon)) if int8 else (n2, float(norm2.epsilon))
+        args[6:6] = [norm2.weight, _block_matrix(linear2)]
+        outs.append(_rows_placeholder(x, n2, dtype, z_heads))
+        into.append(z_into)
+    if int8:
         func = mlp_block_func((o_proj.fmt, gate_up.fmt, down.fmt), o_proj.in_features, o_proj.out_features,
                               inter, float(norm.epsilon), _ahead_spec(ahead), link=spec, a_heads=a_heads,
                               z_heads=z_heads)
         return _block_call(func, "mlp_block_link" if link else "mlp_block", args, outs, into)
-    spec = None
-    outs = [Tensor.placeholder(list(x.shape), x.dtype)]
-    if link is not None:
-        norm2, linear2 = link
-        matrix2 = _block_matrix(linear2)
-        spec = (int(matrix2.shape[0]), float(norm2.epsilon))
-        args[6:6] = [norm2.weight, matrix2]
-        outs.append(_rows_placeholder(x, spec[0], x.dtype, z_heads))
-        into.append(z_into)
     func = floatmm.float_mlp_block_func(x.dtype, o_proj.in_features, o_proj.out_features, inter,
                                         float(norm.epsilon), _ahead_spec(ahead), link=spec, a_heads=a_heads,
                                         z_heads=z_heads)

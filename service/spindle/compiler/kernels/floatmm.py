@@ -18,7 +18,7 @@ from pathlib import Path
 from . import PARALLEL_SLOTS, compile_source, rows_shape, sources_digest, sync_words
 
 SOURCE = Path(__file__).with_name("fmatmul.c")
-SOURCE_DIGEST = "7a9da523c50c0ee0353f9971d0d115c13d96043dd19075c12899c6edc25c23f4"
+SOURCE_DIGEST = "7a29ba7a64fe09e11a0888f055aa494faa5e13bb0f8f72f23a155a4b61874bab"
 DTYPE_CODES = {"float32": 0, "float16": 1}
 
 

@@ -436,9 +436,9 @@ int32_t spindle_fblock_norm_matmul(int32_t *sync, int32_t half, int64_t rows, co
  * a [rows, A] (attention output), x and y [rows, H]; gate_up [2I, H] (gate rows, then up rows); sync:
  * 6 phases x PHASE_WORDS + SYNC_SLACK_WORDS int32 (4 unlinked), zeroed; half as above. Scratch: xn and
  * x2 [rows, H] (xn holds x2's normed rows, then y's), gu [rows, 2I], h [rows, I]. The link: (w2, N2)
- * the matrix [N2, H], z [rows, N2]; w2 NULL: none (norm2_w and z are not read). next_* as for spindle_fblock_norm_matmul: the matrix
- * of the VM call after this one (unlinked: the next layer's QKV or the output head; linked: the next
- * layer's o_proj, or none). */
+ * the matrix [N2, H], z [rows, N2]; w2 NULL: none (norm2_w and z are not read). next_* as for
+ * spindle_fblock_norm_matmul: the matrix of the VM call after this one (unlinked: the next layer's QKV
+ * or the output head; linked: the next layer's o_proj, or none). */
 int32_t spindle_fblock_mlp(int32_t *sync, int32_t half, int64_t rows, const void *a, int64_t A, const void *x,
                            int64_t H, int64_t I, const void *wo, const void *norm_w, float eps, const void *wg,
                            const void *wd, void *xn, void *x2, void *gu, void *h, void *y, const void *norm2_w,
