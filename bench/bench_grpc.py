@@ -56,7 +56,9 @@ class Trace:
         return sorted(set(self.tokens))
 
 
-def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
+def summarize(traces: list[Trace], wall_s: float, client_cpu_s: float = float("nan")) -> dict[str, float]:
+    """The round's figures; `client_cpu_s`: the CPU time the client spent in it (all its threads), reported as a
+    share of the machine (100% = every core for the whole round)."""
     ttft = [(tr.tokens[0] - tr.start) * 1e3 for tr in traces if tr.tokens]
     itl = []
     for tr in traces:
@@ -74,7 +76,8 @@ def summarize(traces: list[Trace], wall_s: float) -> dict[str, float]:
     total = sum(len(tr.tokens) for tr in traces)
     msgs = statistics.mean(len(tr.deliveries()) for tr in traces) if traces else float("nan")
     return {"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "itl_p50": pct(itl, 50), "itl_p99": pct(itl, 99),
-            "gap_p50": pct(gaps, 50), "msgs": msgs, "tok_s": total / wall_s}
+            "gap_p50": pct(gaps, 50), "msgs": msgs, "tok_s": total / wall_s,
+            "client_cpu": 100 * client_cpu_s / (wall_s * (os.cpu_count() or 1))}
 
 
 def message_gaps(trace: Trace) -> list[float]:
@@ -199,9 +202,10 @@ class OverGrpc:
                     tr.add(len(d.token_ids), time.perf_counter())
                 return tr
 
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             traces = await asyncio.gather(*[one() for _ in range(concurrency)])
-            return summarize(list(traces), time.perf_counter() - t0)
+            # this process's CPU: the client's (the in-process engine's threads are asleep by now, see main)
+            return summarize(list(traces), time.perf_counter() - t0, time.process_time() - cpu0)
 
     def close(self) -> None:
         if self.proc.poll() is not None:
@@ -240,10 +244,10 @@ class OverGrpcSync:
         for t in threads:
             t.start()
         go.wait()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for t in threads:
             t.join()
-        return summarize(traces, time.perf_counter() - t0)
+        return summarize(traces, time.perf_counter() - t0, time.process_time() - cpu0)
 
     def close(self) -> None:
         self.client.close()
@@ -272,7 +276,7 @@ class GoClient:
                               "-max-tokens", str(max_tokens), *(["-chat"] if self.chat else []), PROMPT],
                              check=True, capture_output=True, text=True)
         rep = json.loads(out.stdout.splitlines()[-1])
-        return summarize([Trace(s["start"], s["tokens"]) for s in rep["streams"]], rep["wall_s"])
+        return summarize([Trace(s["start"], s["tokens"]) for s in rep["streams"]], rep["wall_s"], rep["cpu_s"])
 
     def close(self) -> None:
         pass
@@ -349,7 +353,8 @@ def main() -> int:
           + "; after " + ", ".join(f"{x:.2f}" for x in load_after) + f"; {os.cpu_count()} cores")
 
     width = max(10, *(len(name) for name in runners))
-    header = f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'gap p50':>8} {'msgs':>5} {'tok/s':>8}"
+    header = (f"{'streams':>7} {'path':>{width}} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} "
+              f"{'gap p50':>8} {'msgs':>5} {'tok/s':>8} {'client':>7}")
     print(header)
     print("-" * len(header))
     paths = [name for name in runners if name != "in-process"]
@@ -358,7 +363,8 @@ def main() -> int:
         for name in runners:
             r = results[(name, c)]
             print(f"{c:>7} {name:>{width}} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
-                  f"{r['itl_p99']:>6.2f}ms {r['gap_p50']:>6.1f}ms {r['msgs']:>5.1f} {r['tok_s']:>8.1f}")
+                  f"{r['itl_p99']:>6.2f}ms {r['gap_p50']:>6.1f}ms {r['msgs']:>5.1f} {r['tok_s']:>8.1f} "
+                  + (f"{r['client_cpu']:>6.2f}%" if r["client_cpu"] == r["client_cpu"] else f"{'':>7}"))
         base = results[("in-process", c)]
         for name in paths:
             grpc_r = results[(name, c)]
@@ -372,7 +378,9 @@ def main() -> int:
                   f"{statistics.median(toks):>+7.1f}%  {name}; middle half of the rounds: "
                   f"{pct(ttfts, 25):+.1f} to {pct(ttfts, 75):+.1f} ms, {pct(toks, 25):+.1f}% to {pct(toks, 75):+.1f}%")
     print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
-          "shared evenly by its tokens; gap: the time between two messages of a stream, what its reader sees")
+          "shared evenly by its tokens; gap: the time between two messages of a stream, what its reader sees; "
+          "client: the client process's CPU time during the run, as a share of the machine's cores (it runs on the "
+          "cores the model computes on)")
     print("gRPC: the Python AsyncClient; gRPC, sync: the Python SyncClient (a thread per stream); gRPC, Go: the Go "
           "client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference "

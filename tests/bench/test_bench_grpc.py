@@ -38,3 +38,13 @@ def test_summary_shares_a_gap_among_its_tokens_but_reports_the_gap_a_reader_sees
     assert s["gap_p50"] == pytest.approx(30.0)
     assert s["msgs"] == pytest.approx(3.0)
     assert s["tok_s"] == pytest.approx(9 / 0.1)
+
+
+def test_client_cpu_is_a_share_of_every_core_over_the_round(monkeypatch):
+    traces = [_trace(0.0, [(1, 0.010), (3, 0.040)])]
+    monkeypatch.setattr(bench_grpc.os, "cpu_count", lambda: 2)
+    # 10 ms of client CPU in a 200 ms round on 2 cores: 10 / 400 of the machine
+    assert bench_grpc.summarize(traces, wall_s=0.2, client_cpu_s=0.010)["client_cpu"] == pytest.approx(2.5)
+    # no client measured (the in-process path): NaN, left blank in the table
+    s = bench_grpc.summarize(traces, wall_s=0.2)
+    assert s["client_cpu"] != s["client_cpu"]

@@ -1,6 +1,7 @@
 // Command spindle-loadgen runs concurrent greedy streams against a Spindle server and prints, as JSON, when
-// each stream started and when each of its tokens arrived (seconds from the start of the run). It is the
-// native-client side of bench/bench_grpc.py.
+// each stream started and when each of its tokens arrived (seconds from the start of the run), and the CPU
+// time the process spent during the run (user + system, all its threads). It is the native-client side of
+// bench/bench_grpc.py.
 //
 //	go run ./cmd/spindle-loadgen -target 127.0.0.1:50051 -streams 16 -max-tokens 64 "Once upon a time"
 //
@@ -17,6 +18,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	spindle "spindle.dev/clients/go"
@@ -30,7 +32,17 @@ type trace struct {
 
 type report struct {
 	WallS   float64 `json:"wall_s"`
+	CPUS    float64 `json:"cpu_s"`
 	Streams []trace `json:"streams"`
+}
+
+// cpuSeconds is the CPU time (user + system) this process has spent so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 func main() {
@@ -75,7 +87,7 @@ func main() {
 }
 
 func run(client *spindle.Client, prompt *pb.Prompt, streams int, maxTokens int32, timeout time.Duration) (*report, error) {
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), cpuSeconds()
 	traces := make([]trace, streams)
 	errs := make([]error, streams)
 	var wg sync.WaitGroup
@@ -91,7 +103,7 @@ func run(client *spindle.Client, prompt *pb.Prompt, streams int, maxTokens int32
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &report{WallS: time.Since(t0).Seconds(), Streams: traces}, nil
+	return &report{WallS: time.Since(t0).Seconds(), CPUS: cpuSeconds() - cpu0, Streams: traces}, nil
 }
 
 func one(client *spindle.Client, prompt *pb.Prompt, maxTokens int32, timeout time.Duration, t0 time.Time) (trace, error) {
