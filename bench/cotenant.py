@@ -15,8 +15,8 @@ and outputs detokenized in the callback). Runs alternate quiet and loaded (ABBA 
     python bench/cotenant.py                                  # default model q4_1, 1 and 16 streams
     python bench/cotenant.py --load 100@4 --load 1000@40 --concurrency 1 --repeat 15
 
-The co-tenant is started as a new interpreter, not forked from this process: a forked child shares the
-engine's memory copy-on-write, which cost the engine a third of its tokens/s in a trial, whatever the child did.
+The co-tenant is started as a new interpreter, not forked from this process: a child forked from the
+engine's process cost the engine a quarter to a third of its tokens/s in a trial, whatever the child did.
 """
 
 from __future__ import annotations
