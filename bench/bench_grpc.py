@@ -286,12 +286,18 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_workload_arguments(p: argparse.ArgumentParser) -> None:
+    """The workload's options (the model, its format, tokens per stream, streams at once), shared with
+    bench/cotenant.py, which runs the same in-process workload."""
     p.add_argument("--model", default=None, help="artifact directory (default: the embedded model, compiled)")
     p.add_argument("--dtype", default="q4_1", help="dtype when compiling the default model (default q4_1)")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_workload_arguments(p)
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the table shows medians")
     p.add_argument("--no-go", action="store_true", help="leave out the Go client row")
     p.add_argument("--sync", action="store_true",

@@ -1,5 +1,6 @@
-"""What another process on the model's cores costs a decode: the in-process engine's tokens/s with and without
-a co-tenant, side by side.
+"""What another process on the model's cores costs a decode.
+
+The in-process engine's tokens/s with and without a co-tenant, side by side.
 
 The co-tenant is a separate Python process that sleeps for a period and then computes for a while, over and
 over (``--load BUSY_US@PERIOD_MS``): the shape of a client, a sidecar or a log shipper that wakes up now and
@@ -75,19 +76,16 @@ def parse_load(text: str) -> tuple[float, float]:
 
 
 def main() -> int:
+    from bench_grpc import SETTLE_S, InProcess, add_workload_arguments
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="artifact directory (default: the embedded model, compiled)")
-    p.add_argument("--dtype", default="q4_1", help="dtype when compiling the default model (default q4_1)")
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    add_workload_arguments(p)
     p.add_argument("--load", type=parse_load, action="append", metavar="BUSY_US@PERIOD_MS",
                    help="a co-tenant computing BUSY_US microseconds every PERIOD_MS milliseconds (repeatable; "
                         "default 100@4 and 100@20)")
     p.add_argument("--repeat", type=int, default=10, help="rounds (a quiet and a loaded run each)")
     args = p.parse_args()
     loads = args.load or [(100.0, 4.0), (100.0, 20.0)]
-
-    from bench_grpc import SETTLE_S, InProcess
 
     from spindle.cli import resolve_model
     from spindle.server.app import freeze_loaded_objects
