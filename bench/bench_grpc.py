@@ -15,6 +15,11 @@ hits both alike); the table shows medians and the load average before and after.
     python bench/bench_grpc.py --model DIR --max-tokens 64 --concurrency 1 16 --repeat 3
     python bench/bench_grpc.py --chat                # the prompt as one user message of a chat
     python bench/bench_grpc.py --sync                # also the synchronous Python client (a thread per stream)
+    python bench/bench_grpc.py --engine-cpus 0 --client-cpus 1   # the clients off the engines' CPUs
+
+With --engine-cpus / --client-cpus the engines (in process, and the servers with all their threads) run on
+some CPUs and the clients (Python and Go) on others, as on a deployment whose clients run elsewhere; on a
+2-core machine that leaves the engines one compute thread, so the figures are of a slower engine.
 """
 
 from __future__ import annotations
@@ -286,6 +291,21 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+def parse_cpus(text: str) -> set[int]:
+    """CPUs as taskset writes them: "0", "0,2", "0-3,6"."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
+        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise argparse.ArgumentTypeError(f"a CPU list such as 0 or 0-3,6, got {text!r}")
+        cpus.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return cpus
+
+
+def cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
 def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     """The workload's options (the model, its format, tokens per stream, streams at once), shared with
     bench/cotenant.py, which runs the same in-process workload."""
@@ -307,7 +327,28 @@ def main() -> int:
     p.add_argument("--server", action="append", default=[], metavar="ARGS",
                    help="adds rows: the Python client (and the Go client) on another server started with these "
                         "`spindle serve` flags (repeatable), e.g. --server='--stream-interval-ms 0'")
+    p.add_argument("--engine-cpus", type=parse_cpus, metavar="LIST",
+                   help="with --client-cpus: run the in-process engine and the servers on these CPUs (e.g. 0 or "
+                        "0-5; one compute thread per CPU unless TVM_NUM_THREADS says otherwise), and the clients "
+                        "on the --client-cpus")
+    p.add_argument("--client-cpus", type=parse_cpus, metavar="LIST", help="the clients' CPUs (see --engine-cpus)")
     args = p.parse_args()
+    placement = None
+    if args.engine_cpus or args.client_cpus:
+        if not (args.engine_cpus and args.client_cpus):
+            p.error("--engine-cpus and --client-cpus go together")
+        if args.engine_cpus & args.client_cpus:
+            p.error(f"--engine-cpus and --client-cpus share CPUs {cpu_list(args.engine_cpus & args.client_cpus)}")
+        missing = (args.engine_cpus | args.client_cpus) - os.sched_getaffinity(0)
+        if missing:
+            p.error(f"CPUs {cpu_list(missing)} are not available to this process")
+        placement = args.engine_cpus, args.client_cpus
+        # the engines (this process's and the servers, which inherit this thread's CPUs, as every thread made
+        # from it until the clients' turn below does) on their CPUs; the compute threads stay where they
+        # start (TVM would bind them to CPUs of its own choosing)
+        os.environ.setdefault("TVM_NUM_THREADS", str(len(args.engine_cpus)))
+        os.environ["TVM_BIND_THREADS"] = "0"
+        os.sched_setaffinity(0, args.engine_cpus)
 
     from spindle.cli import resolve_model
     from spindle.server.app import freeze_loaded_objects
@@ -316,7 +357,15 @@ def main() -> int:
     print(f"model {model_dir.name}, prompt {len(PROMPT)} chars{' as a chat message' if args.chat else ''}, "
           f"{args.max_tokens} tokens per stream, median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
-    runners = {"in-process": InProcess(model_dir, args.chat), "gRPC": OverGrpc(model_dir, chat=args.chat)}
+    if placement is not None:
+        print(f"engines on CPUs {cpu_list(placement[0])} ({os.environ['TVM_NUM_THREADS']} compute threads each), "
+              f"clients on CPUs {cpu_list(placement[1])}", flush=True)
+    in_process = InProcess(model_dir, args.chat)
+    servers = [OverGrpc(model_dir, *flags.split(), chat=args.chat) for flags in ["", *args.server]]
+    if placement is not None:
+        # this thread runs the Python clients; gRPC's threads, made from now on, and the Go client inherit it
+        os.sched_setaffinity(0, placement[1])
+    runners = {"in-process": in_process, "gRPC": servers[0]}
     if args.sync:
         runners["gRPC, sync"] = OverGrpcSync(runners["gRPC"].target, args.chat)
     go = not args.no_go
@@ -326,8 +375,7 @@ def main() -> int:
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(f"(no Go client row: {exc})")
             go = False
-    for flags in args.server:
-        other = OverGrpc(model_dir, *flags.split(), chat=args.chat)
+    for flags, other in zip(args.server, servers[1:]):
         runners[f"Py, {flags.strip()}"] = other
         if go:
             runners[f"Go, {flags.strip()}"] = GoClient(other.target, args.chat)
@@ -385,8 +433,8 @@ def main() -> int:
                   f"{pct(ttfts, 25):+.1f} to {pct(ttfts, 75):+.1f} ms, {pct(toks, 25):+.1f}% to {pct(toks, 75):+.1f}%")
     print("msgs: messages per stream (in process: callbacks carrying its tokens); ITL: the gap before a message "
           "shared evenly by its tokens; gap: the time between two messages of a stream, what its reader sees; "
-          "client: the client process's CPU time during the run, as a share of the machine's cores (it runs on the "
-          "cores the model computes on)")
+          "client: the client process's CPU time during the run, as a share of the machine's cores (on the "
+          "cores the model computes on, unless --client-cpus puts it elsewhere)")
     print("gRPC: the Python AsyncClient; gRPC, sync: the Python SyncClient (a thread per stream); gRPC, Go: the Go "
           "client (clients/go/cmd/spindle-loadgen) on the same server."
           " cost: the medians compared; per round: the median of each round's back-to-back difference "

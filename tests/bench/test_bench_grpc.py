@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 
@@ -48,3 +49,12 @@ def test_client_cpu_is_a_share_of_every_core_over_the_round(monkeypatch):
     # no client measured (the in-process path): NaN, left blank in the table
     s = bench_grpc.summarize(traces, wall_s=0.2)
     assert s["client_cpu"] != s["client_cpu"]
+
+
+def test_cpu_lists_read_as_taskset_writes_them():
+    assert bench_grpc.parse_cpus("1") == {1}
+    assert bench_grpc.parse_cpus("0-3,6") == {0, 1, 2, 3, 6}
+    assert bench_grpc.cpu_list({6, 0, 2}) == "0,2,6"
+    for bad in ("", "a", "1-", "0,,1", "3-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="CPU list"):
+            bench_grpc.parse_cpus(bad)
