@@ -16,8 +16,8 @@ and outputs detokenized in the callback). Runs alternate quiet and loaded (ABBA 
     python bench/cotenant.py                                  # default model q4_1, 1 and 16 streams
     python bench/cotenant.py --load 100@4 --load 1000@40 --concurrency 1 --repeat 15
 
-The co-tenant is started as a new interpreter, not forked from this process: a child forked from the
-engine's process cost the engine a quarter to a third of its tokens/s in a trial, whatever the child did.
+The co-tenant is started as a new interpreter, not forked from this process: a co-tenant forked from the
+engine's process cost the engine a quarter to a third of its tokens/s in a trial, at each of three loads.
 """
 
 from __future__ import annotations
@@ -58,13 +58,22 @@ class CoTenant:
         self.proc = subprocess.Popen([sys.executable, "-c", TENANT, str(busy_us), str(period_ms)],
                                      stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
+            self.proc.kill()
+            self.proc.wait()
             raise RuntimeError("the co-tenant did not start")
 
     def stop(self) -> float:
         """Stops it; its share of the machine while it ran (100 = every core)."""
         self.proc.send_signal(signal.SIGTERM)
-        cpu_s, life_s = (float(x) for x in self.proc.stdout.readline().split())
-        self.proc.wait()
+        report = self.proc.stdout.readline().split()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if len(report) != 2:
+            raise RuntimeError(f"the co-tenant ended without its report (exit status {self.proc.returncode})")
+        cpu_s, life_s = (float(x) for x in report)
         return 100 * cpu_s / (life_s * (os.cpu_count() or 1))
 
 
@@ -104,12 +113,15 @@ def main() -> int:
                 for i in range(args.repeat):
                     for with_tenant in ((False, True) if i % 2 == 0 else (True, False)):
                         tenant = CoTenant(busy, period) if with_tenant else None
-                        time.sleep(SETTLE_S)  # the previous run's worker threads spin down; the tenant settles
-                        tok_s = engine.run(c, args.max_tokens)["tok_s"]
+                        try:
+                            time.sleep(SETTLE_S)  # the previous run's worker threads spin down; the tenant settles
+                            tok_s = engine.run(c, args.max_tokens)["tok_s"]
+                        finally:
+                            share = tenant.stop() if tenant is not None else None
                         if tenant is None:
                             quiet.append(tok_s)
                         else:
-                            shares.append(tenant.stop())
+                            shares.append(share)
                             loaded.append(tok_s)
                 rows.append((c, f"{busy:g} us every {period:g} ms", statistics.median(shares),
                              statistics.median(quiet), statistics.median(loaded),

@@ -30,3 +30,11 @@ def test_the_co_tenant_reports_the_share_of_the_machine_it_took():
     assert tenant.proc.returncode == 0
     one_core = share * (os.cpu_count() or 1)
     assert 5 < one_core < 40, share
+
+
+def test_a_co_tenant_that_died_is_reported_not_read_as_a_share():
+    tenant = cotenant.CoTenant(100, 4)
+    tenant.proc.kill()
+    with pytest.raises(RuntimeError, match="without its report"):
+        tenant.stop()
+    assert tenant.proc.returncode is not None
