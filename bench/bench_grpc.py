@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import math
 import os
 import re
 import statistics
@@ -82,7 +83,12 @@ def summarize(traces: list[Trace], wall_s: float, client_cpu_s: float = float("n
     msgs = statistics.mean(len(tr.deliveries()) for tr in traces) if traces else float("nan")
     return {"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "itl_p50": pct(itl, 50), "itl_p99": pct(itl, 99),
             "gap_p50": pct(gaps, 50), "msgs": msgs, "tok_s": total / wall_s,
-            "client_cpu": 100 * client_cpu_s / (wall_s * (os.cpu_count() or 1))}
+            "client_cpu": machine_share(client_cpu_s, wall_s)}
+
+
+def machine_share(cpu_s: float, wall_s: float) -> float:
+    """CPU time spent over a wall time, as a share of the machine (100 = every core throughout)."""
+    return 100 * cpu_s / (wall_s * (os.cpu_count() or 1))
 
 
 def message_gaps(trace: Trace) -> list[float]:
@@ -333,7 +339,6 @@ def main() -> int:
                         "on the --client-cpus")
     p.add_argument("--client-cpus", type=parse_cpus, metavar="LIST", help="the clients' CPUs (see --engine-cpus)")
     args = p.parse_args()
-    placement = None
     if args.engine_cpus or args.client_cpus:
         if not (args.engine_cpus and args.client_cpus):
             p.error("--engine-cpus and --client-cpus go together")
@@ -342,7 +347,6 @@ def main() -> int:
         missing = (args.engine_cpus | args.client_cpus) - os.sched_getaffinity(0)
         if missing:
             p.error(f"CPUs {cpu_list(missing)} are not available to this process")
-        placement = args.engine_cpus, args.client_cpus
         # the engines (this process's and the servers, which inherit this thread's CPUs, as every thread made
         # from it until the clients' turn below does) on their CPUs; the compute threads stay where they
         # start (TVM would bind them to CPUs of its own choosing)
@@ -357,14 +361,14 @@ def main() -> int:
     print(f"model {model_dir.name}, prompt {len(PROMPT)} chars{' as a chat message' if args.chat else ''}, "
           f"{args.max_tokens} tokens per stream, median of {args.repeat} runs", flush=True)
     load_before = os.getloadavg()
-    if placement is not None:
-        print(f"engines on CPUs {cpu_list(placement[0])} ({os.environ['TVM_NUM_THREADS']} compute threads each), "
-              f"clients on CPUs {cpu_list(placement[1])}", flush=True)
+    if args.client_cpus:
+        print(f"engines on CPUs {cpu_list(args.engine_cpus)} ({os.environ['TVM_NUM_THREADS']} compute threads "
+              f"each), clients on CPUs {cpu_list(args.client_cpus)}", flush=True)
     in_process = InProcess(model_dir, args.chat)
     servers = [OverGrpc(model_dir, *flags.split(), chat=args.chat) for flags in ["", *args.server]]
-    if placement is not None:
+    if args.client_cpus:
         # this thread runs the Python clients; gRPC's threads, made from now on, and the Go client inherit it
-        os.sched_setaffinity(0, placement[1])
+        os.sched_setaffinity(0, args.client_cpus)
     runners = {"in-process": in_process, "gRPC": servers[0]}
     if args.sync:
         runners["gRPC, sync"] = OverGrpcSync(runners["gRPC"].target, args.chat)
@@ -418,7 +422,7 @@ def main() -> int:
             r = results[(name, c)]
             print(f"{c:>7} {name:>{width}} {r['ttft_p50']:>7.1f}ms {r['ttft_p99']:>7.1f}ms {r['itl_p50']:>6.2f}ms "
                   f"{r['itl_p99']:>6.2f}ms {r['gap_p50']:>6.1f}ms {r['msgs']:>5.1f} {r['tok_s']:>8.1f} "
-                  + (f"{r['client_cpu']:>6.2f}%" if r["client_cpu"] == r["client_cpu"] else f"{'':>7}"))
+                  + (f"{'':>7}" if math.isnan(r["client_cpu"]) else f"{r['client_cpu']:>6.2f}%"))
         base = results[("in-process", c)]
         for name in paths:
             grpc_r = results[(name, c)]

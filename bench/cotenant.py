@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "service"), str(ROOT / "clients" / "python"), str(ROOT / "bench")]
 
+from bench_grpc import SETTLE_S, InProcess, add_workload_arguments, machine_share  # noqa: E402
+
 # the co-tenant: "ready" once started, then wake / compute until SIGTERM, then its CPU time and lifetime since
 # "ready" (s) on one line
 TENANT = r"""
@@ -74,7 +76,7 @@ class CoTenant:
         if len(report) != 2:
             raise RuntimeError(f"the co-tenant ended without its report (exit status {self.proc.returncode})")
         cpu_s, life_s = (float(x) for x in report)
-        return 100 * cpu_s / (life_s * (os.cpu_count() or 1))
+        return machine_share(cpu_s, life_s)
 
 
 def parse_load(text: str) -> tuple[float, float]:
@@ -85,8 +87,6 @@ def parse_load(text: str) -> tuple[float, float]:
 
 
 def main() -> int:
-    from bench_grpc import SETTLE_S, InProcess, add_workload_arguments
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_workload_arguments(p)
     p.add_argument("--load", type=parse_load, action="append", metavar="BUSY_US@PERIOD_MS",
